@@ -1,0 +1,392 @@
+//! The checkpoint store: where iteration boundaries live.
+//!
+//! The trait is small so that the iteration logic can be tested against the
+//! in-memory [`MemoryStore`]; the DynamoDB implementation (item layout and
+//! conditional writes) is in `aws/checkpoint_table.rs`.
+//!
+//! Every write that decides ownership or a boundary is conditional:
+//! - creating an iteration succeeds only if it does not exist yet;
+//! - taking the lease succeeds only if it is free, expired, or ours (or with
+//!   an explicit takeover);
+//! - fixing a shard's end succeeds only while we hold the lease *and* the end
+//!   is not fixed yet (one transaction).
+
+use crate::position::Position;
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// Which logical name of which stream: the unit that has iterations.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LogicalKey {
+    pub stream: String,
+    pub logical_name: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IterationState {
+    /// Opened; some shard boundaries may still be unfixed, or the run died.
+    Open,
+    /// Every shard's boundary is fixed and the run that fixed the last one ended well.
+    Succeeded,
+    /// A run ended with an error; `next` runs it again.
+    Failed,
+}
+
+impl IterationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IterationState::Open => "open",
+            IterationState::Succeeded => "succeeded",
+            IterationState::Failed => "failed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "open" => Some(IterationState::Open),
+            "succeeded" => Some(IterationState::Succeeded),
+            "failed" => Some(IterationState::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// The iteration's header: identity, state and lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IterationHeader {
+    pub number: u64,
+    pub state: IterationState,
+    pub stream_arn: String,
+    pub stream_created_ms: i64,
+    /// What the user asked for the very first iteration (`trim-horizon`, …), kept for humans.
+    pub start_spec: String,
+    /// The wall-clock time the iteration was opened; the snapshot end rule reads up to it.
+    pub opened_ms: i64,
+    pub opened_by: String,
+    pub shard_count: u32,
+    /// Every iteration below this one had succeeded when this one was opened,
+    /// so `next` only looks from here up.
+    pub low_water: u64,
+    pub owner: Option<String>,
+    pub lease_expires_ms: i64,
+    pub finished_ms: Option<i64>,
+}
+
+/// A shard's boundary, fixed once when the shard is read to its end rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardEnd {
+    /// The last record of this iteration in this shard; `None` if it read nothing.
+    pub last_sequence: Option<String>,
+    /// Where the next iteration starts in this shard.
+    pub next: Position,
+    /// The shard is closed and read to its very end: its children come next.
+    pub closed: bool,
+    pub records: u64,
+    pub bytes: u64,
+    pub fixed_ms: i64,
+    pub fixed_by: String,
+}
+
+/// One shard of one iteration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardCheckpoint {
+    pub shard_id: String,
+    pub parents: Vec<String>,
+    pub start: Position,
+    pub end: Option<ShardEnd>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A conditional write lost: someone else created, owns or fixed it.
+    #[error("conditional write lost: {0}")]
+    Conflict(String),
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
+}
+
+/// How a lease request went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lease {
+    Acquired,
+    /// Held by `owner` until `expires_ms`.
+    HeldBy {
+        owner: String,
+        expires_ms: i64,
+    },
+    /// The iteration has succeeded: it needs no lease, only a replay.
+    Succeeded,
+}
+
+#[async_trait]
+pub trait CheckpointStore: Send + Sync {
+    /// The highest-numbered iteration of a logical name.
+    async fn latest(&self, key: &LogicalKey) -> Result<Option<IterationHeader>, StoreError>;
+    async fn header(&self, key: &LogicalKey, n: u64)
+        -> Result<Option<IterationHeader>, StoreError>;
+    /// The lowest iteration in `from..=to` that has not succeeded.
+    async fn lowest_unfinished(
+        &self,
+        key: &LogicalKey,
+        from: u64,
+        to: u64,
+    ) -> Result<Option<u64>, StoreError>;
+    /// Every iteration header, oldest first (for `status`).
+    async fn headers(&self, key: &LogicalKey) -> Result<Vec<IterationHeader>, StoreError>;
+    async fn shards(&self, key: &LogicalKey, n: u64) -> Result<Vec<ShardCheckpoint>, StoreError>;
+    /// Creates an iteration (header with the creator's lease, and its shards).
+    /// `Conflict` if it exists.
+    async fn create(
+        &self,
+        key: &LogicalKey,
+        header: &IterationHeader,
+        shards: &[ShardCheckpoint],
+    ) -> Result<(), StoreError>;
+    /// Adds shard items that a crashed creator did not get to write.
+    async fn add_shards(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+        owner: &str,
+        shards: &[ShardCheckpoint],
+    ) -> Result<(), StoreError>;
+    /// Takes the lease if free, expired or ours; with `takeover`, in any case.
+    async fn acquire(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+        owner: &str,
+        now_ms: i64,
+        expires_ms: i64,
+        takeover: bool,
+    ) -> Result<Lease, StoreError>;
+    /// Extends our lease; `Conflict` if it is no longer ours.
+    async fn renew(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+        owner: &str,
+        expires_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Fixes a shard's end while we hold the lease; `Conflict` otherwise.
+    async fn fix_shard(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+        owner: &str,
+        shard_id: &str,
+        end: &ShardEnd,
+    ) -> Result<(), StoreError>;
+    /// Sets the final state and releases our lease.
+    async fn finish(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+        owner: &str,
+        state: IterationState,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+}
+
+/// An in-memory store with the same conditional semantics, for unit tests of
+/// the iteration logic. Never a replacement for the emulator tests.
+type MemoryIterations =
+    BTreeMap<(LogicalKey, u64), (IterationHeader, BTreeMap<String, ShardCheckpoint>)>;
+
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<MemoryIterations>,
+}
+
+impl MemoryStore {
+    fn with<T>(&self, f: impl FnOnce(&mut MemoryIterations) -> T) -> T {
+        f(&mut self.inner.lock().unwrap())
+    }
+}
+
+fn conflict(what: impl Into<String>) -> StoreError {
+    StoreError::Conflict(what.into())
+}
+
+#[async_trait]
+impl CheckpointStore for MemoryStore {
+    async fn latest(&self, key: &LogicalKey) -> Result<Option<IterationHeader>, StoreError> {
+        Ok(self.with(|m| {
+            m.iter()
+                .filter(|((k, _), _)| k == key)
+                .map(|(_, (h, _))| h.clone())
+                .next_back()
+        }))
+    }
+    async fn header(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+    ) -> Result<Option<IterationHeader>, StoreError> {
+        Ok(self.with(|m| m.get(&(key.clone(), n)).map(|(h, _)| h.clone())))
+    }
+    async fn lowest_unfinished(
+        &self,
+        key: &LogicalKey,
+        from: u64,
+        to: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        Ok(self.with(|m| {
+            (from..=to).find(|n| {
+                m.get(&(key.clone(), *n))
+                    .is_some_and(|(h, _)| h.state != IterationState::Succeeded)
+            })
+        }))
+    }
+    async fn headers(&self, key: &LogicalKey) -> Result<Vec<IterationHeader>, StoreError> {
+        Ok(self.with(|m| {
+            m.iter()
+                .filter(|((k, _), _)| k == key)
+                .map(|(_, (h, _))| h.clone())
+                .collect()
+        }))
+    }
+    async fn shards(&self, key: &LogicalKey, n: u64) -> Result<Vec<ShardCheckpoint>, StoreError> {
+        Ok(self.with(|m| {
+            m.get(&(key.clone(), n))
+                .map(|(_, s)| s.values().cloned().collect())
+                .unwrap_or_default()
+        }))
+    }
+    async fn create(
+        &self,
+        key: &LogicalKey,
+        header: &IterationHeader,
+        shards: &[ShardCheckpoint],
+    ) -> Result<(), StoreError> {
+        self.with(|m| {
+            let k = (key.clone(), header.number);
+            if m.contains_key(&k) {
+                return Err(conflict(format!("iteration {} exists", header.number)));
+            }
+            let s = shards
+                .iter()
+                .map(|s| (s.shard_id.clone(), s.clone()))
+                .collect();
+            m.insert(k, (header.clone(), s));
+            Ok(())
+        })
+    }
+    async fn add_shards(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+        owner: &str,
+        shards: &[ShardCheckpoint],
+    ) -> Result<(), StoreError> {
+        self.with(|m| {
+            let (h, s) = m
+                .get_mut(&(key.clone(), n))
+                .ok_or_else(|| conflict("no iteration"))?;
+            if h.owner.as_deref() != Some(owner) {
+                return Err(conflict("lease lost"));
+            }
+            for sh in shards {
+                s.entry(sh.shard_id.clone()).or_insert_with(|| sh.clone());
+            }
+            Ok(())
+        })
+    }
+    async fn acquire(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+        owner: &str,
+        now_ms: i64,
+        expires_ms: i64,
+        takeover: bool,
+    ) -> Result<Lease, StoreError> {
+        self.with(|m| {
+            let (h, _) = m
+                .get_mut(&(key.clone(), n))
+                .ok_or_else(|| conflict("no iteration"))?;
+            if h.state == IterationState::Succeeded {
+                return Ok(Lease::Succeeded);
+            }
+            let free = match &h.owner {
+                None => true,
+                Some(o) => o == owner || h.lease_expires_ms < now_ms,
+            };
+            if free || takeover {
+                h.owner = Some(owner.to_string());
+                h.lease_expires_ms = expires_ms;
+                h.state = IterationState::Open;
+                Ok(Lease::Acquired)
+            } else {
+                Ok(Lease::HeldBy {
+                    owner: h.owner.clone().unwrap_or_default(),
+                    expires_ms: h.lease_expires_ms,
+                })
+            }
+        })
+    }
+    async fn renew(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+        owner: &str,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.with(|m| {
+            let (h, _) = m
+                .get_mut(&(key.clone(), n))
+                .ok_or_else(|| conflict("no iteration"))?;
+            if h.owner.as_deref() != Some(owner) {
+                return Err(conflict("lease lost"));
+            }
+            h.lease_expires_ms = expires_ms;
+            Ok(())
+        })
+    }
+    async fn fix_shard(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+        owner: &str,
+        shard_id: &str,
+        end: &ShardEnd,
+    ) -> Result<(), StoreError> {
+        self.with(|m| {
+            let (h, s) = m
+                .get_mut(&(key.clone(), n))
+                .ok_or_else(|| conflict("no iteration"))?;
+            if h.owner.as_deref() != Some(owner) {
+                return Err(conflict("lease lost"));
+            }
+            let sh = s
+                .get_mut(shard_id)
+                .ok_or_else(|| conflict("no such shard"))?;
+            if sh.end.is_some() {
+                return Err(conflict("already fixed"));
+            }
+            sh.end = Some(end.clone());
+            Ok(())
+        })
+    }
+    async fn finish(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+        owner: &str,
+        state: IterationState,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.with(|m| {
+            let (h, _) = m
+                .get_mut(&(key.clone(), n))
+                .ok_or_else(|| conflict("no iteration"))?;
+            if h.owner.as_deref() != Some(owner) {
+                return Err(conflict("lease lost"));
+            }
+            h.owner = None;
+            h.state = state;
+            h.finished_ms = Some(now_ms);
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,744 @@
+//! Settings from the command line, `-D name=value` pairs (EMR's jobconf names)
+//! and Hadoop-mangled environment variables, resolved once into one validated
+//! struct. Precedence: flag > `-D` > environment > default. No I/O here: the
+//! environment is passed in as a lookup function.
+
+use crate::error::ReaderError;
+use crate::format::{parse_fields, DataEncoding, Field, OutputFormat};
+use crate::iteration::{IterationRequest, StartSpec};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kinesis-reader",
+    version,
+    about = "Print one checkpointed iteration of a Kinesis stream as tab-separated lines",
+    after_help = "Every setting can also be given by its EMR name, as -D name=value or as the \
+                  Hadoop-mangled environment variable (e.g. kinesis_checkpoint_iteration_no). \
+                  Exit codes: 0 ok, 1 failure, 2 usage, 3 iteration owned by another run, \
+                  4 data expired."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(flatten)]
+    pub read: ReadArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create the checkpoint table (on-demand billing) and wait until it is active.
+    CreateTable,
+    /// Show the iterations of a logical name.
+    Status {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// How many of the latest iterations to show (0 = all).
+        #[arg(long, default_value_t = 20)]
+        last: usize,
+    },
+}
+
+/// Settings every sub-command shares.
+#[derive(Args, Debug, Default)]
+pub struct CommonArgs {
+    /// Stream name or ARN [kinesis.stream.name].
+    #[arg(long, global = true)]
+    pub stream: Option<String>,
+    /// AWS region [kinesis.endpoint.region].
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// Named profile from the AWS config files.
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+    /// Endpoint for every AWS service (AWS_ENDPOINT_URL[_KINESIS|_DYNAMODB] also work).
+    #[arg(long, global = true)]
+    pub endpoint_url: Option<String>,
+    /// DynamoDB table for checkpoints [kinesis.checkpoint.metastore.table.name].
+    #[arg(long, global = true)]
+    pub checkpoint_table: Option<String>,
+    /// The table's hash key name [kinesis.checkpoint.metastore.hash.key.name] (default HashKey).
+    #[arg(long, global = true)]
+    pub hash_key: Option<String>,
+    /// The table's range key name [kinesis.checkpoint.metastore.range.key.name] (default RangeKey).
+    #[arg(long, global = true)]
+    pub range_key: Option<String>,
+    /// Name under which iterations are kept [kinesis.checkpoint.logical.name].
+    #[arg(long, global = true)]
+    pub logical_name: Option<String>,
+    /// An EMR setting, as NAME=VALUE (repeatable).
+    #[arg(short = 'D', value_name = "NAME=VALUE", global = true)]
+    pub define: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ReadArgs {
+    /// Iteration number, or `next` [kinesis.checkpoint.iteration.no].
+    #[arg(long)]
+    pub iteration: Option<String>,
+    /// Take over an iteration another run holds, at once [kinesis.rerun.iteration.without.wait].
+    #[arg(long)]
+    pub rerun_without_wait: bool,
+    /// Where the first iteration starts: trim-horizon, latest, at-timestamp=RFC3339.
+    #[arg(long)]
+    pub start_position: Option<String>,
+    /// End rule: `snapshot` (what was in the stream at the start) or `timeouts` (EMR's).
+    #[arg(long, value_enum)]
+    pub until: Option<Until>,
+    /// Stop a shard after no new record for this long; bare numbers are minutes [kinesis.nodata.timeout].
+    #[arg(long)]
+    pub nodata_timeout: Option<String>,
+    /// Hard cap on an iteration's reading time; bare numbers are minutes [kinesis.iteration.timeout].
+    #[arg(long)]
+    pub iteration_timeout: Option<String>,
+    /// Records per GetRecords call, 1..10000 [kinesis.records.batchsize].
+    #[arg(long)]
+    pub batch_size: Option<String>,
+    /// Output fields, comma-separated (default partition_key,data).
+    #[arg(long)]
+    pub fields: Option<String>,
+    /// How record data (and partition keys) are written in TSV.
+    #[arg(long, value_enum, default_value_t = DataEncoding::Escape)]
+    pub data_encoding: DataEncoding,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Tsv)]
+    pub format: OutputFormat,
+    /// How long to wait for another run's lease on the iteration before exiting with code 3.
+    #[arg(long, default_value = "5m")]
+    pub lease_wait: String,
+    /// How long a lease lasts without renewal (a crashed run blocks its iteration this long).
+    #[arg(long, default_value = "30s")]
+    pub lease_duration: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Until {
+    Snapshot,
+    Timeouts,
+}
+
+/// EMR setting names this tool understands.
+pub mod names {
+    pub const ENABLED: &str = "kinesis.checkpoint.enabled";
+    pub const TABLE: &str = "kinesis.checkpoint.metastore.table.name";
+    pub const HASH_KEY: &str = "kinesis.checkpoint.metastore.hash.key.name";
+    pub const RANGE_KEY: &str = "kinesis.checkpoint.metastore.range.key.name";
+    /// The misspelling in EMR's own documentation.
+    pub const RANGE_KEY_ALIAS: &str = "kinesis.checkpoint.metastore.hash.range.name";
+    pub const LOGICAL_NAME: &str = "kinesis.checkpoint.logical.name";
+    pub const ITERATION: &str = "kinesis.checkpoint.iteration.no";
+    pub const RERUN: &str = "kinesis.rerun.iteration.without.wait";
+    pub const ITERATION_TIMEOUT: &str = "kinesis.iteration.timeout";
+    pub const NODATA_TIMEOUT: &str = "kinesis.nodata.timeout";
+    pub const BATCH_SIZE: &str = "kinesis.records.batchsize";
+    pub const REGION: &str = "kinesis.endpoint.region";
+    pub const STREAM: &str = "kinesis.stream.name";
+    pub const ALL: [&str; 13] = [
+        ENABLED,
+        TABLE,
+        HASH_KEY,
+        RANGE_KEY,
+        RANGE_KEY_ALIAS,
+        LOGICAL_NAME,
+        ITERATION,
+        RERUN,
+        ITERATION_TIMEOUT,
+        NODATA_TIMEOUT,
+        BATCH_SIZE,
+        REGION,
+        STREAM,
+    ];
+}
+
+/// Hadoop passes jobconf `a.b.c` to tasks as the variable `a_b_c`.
+pub fn mangle(name: &str) -> String {
+    name.chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect()
+}
+
+/// The layers below the command line.
+pub struct Layers<'a> {
+    defines: BTreeMap<String, String>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+fn usage(msg: String) -> ReaderError {
+    ReaderError::Usage(msg)
+}
+
+impl<'a> Layers<'a> {
+    /// Checks the `-D` pairs: well-formed, known `kinesis.*` names, no name given
+    /// twice with different values. Other names (a copied jobconf) are ignored.
+    pub fn new(
+        defines: &[String],
+        env: &'a dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ReaderError> {
+        let mut map: BTreeMap<String, String> = BTreeMap::new();
+        for d in defines {
+            let (k, v) = d.split_once('=').ok_or_else(|| {
+                usage(format!(
+                    "-D {d}: expected NAME=VALUE, e.g. -D {}=7",
+                    names::ITERATION
+                ))
+            })?;
+            let k = k.trim();
+            if k.starts_with("kinesis.") && !names::ALL.contains(&k) {
+                return Err(usage(format!(
+                    "-D {k}: unknown setting; known settings are {}",
+                    names::ALL.join(", ")
+                )));
+            }
+            if let Some(old) = map.get(k) {
+                if old != v {
+                    return Err(usage(format!(
+                        "-D {k} is given twice with different values ({old:?} and {v:?})"
+                    )));
+                }
+            }
+            map.insert(k.to_string(), v.to_string());
+        }
+        Ok(Layers { defines: map, env })
+    }
+
+    /// The value of a setting: from the flag, else `-D` (any of its names), else
+    /// the environment; with a description of where it came from.
+    pub fn get(
+        &self,
+        flag: &str,
+        cli: Option<&str>,
+        names: &[&str],
+    ) -> Result<Option<(String, String)>, ReaderError> {
+        if let Some(v) = cli {
+            return Ok(Some((v.to_string(), format!("--{flag} {v}"))));
+        }
+        let from_defines: Vec<(String, String)> = names
+            .iter()
+            .filter_map(|n| {
+                self.defines
+                    .get(*n)
+                    .map(|v| (v.clone(), format!("-D {n}={v}")))
+            })
+            .collect();
+        if let Some(v) = one(&from_defines)? {
+            return Ok(Some(v));
+        }
+        let from_env: Vec<(String, String)> = names
+            .iter()
+            .filter_map(|n| {
+                let var = mangle(n);
+                (self.env)(&var).map(|v| (v.clone(), format!("environment {var}={v}")))
+            })
+            .collect();
+        one(&from_env)
+    }
+}
+
+/// At most one distinct value among a setting's names at one layer.
+fn one(found: &[(String, String)]) -> Result<Option<(String, String)>, ReaderError> {
+    match found {
+        [] => Ok(None),
+        [first, rest @ ..] => {
+            if let Some(other) = rest.iter().find(|(v, _)| v != &first.0) {
+                return Err(usage(format!(
+                    "conflicting settings: {} and {}",
+                    first.1, other.1
+                )));
+            }
+            Ok(Some(first.clone()))
+        }
+    }
+}
+
+/// Parses a value and names its source in the error.
+fn parsed<T>(
+    found: Option<(String, String)>,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, ReaderError> {
+    match found {
+        None => Ok(None),
+        Some((v, src)) => parse(v.trim())
+            .map(Some)
+            .map_err(|e| usage(format!("{src}: {e}"))),
+    }
+}
+
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+/// A duration: `90s`, `2m`, `1h30m`; a bare number is minutes, as on EMR.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(minutes) = s.parse::<f64>() {
+        if minutes.is_finite() && minutes >= 0.0 {
+            return Ok(Duration::from_secs_f64(minutes * 60.0));
+        }
+        return Err("a duration cannot be negative".into());
+    }
+    humantime::parse_duration(s).map_err(|e| format!("not a duration ({e}); use e.g. 90s, 5m or 5"))
+}
+
+fn parse_iteration(s: &str) -> Result<IterationRequest, String> {
+    if s == "next" {
+        return Ok(IterationRequest::Next);
+    }
+    s.parse::<u64>()
+        .map(IterationRequest::Number)
+        .map_err(|_| "expected a whole number ≥ 0 or `next`".into())
+}
+
+fn parse_batch(s: &str) -> Result<i32, String> {
+    match s.parse::<i32>() {
+        Ok(n) if (1..=10_000).contains(&n) => Ok(n),
+        _ => Err("expected a whole number from 1 to 10000".into()),
+    }
+}
+
+/// Where the AWS clients point.
+#[derive(Clone, Debug, Default)]
+pub struct AwsSettings {
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    pub endpoint_url: Option<String>,
+}
+
+/// The checkpoint table and its key names.
+#[derive(Clone, Debug)]
+pub struct TableSettings {
+    pub table: String,
+    pub hash_key: String,
+    pub range_key: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct CheckpointSettings {
+    pub table: TableSettings,
+    pub logical_name: String,
+    pub iteration: IterationRequest,
+    pub takeover: bool,
+    pub lease_wait: Duration,
+    pub lease_duration: Duration,
+}
+
+/// Everything a read needs, validated.
+#[derive(Clone, Debug)]
+pub struct ReaderConfig {
+    pub stream: String,
+    pub aws: AwsSettings,
+    pub checkpoint: Option<CheckpointSettings>,
+    pub start: StartSpec,
+    pub until: Until,
+    pub nodata_timeout: Option<Duration>,
+    pub iteration_timeout: Option<Duration>,
+    pub batch_size: i32,
+    pub fields: Vec<Field>,
+    pub encoding: DataEncoding,
+    pub format: OutputFormat,
+}
+
+/// EMR's default iteration timeout, used by `--until timeouts` when none is given.
+pub const DEFAULT_ITERATION_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+pub fn aws_settings(c: &CommonArgs, l: &Layers) -> Result<AwsSettings, ReaderError> {
+    Ok(AwsSettings {
+        region: l
+            .get("region", c.region.as_deref(), &[names::REGION])?
+            .map(|v| v.0),
+        profile: c.profile.clone(),
+        endpoint_url: c.endpoint_url.clone(),
+    })
+}
+
+pub fn stream_setting(c: &CommonArgs, l: &Layers) -> Result<String, ReaderError> {
+    l.get("stream", c.stream.as_deref(), &[names::STREAM])?
+        .map(|v| v.0)
+        .ok_or_else(|| {
+            usage(format!(
+                "no stream given: use --stream NAME (or -D {}=NAME)",
+                names::STREAM
+            ))
+        })
+}
+
+/// The checkpoint table, if checkpointing is on.
+pub fn table_settings(c: &CommonArgs, l: &Layers) -> Result<Option<TableSettings>, ReaderError> {
+    let enabled = parsed(l.get("checkpoint", None, &[names::ENABLED])?, parse_bool)?;
+    let table = l.get(
+        "checkpoint-table",
+        c.checkpoint_table.as_deref(),
+        &[names::TABLE],
+    )?;
+    let table = match (enabled, table) {
+        (Some(false), Some((_, src))) if c.checkpoint_table.is_some() => {
+            return Err(usage(format!(
+                "{src} conflicts with {}=false: drop one of them",
+                names::ENABLED
+            )))
+        }
+        (Some(false), _) => return Ok(None),
+        (Some(true), None) => {
+            return Err(usage(format!(
+                "{}=true but no checkpoint table: use --checkpoint-table T (or -D {}=T)",
+                names::ENABLED,
+                names::TABLE
+            )))
+        }
+        (_, None) => return Ok(None),
+        (_, Some((t, _))) => t,
+    };
+    let hash_key = l
+        .get("hash-key", c.hash_key.as_deref(), &[names::HASH_KEY])?
+        .map_or_else(|| "HashKey".to_string(), |v| v.0);
+    let range_key = l
+        .get(
+            "range-key",
+            c.range_key.as_deref(),
+            &[names::RANGE_KEY, names::RANGE_KEY_ALIAS],
+        )?
+        .map_or_else(|| "RangeKey".to_string(), |v| v.0);
+    Ok(Some(TableSettings {
+        table,
+        hash_key,
+        range_key,
+    }))
+}
+
+pub fn logical_name(c: &CommonArgs, l: &Layers) -> Result<Option<String>, ReaderError> {
+    Ok(l.get(
+        "logical-name",
+        c.logical_name.as_deref(),
+        &[names::LOGICAL_NAME],
+    )?
+    .map(|v| v.0))
+}
+
+impl ReaderConfig {
+    pub fn resolve(c: &CommonArgs, r: &ReadArgs, l: &Layers) -> Result<Self, ReaderError> {
+        let stream = stream_setting(c, l)?;
+        let aws = aws_settings(c, l)?;
+        let table = table_settings(c, l)?;
+        let logical = logical_name(c, l)?;
+        let iteration = parsed(
+            l.get("iteration", r.iteration.as_deref(), &[names::ITERATION])?,
+            parse_iteration,
+        )?;
+        let rerun = if r.rerun_without_wait {
+            Some(true)
+        } else {
+            parsed(
+                l.get("rerun-without-wait", None, &[names::RERUN])?,
+                parse_bool,
+            )?
+        };
+        let lease_wait =
+            parse_duration(&r.lease_wait).map_err(|e| usage(format!("--lease-wait: {e}")))?;
+        let lease_duration = parse_duration(&r.lease_duration)
+            .map_err(|e| usage(format!("--lease-duration: {e}")))?;
+        if lease_duration < Duration::from_secs(1) {
+            return Err(usage("--lease-duration must be at least 1s".into()));
+        }
+        let checkpoint = match table {
+            Some(table) => {
+                let logical_name = logical.ok_or_else(|| {
+                    usage(format!(
+                        "checkpointing needs a logical name: use --logical-name NAME (or -D {}=NAME)",
+                        names::LOGICAL_NAME
+                    ))
+                })?;
+                if logical_name.is_empty() {
+                    return Err(usage("the logical name cannot be empty".into()));
+                }
+                Some(CheckpointSettings {
+                    table,
+                    logical_name,
+                    iteration: iteration.unwrap_or(IterationRequest::Next),
+                    takeover: rerun.unwrap_or(false),
+                    lease_wait,
+                    lease_duration,
+                })
+            }
+            None => {
+                if logical.is_some() || iteration.is_some() {
+                    return Err(usage(format!(
+                        "a logical name or iteration needs a checkpoint table: add \
+                         --checkpoint-table T (or -D {}=T)",
+                        names::TABLE
+                    )));
+                }
+                None
+            }
+        };
+        let start = match &r.start_position {
+            Some(s) => StartSpec::parse(s).map_err(|e| usage(format!("--start-position: {e}")))?,
+            None => StartSpec::TrimHorizon,
+        };
+        let nodata_timeout = parsed(
+            l.get(
+                "nodata-timeout",
+                r.nodata_timeout.as_deref(),
+                &[names::NODATA_TIMEOUT],
+            )?,
+            parse_duration,
+        )?;
+        let iteration_timeout = parsed(
+            l.get(
+                "iteration-timeout",
+                r.iteration_timeout.as_deref(),
+                &[names::ITERATION_TIMEOUT],
+            )?,
+            parse_duration,
+        )?;
+        let until = r.until.unwrap_or(Until::Snapshot);
+        let iteration_timeout = match until {
+            Until::Timeouts => Some(iteration_timeout.unwrap_or(DEFAULT_ITERATION_TIMEOUT)),
+            Until::Snapshot => iteration_timeout,
+        };
+        let batch_size = parsed(
+            l.get("batch-size", r.batch_size.as_deref(), &[names::BATCH_SIZE])?,
+            parse_batch,
+        )?
+        .unwrap_or(10_000);
+        let fields = match &r.fields {
+            Some(f) => parse_fields(f).map_err(|e| usage(format!("--fields: {e}")))?,
+            None => vec![Field::PartitionKey, Field::Data],
+        };
+        Ok(ReaderConfig {
+            stream,
+            aws,
+            checkpoint,
+            start,
+            until,
+            nodata_timeout,
+            iteration_timeout,
+            batch_size,
+            fields,
+            encoding: r.data_encoding,
+            format: r.format,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(args: &[&str], env: &[(&str, &str)]) -> Result<ReaderConfig, ReaderError> {
+        let mut argv = vec!["kinesis-reader"];
+        argv.extend_from_slice(args);
+        let cli = Cli::try_parse_from(argv).unwrap();
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |k: &str| env.get(k).cloned();
+        let layers = Layers::new(&cli.common.define, &lookup)?;
+        ReaderConfig::resolve(&cli.common, &cli.read, &layers)
+    }
+
+    #[test]
+    fn flags_defines_and_env_give_the_same_config() {
+        let by_flags = resolve(
+            &[
+                "--stream",
+                "s",
+                "--checkpoint-table",
+                "t",
+                "--logical-name",
+                "L",
+                "--iteration",
+                "3",
+                "--batch-size",
+                "500",
+                "--nodata-timeout",
+                "2",
+                "--range-key",
+                "R",
+            ],
+            &[],
+        )
+        .unwrap();
+        let by_defines = resolve(
+            &[
+                "-D",
+                "kinesis.stream.name=s",
+                "-Dkinesis.checkpoint.metastore.table.name=t",
+                "-D",
+                "kinesis.checkpoint.logical.name=L",
+                "-D",
+                "kinesis.checkpoint.iteration.no=3",
+                "-D",
+                "kinesis.records.batchsize=500",
+                "-D",
+                "kinesis.nodata.timeout=2",
+                "-D",
+                "kinesis.checkpoint.metastore.hash.range.name=R",
+            ],
+            &[],
+        )
+        .unwrap();
+        let by_env = resolve(
+            &[],
+            &[
+                ("kinesis_stream_name", "s"),
+                ("kinesis_checkpoint_metastore_table_name", "t"),
+                ("kinesis_checkpoint_logical_name", "L"),
+                ("kinesis_checkpoint_iteration_no", "3"),
+                ("kinesis_records_batchsize", "500"),
+                ("kinesis_nodata_timeout", "2"),
+                ("kinesis_checkpoint_metastore_range_key_name", "R"),
+            ],
+        )
+        .unwrap();
+        for c in [&by_flags, &by_defines, &by_env] {
+            assert_eq!(c.stream, "s");
+            let cp = c.checkpoint.as_ref().unwrap();
+            assert_eq!(cp.table.table, "t");
+            assert_eq!(cp.table.range_key, "R");
+            assert_eq!(cp.table.hash_key, "HashKey");
+            assert_eq!(cp.logical_name, "L");
+            assert_eq!(cp.iteration, IterationRequest::Number(3));
+            assert_eq!(c.batch_size, 500);
+            assert_eq!(c.nodata_timeout, Some(Duration::from_secs(120)));
+        }
+    }
+
+    #[test]
+    fn precedence_is_flag_then_define_then_env() {
+        let env = [("kinesis_records_batchsize", "7")];
+        assert_eq!(resolve(&["--stream", "s"], &env).unwrap().batch_size, 7);
+        assert_eq!(
+            resolve(
+                &["--stream", "s", "-D", "kinesis.records.batchsize=8"],
+                &env
+            )
+            .unwrap()
+            .batch_size,
+            8
+        );
+        assert_eq!(
+            resolve(
+                &[
+                    "--stream",
+                    "s",
+                    "-D",
+                    "kinesis.records.batchsize=8",
+                    "--batch-size",
+                    "9"
+                ],
+                &env
+            )
+            .unwrap()
+            .batch_size,
+            9
+        );
+        assert_eq!(resolve(&["--stream", "s"], &[]).unwrap().batch_size, 10_000);
+    }
+
+    #[test]
+    fn bad_values_name_the_setting_and_its_source() {
+        let e = resolve(&["--stream", "s", "-D", "kinesis.records.batchsize=0"], &[]).unwrap_err();
+        assert!(
+            e.to_string().contains("-D kinesis.records.batchsize=0"),
+            "{e}"
+        );
+        let e = resolve(&["--stream", "s"], &[("kinesis_nodata_timeout", "soon")]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("environment kinesis_nodata_timeout=soon"),
+            "{e}"
+        );
+        let e = resolve(
+            &[
+                "--stream",
+                "s",
+                "-D",
+                "kinesis.checkpoint.metastore.range.key.name=A",
+                "-D",
+                "kinesis.checkpoint.metastore.hash.range.name=B",
+                "--checkpoint-table",
+                "t",
+                "--logical-name",
+                "l",
+            ],
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("conflicting"), "{e}");
+        let e = resolve(
+            &["--stream", "s", "-D", "kinesis.checkpoint.iteraton.no=1"],
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("unknown setting"), "{e}");
+        let e = resolve(&["--stream", "s", "--checkpoint-table", "t"], &[]).unwrap_err();
+        assert!(e.to_string().contains("logical name"), "{e}");
+        let e = resolve(
+            &[
+                "--stream",
+                "s",
+                "--checkpoint-table",
+                "t",
+                "--logical-name",
+                "l",
+                "--iteration=-1",
+            ],
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("--iteration -1") && e.to_string().contains("next"),
+            "{e}"
+        );
+        let e = resolve(&["--checkpoint-table", "t", "--logical-name", "l"], &[]).unwrap_err();
+        assert!(e.to_string().contains("--stream"), "{e}");
+    }
+
+    #[test]
+    fn checkpoint_enabled_switch() {
+        let c = resolve(
+            &["--stream", "s"],
+            &[
+                ("kinesis_checkpoint_enabled", "false"),
+                ("kinesis_checkpoint_metastore_table_name", "t"),
+            ],
+        )
+        .unwrap();
+        assert!(c.checkpoint.is_none());
+        let e = resolve(
+            &["--stream", "s", "-D", "kinesis.checkpoint.enabled=true"],
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("no checkpoint table"), "{e}");
+        let e = resolve(
+            &[
+                "--stream",
+                "s",
+                "--checkpoint-table",
+                "t",
+                "-D",
+                "kinesis.checkpoint.enabled=false",
+            ],
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("conflicts"), "{e}");
+    }
+
+    #[test]
+    fn durations_bare_numbers_are_minutes() {
+        assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("0.5").unwrap(), Duration::from_secs(30));
+        assert!(parse_duration("-1").is_err());
+    }
+}

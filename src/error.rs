@@ -1,0 +1,80 @@
+//! Errors that decide the exit code, and the exit codes themselves.
+//!
+//! Everything else travels as `anyhow::Error` with context; the binaries look
+//! for one of these in the chain to pick the code.
+
+use std::process::ExitCode;
+
+/// Exit codes, documented in the README.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Ok = 0,
+    /// Anything that went wrong at run time (AWS errors, missing stream, …).
+    Failure = 1,
+    /// Bad command line or settings.
+    Usage = 2,
+    /// The iteration is held by another live run (lease), or was taken over.
+    IterationOwned = 3,
+    /// A stored position has aged out of the stream's retention (issue 3).
+    DataExpired = 4,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> ExitCode {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// Errors with their own exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum ReaderError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    IterationOwned(String),
+    #[error("{0}")]
+    DataExpired(String),
+}
+
+/// The exit code for an error chain: a broken pipe (the reader of our stdout
+/// went away, as with `| head`) is a normal end.
+pub fn exit_for(err: &anyhow::Error) -> Exit {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<ReaderError>() {
+            return match e {
+                ReaderError::Usage(_) => Exit::Usage,
+                ReaderError::IterationOwned(_) => Exit::IterationOwned,
+                ReaderError::DataExpired(_) => Exit::DataExpired,
+            };
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::BrokenPipe {
+                return Exit::Ok;
+            }
+        }
+    }
+    Exit::Failure
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context;
+
+    #[test]
+    fn codes_are_found_through_context() {
+        let e = Err::<(), _>(ReaderError::IterationOwned("x".into()))
+            .context("opening iteration 3")
+            .unwrap_err();
+        assert_eq!(exit_for(&e), Exit::IterationOwned);
+        let pipe = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+            .context("writing stdout");
+        assert_eq!(exit_for(&pipe), Exit::Ok);
+        assert_eq!(exit_for(&anyhow::anyhow!("boom")), Exit::Failure);
+        assert_eq!(
+            exit_for(&ReaderError::Usage("u".into()).into()),
+            Exit::Usage
+        );
+        assert_eq!(Exit::DataExpired as u8, 4);
+    }
+}

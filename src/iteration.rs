@@ -1,0 +1,465 @@
+//! Planning and opening an iteration.
+//!
+//! Planning is pure: the first iteration's shards come from the stream's shard
+//! list and the start position; iteration N+1's shards come from iteration N's
+//! fixed ends and the shard list. An iteration never holds a shard together
+//! with one of its descendants, so within an iteration every shard can be read
+//! at once; children enter the iteration after the one in which their last
+//! parent was read to its end (lineage order, invariant 4).
+//!
+//! Opening resolves `--iteration N|next`, creates the iteration if needed
+//! (conditional write) and takes its lease.
+
+use crate::checkpoint::{
+    CheckpointStore, IterationHeader, IterationState, Lease, LogicalKey, ShardCheckpoint,
+    StoreError,
+};
+use crate::error::ReaderError;
+use crate::position::Position;
+use crate::stream::{ShardInfo, StreamInfo};
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// Where the first iteration of a logical name starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartSpec {
+    TrimHorizon,
+    Latest,
+    AtTimestamp(i64),
+}
+
+impl StartSpec {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "trim-horizon" | "TRIM_HORIZON" => Ok(StartSpec::TrimHorizon),
+            "latest" | "LATEST" => Ok(StartSpec::Latest),
+            _ => {
+                let ts = s.strip_prefix("at-timestamp=").ok_or_else(|| {
+                    format!("{s:?}: expected trim-horizon, latest or at-timestamp=RFC3339")
+                })?;
+                let t = humantime::parse_rfc3339_weak(ts)
+                    .map_err(|e| format!("{ts:?} is not an RFC 3339 time: {e}"))?;
+                let ms = t
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_err(|_| format!("{ts:?} is before 1970"))?
+                    .as_millis() as i64;
+                Ok(StartSpec::AtTimestamp(ms))
+            }
+        }
+    }
+
+    /// The stored description, and the time later generations of shards start
+    /// from (children of a shard start at this time rather than at their first
+    /// record when the user asked to start at a time).
+    pub fn describe(&self, now_ms: i64) -> (String, Option<i64>) {
+        match self {
+            StartSpec::TrimHorizon => ("trim-horizon".into(), None),
+            StartSpec::Latest => (format!("latest@{now_ms}"), Some(now_ms)),
+            StartSpec::AtTimestamp(ms) => (format!("at-timestamp@{ms}"), Some(*ms)),
+        }
+    }
+}
+
+/// The time bound recorded in a header's start spec (`latest@MS`, `at-timestamp@MS`).
+fn spec_time(start_spec: &str) -> Option<i64> {
+    start_spec
+        .split_once('@')
+        .and_then(|(_, ms)| ms.parse().ok())
+}
+
+/// The shards of a logical name's first iteration: the lineage roots (shards
+/// none of whose parents is still listed), or for `latest` the open shards.
+/// Every start is concrete: a sequence number or a timestamp.
+pub fn plan_first(listed: &[ShardInfo], start: &StartSpec, now_ms: i64) -> Vec<ShardCheckpoint> {
+    let ids: BTreeSet<&str> = listed.iter().map(|s| s.shard_id.as_str()).collect();
+    listed
+        .iter()
+        .filter(|s| match start {
+            StartSpec::Latest => s.ending_sequence_number.is_none(),
+            _ => s.parents().iter().all(|p| !ids.contains(p.as_str())),
+        })
+        .map(|s| ShardCheckpoint {
+            shard_id: s.shard_id.clone(),
+            parents: s.parents(),
+            start: match start {
+                StartSpec::TrimHorizon => Position::At(s.starting_sequence_number.clone()),
+                StartSpec::Latest => Position::Timestamp(now_ms),
+                StartSpec::AtTimestamp(ms) => Position::Timestamp(*ms),
+            },
+            end: None,
+        })
+        .collect()
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("shard {0} of the previous iteration has no fixed end yet")]
+    Unfinished(String),
+}
+
+/// The shards of the iteration after `prev` (whose ends must all be fixed).
+/// - an open shard continues where it ended;
+/// - a closed shard hands over to its children once every parent of a child
+///   is closed; until then it is carried along (it reads nothing) so that the
+///   lineage is remembered;
+/// - a child starts at its first record, or at `not_before_ms` when the
+///   logical name started at a time.
+pub fn plan_next(
+    prev: &[ShardCheckpoint],
+    listed: &[ShardInfo],
+    not_before_ms: Option<i64>,
+) -> Result<Vec<ShardCheckpoint>, PlanError> {
+    let mut closed = BTreeSet::new();
+    let mut next = BTreeMap::new();
+    for s in prev {
+        let end = s
+            .end
+            .as_ref()
+            .ok_or_else(|| PlanError::Unfinished(s.shard_id.clone()))?;
+        if end.closed {
+            closed.insert(s.shard_id.as_str());
+        }
+    }
+    let in_prev: BTreeSet<&str> = prev.iter().map(|s| s.shard_id.as_str()).collect();
+    for s in prev {
+        let end = s.end.as_ref().expect("checked above");
+        if !end.closed {
+            next.insert(s.shard_id.clone(), carry(s, &end.next));
+            continue;
+        }
+        let children: Vec<&ShardInfo> = listed
+            .iter()
+            .filter(|c| c.parents().iter().any(|p| p == &s.shard_id))
+            .collect();
+        let mut all_ready = true;
+        for c in children {
+            // A parent that is not in this lineage (never read, or long gone)
+            // does not hold a child back.
+            let ready = c
+                .parents()
+                .iter()
+                .all(|p| closed.contains(p.as_str()) || !in_prev.contains(p.as_str()));
+            if ready {
+                next.entry(c.shard_id.clone())
+                    .or_insert_with(|| ShardCheckpoint {
+                        shard_id: c.shard_id.clone(),
+                        parents: c.parents(),
+                        start: match not_before_ms {
+                            Some(ms) => Position::Timestamp(ms),
+                            None => Position::At(c.starting_sequence_number.clone()),
+                        },
+                        end: None,
+                    });
+            } else {
+                all_ready = false;
+            }
+        }
+        if !all_ready {
+            next.insert(s.shard_id.clone(), carry(s, &end.next));
+        }
+    }
+    Ok(next.into_values().collect())
+}
+
+fn carry(s: &ShardCheckpoint, from: &Position) -> ShardCheckpoint {
+    ShardCheckpoint {
+        shard_id: s.shard_id.clone(),
+        parents: s.parents.clone(),
+        start: from.clone(),
+        end: None,
+    }
+}
+
+/// `--iteration N` or `--iteration next`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IterationRequest {
+    Number(u64),
+    Next,
+}
+
+/// Lease settings for a run.
+#[derive(Clone, Debug)]
+pub struct LeaseOptions {
+    pub owner: String,
+    pub duration: Duration,
+    /// How long to wait for another run's lease before giving up (exit code 3).
+    pub wait: Duration,
+    /// `--rerun-without-wait`: take the lease over at once.
+    pub takeover: bool,
+}
+
+/// An opened iteration: its header, its shards, and whether we hold its lease
+/// (a succeeded iteration is replayed without one).
+#[derive(Clone, Debug)]
+pub struct Opened {
+    pub header: IterationHeader,
+    pub shards: Vec<ShardCheckpoint>,
+    pub leased: bool,
+}
+
+/// Which iteration number `request` means for this logical name.
+pub async fn resolve(
+    store: &dyn CheckpointStore,
+    key: &LogicalKey,
+    request: IterationRequest,
+) -> Result<u64> {
+    let latest = store
+        .latest(key)
+        .await
+        .context("reading the latest iteration")?;
+    match (request, latest) {
+        (IterationRequest::Next, None) => Ok(0),
+        (IterationRequest::Next, Some(h)) => {
+            let low = store
+                .lowest_unfinished(key, h.low_water.min(h.number), h.number)
+                .await
+                .context("looking for an unfinished iteration")?;
+            Ok(low.unwrap_or(h.number + 1))
+        }
+        (IterationRequest::Number(n), None) => Ok(n),
+        (IterationRequest::Number(n), Some(h)) if n <= h.number + 1 => Ok(n),
+        (IterationRequest::Number(n), Some(h)) => Err(ReaderError::Usage(format!(
+            "iteration {n} of logical name {:?} cannot be opened: the latest iteration is {}, \
+             so the next one is {} (use --iteration {} or --iteration next)",
+            key.logical_name,
+            h.number,
+            h.number + 1,
+            h.number + 1
+        ))
+        .into()),
+    }
+}
+
+/// Opens iteration `n`: creates it if it does not exist (planned from the
+/// previous iteration or from `start`), then takes its lease unless it has
+/// succeeded already.
+#[allow(clippy::too_many_arguments)]
+pub async fn open(
+    store: &dyn CheckpointStore,
+    key: &LogicalKey,
+    n: u64,
+    stream: &StreamInfo,
+    listed: &[ShardInfo],
+    start: &StartSpec,
+    lease: &LeaseOptions,
+    now: &dyn Fn() -> i64,
+) -> Result<Opened> {
+    let header = match store.header(key, n).await? {
+        Some(h) => h,
+        None => match create(store, key, n, stream, listed, start, lease, now).await? {
+            Some(opened) => return Ok(opened),
+            // Another run created it first: fall through to the lease.
+            None => store
+                .header(key, n)
+                .await?
+                .ok_or_else(|| anyhow!("iteration {n} vanished after it was created"))?,
+        },
+    };
+    check_same_stream(&header, stream, key)?;
+    let waited_since = now();
+    loop {
+        let t = now();
+        let expires = t + lease.duration.as_millis() as i64;
+        match store
+            .acquire(key, n, &lease.owner, t, expires, lease.takeover)
+            .await
+            .context("taking the iteration's lease")?
+        {
+            Lease::Succeeded => {
+                let header = store.header(key, n).await?.unwrap_or(header);
+                let shards = store.shards(key, n).await?;
+                return Ok(Opened {
+                    header,
+                    shards,
+                    leased: false,
+                });
+            }
+            Lease::Acquired => {
+                let header = store.header(key, n).await?.unwrap_or(header);
+                let mut shards = store.shards(key, n).await?;
+                if shards.len() < header.shard_count as usize {
+                    shards = complete_plan(store, key, &header, shards, listed, lease).await?;
+                }
+                return Ok(Opened {
+                    header,
+                    shards,
+                    leased: true,
+                });
+            }
+            Lease::HeldBy { owner, expires_ms } => {
+                let waited = Duration::from_millis((t - waited_since).max(0) as u64);
+                if waited >= lease.wait {
+                    return Err(ReaderError::IterationOwned(format!(
+                        "iteration {n} of logical name {:?} is being run by {owner} \
+                         (lease until {}); waited {}; rerun later, or take it over \
+                         with --rerun-without-wait",
+                        key.logical_name,
+                        fmt_ms(expires_ms),
+                        humantime::format_duration(Duration::from_secs(waited.as_secs()))
+                    ))
+                    .into());
+                }
+                if waited.is_zero() {
+                    log::warn!(
+                        "iteration {n} of {:?} is held by {owner} until {}; waiting for it \
+                         to finish or its lease to expire (--rerun-without-wait takes it over)",
+                        key.logical_name,
+                        fmt_ms(expires_ms)
+                    );
+                }
+                let until_expiry = Duration::from_millis((expires_ms - t).max(0) as u64 + 50);
+                let pause = until_expiry
+                    .min(Duration::from_millis(500))
+                    .min(lease.wait - waited);
+                tokio::time::sleep(pause.max(Duration::from_millis(10))).await;
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn create(
+    store: &dyn CheckpointStore,
+    key: &LogicalKey,
+    n: u64,
+    stream: &StreamInfo,
+    listed: &[ShardInfo],
+    start: &StartSpec,
+    lease: &LeaseOptions,
+    now: &dyn Fn() -> i64,
+) -> Result<Option<Opened>> {
+    let t = now();
+    let prev = if n == 0 {
+        None
+    } else {
+        store.header(key, n - 1).await?
+    };
+    let (shards, start_spec, low_water) = match &prev {
+        None => {
+            if store.latest(key).await?.is_some() {
+                bail!(ReaderError::Usage(format!(
+                    "iteration {} of logical name {:?} does not exist, so {n} cannot follow it",
+                    n - 1,
+                    key.logical_name
+                )));
+            }
+            let (spec, _) = start.describe(t);
+            (plan_first(listed, start, t), spec, n)
+        }
+        Some(p) => {
+            check_same_stream(p, stream, key)?;
+            let prev_shards = store.shards(key, p.number).await?;
+            let shards =
+                plan_next(&prev_shards, listed, spec_time(&p.start_spec)).map_err(|e| {
+                    anyhow!(ReaderError::Usage(format!(
+                        "iteration {n} cannot start yet: iteration {} is not complete ({e}); \
+                         run it first (--iteration {} or --iteration next)",
+                        p.number, p.number
+                    )))
+                })?;
+            let low = if p.state == IterationState::Succeeded && p.low_water >= p.number {
+                n
+            } else {
+                store
+                    .lowest_unfinished(key, p.low_water.min(p.number), p.number)
+                    .await?
+                    .unwrap_or(n)
+            };
+            (shards, p.start_spec.clone(), low)
+        }
+    };
+    if shards.is_empty() {
+        bail!(
+            "stream {} has no shards to read for iteration {n} of {:?}",
+            stream.name,
+            key.logical_name
+        );
+    }
+    let header = IterationHeader {
+        number: n,
+        state: IterationState::Open,
+        stream_arn: stream.arn.clone(),
+        stream_created_ms: stream.created_ms,
+        start_spec,
+        opened_ms: t,
+        opened_by: lease.owner.clone(),
+        shard_count: shards.len() as u32,
+        low_water,
+        owner: Some(lease.owner.clone()),
+        lease_expires_ms: t + lease.duration.as_millis() as i64,
+        finished_ms: None,
+    };
+    match store.create(key, &header, &shards).await {
+        Ok(()) => Ok(Some(Opened {
+            header,
+            shards,
+            leased: true,
+        })),
+        Err(StoreError::Conflict(_)) => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("creating iteration {n}"))),
+    }
+}
+
+/// A creator that died between writing the header and all shard items left
+/// the plan short; plans are deterministic, so we write the missing shards.
+async fn complete_plan(
+    store: &dyn CheckpointStore,
+    key: &LogicalKey,
+    header: &IterationHeader,
+    have: Vec<ShardCheckpoint>,
+    listed: &[ShardInfo],
+    lease: &LeaseOptions,
+) -> Result<Vec<ShardCheckpoint>> {
+    let n = header.number;
+    let planned = if n == 0 || store.header(key, n - 1).await?.is_none() {
+        let t = spec_time(&header.start_spec);
+        let start = match t {
+            Some(_) if header.start_spec.starts_with("latest") => StartSpec::Latest,
+            Some(ms) => StartSpec::AtTimestamp(ms),
+            None => StartSpec::TrimHorizon,
+        };
+        plan_first(listed, &start, t.unwrap_or(header.opened_ms))
+    } else {
+        let prev = store.shards(key, n - 1).await?;
+        plan_next(&prev, listed, spec_time(&header.start_spec))?
+    };
+    let known: BTreeSet<String> = have.iter().map(|s| s.shard_id.clone()).collect();
+    let missing: Vec<ShardCheckpoint> = planned
+        .into_iter()
+        .filter(|s| !known.contains(&s.shard_id))
+        .collect();
+    log::warn!(
+        "iteration {n} was created with {} shards but only {} were recorded; adding {}",
+        header.shard_count,
+        have.len(),
+        missing.len()
+    );
+    store.add_shards(key, n, &lease.owner, &missing).await?;
+    Ok(store.shards(key, n).await?)
+}
+
+/// A stream deleted and re-created under the same name must not continue the
+/// old stream's checkpoints.
+fn check_same_stream(h: &IterationHeader, s: &StreamInfo, key: &LogicalKey) -> Result<()> {
+    if h.stream_arn != s.arn || h.stream_created_ms != s.created_ms {
+        bail!(
+            "iteration {} of logical name {:?} belongs to stream {} created {}, but the stream \
+             now is {} created {}: the stream was deleted and re-created. Use a new logical \
+             name for the new stream.",
+            h.number,
+            key.logical_name,
+            h.stream_arn,
+            fmt_ms(h.stream_created_ms),
+            s.arn,
+            fmt_ms(s.created_ms)
+        );
+    }
+    Ok(())
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn fmt_ms(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(t).to_string()
+}

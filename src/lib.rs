@@ -1,0 +1,38 @@
+//! kinesis-streaming: checkpointed, replayable *iterations* of an Amazon Kinesis
+//! stream, printed as lines for Hadoop Streaming and Unix pipelines.
+//!
+//! Nothing in the library touches the process's stdin, stdout or environment
+//! directly: the binaries in `src/bin/` hand those in.
+//!
+//! Layout (each concept in the file named after it):
+//! - [`config`]: settings from flags, `-D` EMR names and Hadoop-mangled env vars.
+//! - [`position`]: shard positions and sequence-number ordering.
+//! - [`stream`]: the small trait the reader needs from Kinesis, and its types.
+//! - [`checkpoint`]: the checkpoint store trait and the iteration/shard records.
+//! - [`iteration`]: planning and opening an iteration (pure logic + the store).
+//! - [`shard_reader`]: reading one shard to its end rule.
+//! - [`merge`]: deterministic interleaving of shards on stdout, boundary fixing.
+//! - [`format`]: record → output line.
+//! - [`status`]: the `status` sub-command's table.
+//! - [`aws`]: the only place that touches the AWS SDK (clients and adapters).
+
+pub mod aws;
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod format;
+pub mod iteration;
+pub mod merge;
+pub mod position;
+pub mod reader;
+pub mod shard_reader;
+pub mod status;
+pub mod stream;
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,376 @@
+//! One run of the reader: open (or replay) an iteration, read its shards at
+//! once, write them through the deterministic merge, fix each shard's
+//! boundary as soon as its records are delivered, and close the iteration.
+
+use crate::checkpoint::{
+    CheckpointStore, IterationState, LogicalKey, ShardCheckpoint, ShardEnd, StoreError,
+};
+use crate::config::{ReaderConfig, Until};
+use crate::error::ReaderError;
+use crate::format::Formatter;
+use crate::iteration::{self, LeaseOptions, Opened};
+use crate::merge::{merge, MergeShard, MergeStats};
+use crate::shard_reader::{EndRules, Outcome, ShardEvent, ShardTask, Target, PAGES_IN_FLIGHT};
+use crate::stream::{ShardInfo, StreamApi, StreamError};
+use anyhow::{anyhow, Context, Result};
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Semaphore};
+
+/// What a run did, for the closing line on stderr.
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub iteration: Option<u64>,
+    pub records: u64,
+    pub bytes: u64,
+    pub shards: usize,
+    pub fixed_now: usize,
+    pub replayed: usize,
+    pub elapsed: Duration,
+}
+
+fn stream_error(e: StreamError) -> anyhow::Error {
+    match e {
+        StreamError::Other(e) => e,
+        e => anyhow!(e),
+    }
+}
+
+/// Reads one iteration (with a store) or one pass from the start position
+/// (without), writing lines to `out`.
+pub async fn read(
+    api: Arc<dyn StreamApi>,
+    store: Option<Arc<dyn CheckpointStore>>,
+    cfg: &ReaderConfig,
+    owner: &str,
+    out: Box<dyn Write + Send>,
+) -> Result<Summary> {
+    let started = Instant::now();
+    let info = api.describe().await.map_err(stream_error)?;
+    let listed = api.list_shards().await.map_err(stream_error)?;
+    let mut summary = match (store, &cfg.checkpoint) {
+        (Some(store), Some(cp)) => {
+            let key = LogicalKey {
+                stream: info.name.clone(),
+                logical_name: cp.logical_name.clone(),
+            };
+            let n = iteration::resolve(store.as_ref(), &key, cp.iteration).await?;
+            let lease = LeaseOptions {
+                owner: owner.to_string(),
+                duration: cp.lease_duration,
+                wait: cp.lease_wait,
+                takeover: cp.takeover,
+            };
+            let opened = iteration::open(
+                store.as_ref(),
+                &key,
+                n,
+                &info,
+                &listed,
+                &cfg.start,
+                &lease,
+                &crate::now_ms,
+            )
+            .await
+            .with_context(|| {
+                format!(
+                    "opening iteration {n} of logical name {:?}",
+                    key.logical_name
+                )
+            })?;
+            run_iteration(api, store, key, opened, &listed, cfg, lease, out).await?
+        }
+        _ => read_unchecked(api, &listed, cfg, &info.name, out).await?,
+    };
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+fn end_rules(cfg: &ReaderConfig, snapshot_ms: i64) -> EndRules {
+    EndRules {
+        snapshot_ms: (cfg.until == Until::Snapshot).then_some(snapshot_ms),
+        nodata: cfg.nodata_timeout,
+        deadline: cfg.iteration_timeout.map(|d| Instant::now() + d),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_iteration(
+    api: Arc<dyn StreamApi>,
+    store: Arc<dyn CheckpointStore>,
+    key: LogicalKey,
+    opened: Opened,
+    listed: &[ShardInfo],
+    cfg: &ReaderConfig,
+    lease: LeaseOptions,
+    out: Box<dyn Write + Send>,
+) -> Result<Summary> {
+    let n = opened.header.number;
+    let rules = end_rules(cfg, opened.header.opened_ms);
+    let shards = opened.shards.clone();
+    let replayed = shards.iter().filter(|s| s.end.is_some()).count();
+    log::info!(
+        "iteration {n} of {:?}: {} shards ({} to read to their end rule, {} to replay){}",
+        key.logical_name,
+        shards.len(),
+        shards.len() - replayed,
+        replayed,
+        if opened.leased {
+            ""
+        } else {
+            " — a replay of a finished iteration"
+        }
+    );
+    let fmt = Formatter::new(
+        cfg.fields.clone(),
+        cfg.encoding,
+        cfg.format,
+        &key.stream,
+        Some(n),
+    );
+    let renewal = opened.leased.then(|| {
+        let (store, key, owner) = (store.clone(), key.clone(), lease.owner.clone());
+        let every = lease.duration / 3;
+        let duration = lease.duration;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let exp = crate::now_ms() + duration.as_millis() as i64;
+                if let Err(e) = store.renew(&key, n, &owner, exp).await {
+                    log::warn!("iteration {n}: could not renew the lease: {e:#}");
+                    if matches!(e, StoreError::Conflict(_)) {
+                        return;
+                    }
+                }
+            }
+        })
+    });
+    let handle = tokio::runtime::Handle::current();
+    let fixer = {
+        let (store, key, owner) = (store.clone(), key.clone(), lease.owner.clone());
+        let ids: Vec<String> = shards.iter().map(|s| s.shard_id.clone()).collect();
+        let leased = opened.leased;
+        move |i: usize, outcome: Option<Outcome>| -> Result<()> {
+            let Some(o) = outcome else { return Ok(()) };
+            if !leased {
+                return Ok(());
+            }
+            let end = ShardEnd {
+                last_sequence: o.last_sequence,
+                next: o.next,
+                closed: o.closed,
+                records: o.records,
+                bytes: o.bytes,
+                fixed_ms: crate::now_ms(),
+                fixed_by: owner.clone(),
+            };
+            match handle.block_on(store.fix_shard(&key, n, &owner, &ids[i], &end)) {
+                Ok(()) => Ok(()),
+                Err(StoreError::Conflict(c)) => Err(ReaderError::IterationOwned(format!(
+                    "iteration {n} of {:?}: shard {} could not be fixed because another run \
+                     took the iteration over or fixed it first ({c}); this run's output is \
+                     incomplete, the other run's counts",
+                    key.logical_name, ids[i]
+                ))
+                .into()),
+                Err(e) => Err(anyhow!(e).context(format!("fixing shard {}", ids[i]))),
+            }
+        }
+    };
+    let result = pump(api, &shards, listed, rules, cfg.batch_size, fmt, out, fixer).await;
+    if let Some(r) = renewal {
+        r.abort();
+    }
+    let lost = result
+        .as_ref()
+        .err()
+        .is_some_and(|e| crate::error::exit_for(e) == crate::error::Exit::IterationOwned);
+    if opened.leased && !lost {
+        let state = if result.is_ok() {
+            IterationState::Succeeded
+        } else {
+            IterationState::Failed
+        };
+        if let Err(e) = store
+            .finish(&key, n, &lease.owner, state, crate::now_ms())
+            .await
+        {
+            log::warn!(
+                "iteration {n}: could not record its end ({}): {e}",
+                state.as_str()
+            );
+        }
+    }
+    let stats = result?;
+    Ok(Summary {
+        iteration: Some(n),
+        records: stats.records,
+        bytes: stats.bytes,
+        shards: shards.len(),
+        fixed_now: if opened.leased {
+            shards.len() - replayed
+        } else {
+            0
+        },
+        replayed,
+        elapsed: Duration::ZERO,
+    })
+}
+
+/// Without a checkpoint table: read from the start position to the end rule,
+/// one lineage generation after another, and record nothing.
+async fn read_unchecked(
+    api: Arc<dyn StreamApi>,
+    listed: &[ShardInfo],
+    cfg: &ReaderConfig,
+    stream: &str,
+    out: Box<dyn Write + Send>,
+) -> Result<Summary> {
+    let now = crate::now_ms();
+    let rules = end_rules(cfg, now);
+    let (_, not_before) = cfg.start.describe(now);
+    let mut shards = iteration::plan_first(listed, &cfg.start, now);
+    let mut summary = Summary::default();
+    let out = Arc::new(Mutex::new(out));
+    loop {
+        let fmt = Formatter::new(cfg.fields.clone(), cfg.encoding, cfg.format, stream, None);
+        let ends: Arc<Mutex<HashMap<usize, Outcome>>> = Arc::default();
+        let recorder = {
+            let ends = ends.clone();
+            move |i: usize, o: Option<Outcome>| -> Result<()> {
+                if let Some(o) = o {
+                    ends.lock().unwrap().insert(i, o);
+                }
+                Ok(())
+            }
+        };
+        let sink = SharedWriter(out.clone());
+        let stats = pump(
+            api.clone(),
+            &shards,
+            listed,
+            rules.clone(),
+            cfg.batch_size,
+            fmt,
+            Box::new(sink),
+            recorder,
+        )
+        .await?;
+        summary.records += stats.records;
+        summary.bytes += stats.bytes;
+        summary.shards += shards.len();
+        let ends = ends.lock().unwrap();
+        let done: Vec<ShardCheckpoint> = shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let o = ends
+                    .get(&i)
+                    .cloned()
+                    .expect("every live shard reports its end");
+                ShardCheckpoint {
+                    end: Some(ShardEnd {
+                        last_sequence: o.last_sequence,
+                        next: o.next,
+                        closed: o.closed,
+                        records: o.records,
+                        bytes: o.bytes,
+                        fixed_ms: 0,
+                        fixed_by: String::new(),
+                    }),
+                    ..s.clone()
+                }
+            })
+            .collect();
+        // Only children of shards read to their end are read next.
+        let next = iteration::plan_next(&done, listed, not_before)?;
+        let new: Vec<ShardCheckpoint> = next
+            .into_iter()
+            .filter(|s| !done.iter().any(|d| d.shard_id == s.shard_id))
+            .collect();
+        if new.is_empty() {
+            return Ok(summary);
+        }
+        shards = new;
+    }
+}
+
+/// Lets several passes write to one buffered stdout.
+struct SharedWriter(Arc<Mutex<Box<dyn Write + Send>>>);
+impl Write for SharedWriter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().write(b)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.lock().unwrap().flush()
+    }
+}
+
+/// Reads `shards` at once and merges them onto `out`. `on_done` runs for each
+/// shard after its last record is flushed.
+#[allow(clippy::too_many_arguments)]
+async fn pump(
+    api: Arc<dyn StreamApi>,
+    shards: &[ShardCheckpoint],
+    listed: &[ShardInfo],
+    rules: EndRules,
+    batch_size: i32,
+    fmt: Formatter,
+    mut out: Box<dyn Write + Send>,
+    on_done: impl FnMut(usize, Option<Outcome>) -> Result<()> + Send + 'static,
+) -> Result<MergeStats> {
+    let ending: HashMap<&str, Option<String>> = listed
+        .iter()
+        .map(|s| (s.shard_id.as_str(), s.ending_sequence_number.clone()))
+        .collect();
+    let (tx, rx) = mpsc::channel(shards.len() * (PAGES_IN_FLIGHT + 2) + 8);
+    let failure: Arc<Mutex<Option<anyhow::Error>>> = Arc::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut merge_shards = Vec::new();
+    for (index, s) in shards.iter().enumerate() {
+        let permits = Arc::new(Semaphore::new(PAGES_IN_FLIGHT));
+        merge_shards.push(MergeShard {
+            shard_id: s.shard_id.clone(),
+            permits: permits.clone(),
+        });
+        let target = match &s.end {
+            Some(e) => Target::Replay {
+                start: s.start.clone(),
+                last: e.last_sequence.clone(),
+            },
+            None => Target::Live {
+                start: s.start.clone(),
+                ending_sequence: ending.get(s.shard_id.as_str()).cloned().flatten(),
+                rules: rules.clone(),
+            },
+        };
+        let task = ShardTask {
+            index,
+            shard_id: s.shard_id.clone(),
+            target,
+            batch_size,
+            permits,
+            events: tx.clone(),
+        };
+        let (api, failure, tx) = (api.clone(), failure.clone(), tx.clone());
+        tasks.spawn(async move {
+            if let Err(e) = task.run(api).await {
+                failure.lock().unwrap().get_or_insert(e);
+                // Wake the merge so it stops.
+                let _ = tx.send((index, ShardEvent::Failed)).await;
+            }
+        });
+    }
+    drop(tx);
+    let merged =
+        tokio::task::spawn_blocking(move || merge(merge_shards, rx, &mut out, &fmt, on_done))
+            .await
+            .context("the output thread panicked")?;
+    tasks.abort_all();
+    if let Some(e) = failure.lock().unwrap().take() {
+        return Err(e);
+    }
+    merged
+}

@@ -1,0 +1,127 @@
+//! `kinesis-reader status`: the iterations of a logical name, one row per
+//! shard, as an aligned table or JSON.
+
+use crate::checkpoint::{CheckpointStore, IterationHeader, LogicalKey, ShardCheckpoint};
+use crate::iteration::fmt_ms;
+use anyhow::Result;
+use serde_json::json;
+use std::io::Write;
+
+pub async fn status(
+    store: &dyn CheckpointStore,
+    key: &LogicalKey,
+    last: usize,
+    as_json: bool,
+    out: &mut impl Write,
+) -> Result<usize> {
+    let mut headers = store.headers(key).await?;
+    if last > 0 && headers.len() > last {
+        headers.drain(..headers.len() - last);
+    }
+    let mut all = Vec::new();
+    for h in headers {
+        let shards = store.shards(key, h.number).await?;
+        all.push((h, shards));
+    }
+    if as_json {
+        let v: Vec<_> = all.iter().map(|(h, s)| to_json(h, s)).collect();
+        serde_json::to_writer_pretty(&mut *out, &v)?;
+        writeln!(out)?;
+    } else {
+        write_table(&all, out)?;
+    }
+    Ok(all.len())
+}
+
+fn to_json(h: &IterationHeader, shards: &[ShardCheckpoint]) -> serde_json::Value {
+    json!({
+        "iteration": h.number,
+        "state": h.state.as_str(),
+        "stream_arn": h.stream_arn,
+        "start_spec": h.start_spec,
+        "opened_at": fmt_ms(h.opened_ms),
+        "opened_by": h.opened_by,
+        "finished_at": h.finished_ms.map(fmt_ms),
+        "lease_owner": h.owner,
+        "lease_expires_at": h.owner.as_ref().map(|_| fmt_ms(h.lease_expires_ms)),
+        "records": shards.iter().filter_map(|s| s.end.as_ref()).map(|e| e.records).sum::<u64>(),
+        "shards": shards.iter().map(|s| json!({
+            "shard_id": s.shard_id,
+            "parents": s.parents,
+            "start": s.start.to_string(),
+            "last_sequence_number": s.end.as_ref().and_then(|e| e.last_sequence.clone()),
+            "next": s.end.as_ref().map(|e| e.next.to_string()),
+            "closed": s.end.as_ref().map(|e| e.closed),
+            "records": s.end.as_ref().map(|e| e.records),
+            "bytes": s.end.as_ref().map(|e| e.bytes),
+            "fixed_at": s.end.as_ref().map(|e| fmt_ms(e.fixed_ms)),
+            "fixed_by": s.end.as_ref().map(|e| e.fixed_by.clone()),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn write_table(
+    all: &[(IterationHeader, Vec<ShardCheckpoint>)],
+    out: &mut impl Write,
+) -> Result<()> {
+    let mut rows = vec![[
+        "ITERATION",
+        "STATE",
+        "SHARD",
+        "START",
+        "END",
+        "RECORDS",
+        "OPENED",
+        "FIXED",
+        "BY",
+    ]
+    .map(String::from)];
+    for (h, shards) in all {
+        let state = match &h.owner {
+            Some(o) => format!(
+                "{} (lease {o} until {})",
+                h.state.as_str(),
+                fmt_ms(h.lease_expires_ms)
+            ),
+            None => h.state.as_str().to_string(),
+        };
+        for s in shards {
+            let e = s.end.as_ref();
+            rows.push([
+                h.number.to_string(),
+                state.clone(),
+                s.shard_id.clone(),
+                s.start.to_string(),
+                e.map_or("-".into(), |e| {
+                    let mut t = e
+                        .last_sequence
+                        .clone()
+                        .map_or("(none)".into(), |l| format!("at:{l}"));
+                    if e.closed {
+                        t.push_str(" closed");
+                    }
+                    t
+                }),
+                e.map_or("-".into(), |e| e.records.to_string()),
+                fmt_ms(h.opened_ms),
+                e.map_or("-".into(), |e| fmt_ms(e.fixed_ms)),
+                e.map_or_else(|| h.opened_by.clone(), |e| e.fixed_by.clone()),
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..9)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in &rows {
+        let mut line = String::new();
+        for (c, cell) in r.iter().enumerate() {
+            if c + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[c]));
+            }
+        }
+        writeln!(out, "{}", line.trim_end())?;
+    }
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! What the reader needs from Kinesis, as a small trait, so that the reading
+//! logic can be tested against an in-memory fake and the SDK stays in `aws/`.
+
+use crate::position::Position;
+use async_trait::async_trait;
+use bytes::Bytes;
+
+/// One Kinesis record as the reader passes it on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub sequence_number: String,
+    pub partition_key: String,
+    pub data: Bytes,
+    /// `ApproximateArrivalTimestamp` in epoch milliseconds.
+    pub arrival_ms: i64,
+}
+
+/// A shard as ListShards describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardInfo {
+    pub shard_id: String,
+    pub parent: Option<String>,
+    pub adjacent_parent: Option<String>,
+    pub starting_sequence_number: String,
+    /// Set when the shard is closed (after a split or merge): its last record.
+    pub ending_sequence_number: Option<String>,
+}
+
+impl ShardInfo {
+    pub fn parents(&self) -> Vec<String> {
+        self.parent
+            .iter()
+            .chain(self.adjacent_parent.iter())
+            .cloned()
+            .collect()
+    }
+}
+
+/// What identifies a stream: a stream deleted and re-created under the same
+/// name has a new creation time, so old checkpoints are not mistaken for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamInfo {
+    pub name: String,
+    pub arn: String,
+    pub created_ms: i64,
+}
+
+/// One GetRecords answer.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub records: Vec<Record>,
+    /// `None` when the shard is closed and fully read.
+    pub next_iterator: Option<String>,
+    pub millis_behind_latest: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("shard iterator expired")]
+    IteratorExpired,
+    #[error("{0}")]
+    AccessDenied(String),
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
+}
+
+#[async_trait]
+pub trait StreamApi: Send + Sync {
+    async fn describe(&self) -> Result<StreamInfo, StreamError>;
+    /// Every shard of the stream, open and closed, in shard-id order.
+    async fn list_shards(&self) -> Result<Vec<ShardInfo>, StreamError>;
+    async fn iterator(&self, shard_id: &str, from: &Position) -> Result<String, StreamError>;
+    async fn get_records(&self, iterator: &str, limit: i32) -> Result<Page, StreamError>;
+}
+
+/// The stream name inside an ARN (`arn:aws:kinesis:REGION:ACCOUNT:stream/NAME`),
+/// or the argument itself when it is a plain name.
+pub fn stream_name(name_or_arn: &str) -> &str {
+    match name_or_arn.strip_prefix("arn:") {
+        Some(rest) => rest.rsplit_once(":stream/").map_or(name_or_arn, |(_, n)| n),
+        None => name_or_arn,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn stream_name_from_arn_or_name() {
+        assert_eq!(
+            super::stream_name("arn:aws:kinesis:us-east-1:123456789012:stream/access-logs"),
+            "access-logs"
+        );
+        assert_eq!(super::stream_name("access-logs"), "access-logs");
+    }
+}
