@@ -217,7 +217,12 @@ pub async fn resolve(
                 .context("looking for an unfinished iteration")?;
             Ok(low.unwrap_or(h.number + 1))
         }
-        (IterationRequest::Number(n), None) => Ok(n),
+        (IterationRequest::Number(0), None) => Ok(0),
+        (IterationRequest::Number(n), None) => Err(ReaderError::Usage(format!(
+            "iteration {n} of logical name {:?} cannot be opened: it has no iterations yet and              its first is 0 (use --iteration 0 or --iteration next)",
+            key.logical_name
+        ))
+        .into()),
         (IterationRequest::Number(n), Some(h)) if n <= h.number + 1 => Ok(n),
         (IterationRequest::Number(n), Some(h)) => Err(ReaderError::Usage(format!(
             "iteration {n} of logical name {:?} cannot be opened: the latest iteration is {}, \
@@ -462,4 +467,296 @@ fn check_same_stream(h: &IterationHeader, s: &StreamInfo, key: &LogicalKey) -> R
 pub fn fmt_ms(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_millis(t).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::{MemoryStore, ShardEnd};
+
+    fn shard(id: &str, parents: &[&str], start: &str, end: Option<&str>) -> ShardInfo {
+        ShardInfo {
+            shard_id: id.into(),
+            parent: parents.first().map(|p| p.to_string()),
+            adjacent_parent: parents.get(1).map(|p| p.to_string()),
+            starting_sequence_number: start.into(),
+            ending_sequence_number: end.map(str::to_string),
+        }
+    }
+
+    fn done(sc: &ShardCheckpoint, last: Option<&str>, closed: bool) -> ShardCheckpoint {
+        ShardCheckpoint {
+            end: Some(ShardEnd {
+                last_sequence: last.map(str::to_string),
+                next: last.map_or(sc.start.clone(), |l| Position::After(l.into())),
+                closed,
+                records: 1,
+                bytes: 1,
+                fixed_ms: 1,
+                fixed_by: "t".into(),
+            }),
+            ..sc.clone()
+        }
+    }
+
+    fn ids(v: &[ShardCheckpoint]) -> Vec<&str> {
+        v.iter().map(|s| s.shard_id.as_str()).collect()
+    }
+
+    #[test]
+    fn first_iteration_reads_lineage_roots_from_concrete_positions() {
+        // s0 was split into s1 and s2; s3 is an unrelated open shard.
+        let listed = [
+            shard("s0", &[], "100", Some("199")),
+            shard("s1", &["s0"], "200", None),
+            shard("s2", &["s0"], "201", None),
+            shard("s3", &[], "300", None),
+        ];
+        let p = plan_first(&listed, &StartSpec::TrimHorizon, 5);
+        assert_eq!(ids(&p), ["s0", "s3"]);
+        assert_eq!(p[0].start, Position::At("100".into()));
+        let p = plan_first(&listed, &StartSpec::Latest, 5);
+        assert_eq!(ids(&p), ["s1", "s2", "s3"]);
+        assert!(p.iter().all(|s| s.start == Position::Timestamp(5)));
+        let p = plan_first(&listed, &StartSpec::AtTimestamp(42), 5);
+        assert_eq!(ids(&p), ["s0", "s3"]);
+        assert_eq!(p[1].start, Position::Timestamp(42));
+    }
+
+    #[test]
+    fn next_iteration_continues_after_each_end_and_children_follow_closed_parents() {
+        let listed = [
+            shard("s0", &[], "100", Some("199")),
+            shard("s1", &["s0"], "200", None),
+            shard("s2", &["s0"], "201", None),
+            shard("s3", &[], "300", None),
+        ];
+        let first = plan_first(&listed, &StartSpec::TrimHorizon, 5);
+        let prev = [
+            done(&first[0], Some("199"), true),
+            done(&first[1], None, false),
+        ];
+        let next = plan_next(&prev, &listed, None).unwrap();
+        assert_eq!(ids(&next), ["s1", "s2", "s3"]);
+        assert_eq!(next[0].start, Position::At("200".into()));
+        // s3 read nothing: it starts again where it started.
+        assert_eq!(next[2].start, Position::At("300".into()));
+        // Started at a time: children start at that time too.
+        let next = plan_next(&prev, &listed, Some(77)).unwrap();
+        assert_eq!(next[0].start, Position::Timestamp(77));
+    }
+
+    #[test]
+    fn a_merge_child_waits_for_both_parents_and_lineage_can_be_deep() {
+        // a and b merge into m; m is later split into x and y.
+        let listed = [
+            shard("a", &[], "1", Some("10")),
+            shard("b", &[], "2", None),
+            shard("m", &["a", "b"], "50", Some("60")),
+            shard("x", &["m"], "70", None),
+            shard("y", &["m"], "71", None),
+        ];
+        let i0 = plan_first(&listed, &StartSpec::TrimHorizon, 0);
+        assert_eq!(ids(&i0), ["a", "b"]);
+        // Only a is closed: m must wait, a is carried so the lineage is kept.
+        let i1 = plan_next(
+            &[
+                done(&i0[0], Some("10"), true),
+                done(&i0[1], Some("5"), false),
+            ],
+            &listed,
+            None,
+        )
+        .unwrap();
+        assert_eq!(ids(&i1), ["a", "b"]);
+        assert_eq!(i1[0].start, Position::After("10".into()));
+        assert_eq!(i1[1].start, Position::After("5".into()));
+        // Now b closes too: m follows, and neither parent is read again.
+        let i2 = plan_next(
+            &[done(&i1[0], None, true), done(&i1[1], Some("9"), true)],
+            &listed,
+            None,
+        )
+        .unwrap();
+        assert_eq!(ids(&i2), ["m"]);
+        let i3 = plan_next(&[done(&i2[0], Some("60"), true)], &listed, None).unwrap();
+        assert_eq!(ids(&i3), ["x", "y"]);
+    }
+
+    #[test]
+    fn an_unfinished_previous_iteration_cannot_be_followed() {
+        let listed = [shard("s", &[], "1", None)];
+        let i0 = plan_first(&listed, &StartSpec::TrimHorizon, 0);
+        assert_eq!(
+            plan_next(&i0, &listed, None),
+            Err(PlanError::Unfinished("s".into()))
+        );
+    }
+
+    fn key() -> LogicalKey {
+        LogicalKey {
+            stream: "s".into(),
+            logical_name: "L".into(),
+        }
+    }
+    fn stream() -> StreamInfo {
+        StreamInfo {
+            name: "s".into(),
+            arn: "arn:aws:kinesis:r:1:stream/s".into(),
+            created_ms: 9,
+        }
+    }
+    fn lease(owner: &str, takeover: bool) -> LeaseOptions {
+        LeaseOptions {
+            owner: owner.into(),
+            duration: Duration::from_secs(30),
+            wait: Duration::ZERO,
+            takeover,
+        }
+    }
+    const NOW: fn() -> i64 = || 1_000;
+
+    async fn open_as(store: &MemoryStore, n: u64, owner: &str, takeover: bool) -> Result<Opened> {
+        let listed = [shard("s0", &[], "1", None), shard("s1", &[], "1", None)];
+        open(
+            store,
+            &key(),
+            n,
+            &stream(),
+            &listed,
+            &StartSpec::TrimHorizon,
+            &lease(owner, takeover),
+            &NOW,
+        )
+        .await
+    }
+
+    async fn finish_all(store: &MemoryStore, o: &Opened, owner: &str, state: IterationState) {
+        for s in &o.shards {
+            let end = ShardEnd {
+                fixed_by: owner.into(),
+                ..done(s, Some("5"), false).end.unwrap()
+            };
+            store
+                .fix_shard(&key(), o.header.number, owner, &s.shard_id, &end)
+                .await
+                .unwrap();
+        }
+        store
+            .finish(&key(), o.header.number, owner, state, 2_000)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn next_opens_zero_then_resumes_failures_before_moving_on() {
+        let store = MemoryStore::default();
+        let k = key();
+        let next = || resolve(&store, &k, IterationRequest::Next);
+        assert_eq!(next().await.unwrap(), 0);
+        let o = open_as(&store, 0, "a", false).await.unwrap();
+        assert!(o.leased);
+        assert_eq!(o.header.owner.as_deref(), Some("a"));
+        // Still open (the run died or is running): next is 0 again.
+        assert_eq!(next().await.unwrap(), 0);
+        finish_all(&store, &o, "a", IterationState::Succeeded).await;
+        assert_eq!(next().await.unwrap(), 1);
+        let o1 = open_as(&store, 1, "a", false).await.unwrap();
+        assert_eq!(o1.shards[0].start, Position::After("5".into()));
+        finish_all(&store, &o1, "a", IterationState::Failed).await;
+        // 1 failed with fixed boundaries: 2 may still be opened explicitly...
+        let o2 = open_as(&store, 2, "a", false).await.unwrap();
+        assert_eq!(o2.header.low_water, 1);
+        finish_all(&store, &o2, "a", IterationState::Succeeded).await;
+        // ...but next goes back to the failed one first.
+        assert_eq!(next().await.unwrap(), 1);
+        let e = resolve(&store, &key(), IterationRequest::Number(4))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("--iteration 3"), "{e}");
+        assert_eq!(
+            resolve(&store, &key(), IterationRequest::Number(3))
+                .await
+                .unwrap(),
+            3
+        );
+    }
+
+    #[tokio::test]
+    async fn a_held_iteration_is_refused_taken_over_or_replayed() {
+        let store = MemoryStore::default();
+        open_as(&store, 0, "a", false).await.unwrap();
+        let e = open_as(&store, 0, "b", false).await.unwrap_err();
+        assert_eq!(
+            crate::error::exit_for(&e),
+            crate::error::Exit::IterationOwned
+        );
+        assert!(e.to_string().contains("being run by a"), "{e}");
+        // Takeover: b owns it, a can no longer fix anything.
+        let o = open_as(&store, 0, "b", true).await.unwrap();
+        let end = done(&o.shards[0], Some("3"), false).end.unwrap();
+        assert!(matches!(
+            store.fix_shard(&key(), 0, "a", "s0", &end).await,
+            Err(StoreError::Conflict(_))
+        ));
+        finish_all(&store, &o, "b", IterationState::Succeeded).await;
+        // A succeeded iteration is replayed without a lease, boundaries intact.
+        let r = open_as(&store, 0, "c", false).await.unwrap();
+        assert!(!r.leased);
+        assert!(r
+            .shards
+            .iter()
+            .all(|s| s.end.as_ref().unwrap().fixed_by == "b"));
+    }
+
+    #[tokio::test]
+    async fn a_fixed_boundary_is_never_moved() {
+        let store = MemoryStore::default();
+        let o = open_as(&store, 0, "a", false).await.unwrap();
+        let end = done(&o.shards[0], Some("3"), false).end.unwrap();
+        store.fix_shard(&key(), 0, "a", "s0", &end).await.unwrap();
+        let later = done(&o.shards[0], Some("9"), false).end.unwrap();
+        assert!(store.fix_shard(&key(), 0, "a", "s0", &later).await.is_err());
+        let s = store.shards(&key(), 0).await.unwrap();
+        assert_eq!(
+            s[0].end.as_ref().unwrap().last_sequence.as_deref(),
+            Some("3")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_recreated_stream_is_not_continued() {
+        let store = MemoryStore::default();
+        let o = open_as(&store, 0, "a", false).await.unwrap();
+        finish_all(&store, &o, "a", IterationState::Succeeded).await;
+        let listed = [shard("s0", &[], "1", None)];
+        let recreated = StreamInfo {
+            created_ms: 10,
+            ..stream()
+        };
+        let e = open(
+            &store,
+            &key(),
+            1,
+            &recreated,
+            &listed,
+            &StartSpec::TrimHorizon,
+            &lease("a", false),
+            &NOW,
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("deleted and re-created"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn n_plus_one_needs_every_boundary_of_n() {
+        let store = MemoryStore::default();
+        open_as(&store, 0, "a", false).await.unwrap();
+        let e = open_as(&store, 1, "a", false).await.unwrap_err();
+        assert!(
+            e.to_string().contains("iteration 0 is not complete"),
+            "{e:#}"
+        );
+    }
 }

@@ -92,7 +92,9 @@ fn end_rules(cfg: &ReaderConfig, snapshot_ms: i64) -> EndRules {
     EndRules {
         snapshot_ms: (cfg.until == Until::Snapshot).then_some(snapshot_ms),
         nodata: cfg.nodata_timeout,
-        deadline: cfg.iteration_timeout.map(|d| Instant::now() + d),
+        deadline: cfg
+            .iteration_timeout
+            .map(|d| tokio::time::Instant::now() + d),
     }
 }
 

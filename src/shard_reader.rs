@@ -11,8 +11,10 @@ use crate::stream::{Record, StreamApi, StreamError};
 use anyhow::{anyhow, Context, Result};
 use std::cmp::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock, so that tests can run timeouts on paused time.
 use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
 
 /// Pages a shard may have fetched but not yet written.
 pub const PAGES_IN_FLIGHT: usize = 2;
@@ -324,8 +326,230 @@ async fn pace(last_call: &mut Option<Instant>, every: Duration) {
     if let Some(t) = *last_call {
         let next = t + every;
         if next > Instant::now() {
-            tokio::time::sleep_until(next.into()).await;
+            tokio::time::sleep_until(next).await;
         }
     }
     *last_call = Some(Instant::now());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stream::{Page, ShardInfo, StreamInfo};
+    use async_trait::async_trait;
+    use bytes::Bytes;
+    use std::sync::atomic::{AtomicUsize, Ordering as AO};
+
+    /// One shard in memory. Like moto, its iterator never ends; the k-th
+    /// GetRecords calls listed in `expire_on` answer ExpiredIteratorException.
+    struct FakeShard {
+        records: Vec<Record>,
+        page: usize,
+        calls: AtomicUsize,
+        expire_on: Vec<usize>,
+    }
+
+    #[async_trait]
+    impl StreamApi for FakeShard {
+        async fn describe(&self) -> Result<StreamInfo, StreamError> {
+            unreachable!()
+        }
+        async fn list_shards(&self) -> Result<Vec<ShardInfo>, StreamError> {
+            unreachable!()
+        }
+        async fn iterator(&self, _: &str, from: &Position) -> Result<String, StreamError> {
+            let i = self.records.iter().position(|r| match from {
+                Position::Timestamp(t) => r.arrival_ms >= *t,
+                p => p.admits(&r.sequence_number),
+            });
+            Ok(i.unwrap_or(self.records.len()).to_string())
+        }
+        async fn get_records(&self, it: &str, limit: i32) -> Result<Page, StreamError> {
+            let call = self.calls.fetch_add(1, AO::SeqCst);
+            if self.expire_on.contains(&call) {
+                return Err(StreamError::IteratorExpired);
+            }
+            let i: usize = it.parse().unwrap();
+            let end = (i + self.page.min(limit as usize)).min(self.records.len());
+            Ok(Page {
+                records: self.records[i..end].to_vec(),
+                next_iterator: Some(end.to_string()),
+                millis_behind_latest: Some(if end == self.records.len() { 0 } else { 5 }),
+            })
+        }
+    }
+
+    fn fake(n: u64, page: usize, expire_on: Vec<usize>) -> Arc<FakeShard> {
+        let records = (1..=n)
+            .map(|i| Record {
+                sequence_number: (i * 10).to_string(),
+                partition_key: "k".into(),
+                data: Bytes::from(format!("r{i}")),
+                arrival_ms: 1000 + i as i64,
+            })
+            .collect();
+        Arc::new(FakeShard {
+            records,
+            page,
+            calls: AtomicUsize::new(0),
+            expire_on,
+        })
+    }
+
+    /// Runs a shard task, consuming its pages, and returns (sequence numbers, outcome).
+    async fn run(api: Arc<FakeShard>, target: Target) -> (Vec<String>, Option<Outcome>) {
+        let (tx, mut rx) = mpsc::channel(4);
+        let permits = Arc::new(Semaphore::new(PAGES_IN_FLIGHT));
+        let task = ShardTask {
+            index: 0,
+            shard_id: "s".into(),
+            target,
+            batch_size: 10_000,
+            permits: permits.clone(),
+            events: tx,
+        };
+        let h = tokio::spawn(task.run(api));
+        let mut seqs = Vec::new();
+        let outcome = loop {
+            match rx.recv().await.expect("task ends with Done") {
+                (_, ShardEvent::Page(p)) => {
+                    seqs.extend(p.into_iter().map(|r| r.sequence_number));
+                    permits.add_permits(1);
+                }
+                (_, ShardEvent::Done(o)) => break o,
+                (_, ev) => panic!("unexpected {ev:?}"),
+            }
+        };
+        h.await.unwrap().unwrap();
+        (seqs, outcome)
+    }
+
+    fn live(start: Position, ending: Option<&str>, snapshot_ms: Option<i64>) -> Target {
+        Target::Live {
+            start,
+            ending_sequence: ending.map(str::to_string),
+            rules: EndRules {
+                snapshot_ms,
+                ..Default::default()
+            },
+        }
+    }
+
+    fn seqs(range: std::ops::RangeInclusive<u64>) -> Vec<String> {
+        range.map(|i| (i * 10).to_string()).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn snapshot_stops_at_records_that_arrived_after_the_opening() {
+        let (got, o) = run(
+            fake(20, 3, vec![]),
+            live(Position::At("10".into()), None, Some(1012)),
+        )
+        .await;
+        assert_eq!(got, seqs(1..=12));
+        let o = o.unwrap();
+        assert_eq!(o.next, Position::After("120".into()));
+        assert!(!o.closed);
+        assert_eq!(o.records, 12);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn expired_iterators_reseek_after_the_last_record_without_loss_or_duplicate() {
+        let (got, o) = run(
+            fake(20, 4, vec![1, 2, 4]),
+            live(Position::After("30".into()), None, Some(i64::MAX)),
+        )
+        .await;
+        assert_eq!(got, seqs(4..=20));
+        assert_eq!(o.unwrap().last_sequence.as_deref(), Some("200"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_shard_ends_at_its_ending_sequence_number_even_if_the_iterator_does_not() {
+        // Caught-up polls would continue forever on such an emulator; the
+        // ending sequence number from ListShards ends the read and marks it closed.
+        let (got, o) = run(
+            fake(9, 4, vec![]),
+            live(Position::At("10".into()), Some("70"), None),
+        )
+        .await;
+        assert_eq!(got, seqs(1..=7));
+        assert!(o.as_ref().unwrap().closed);
+        // Started past its end: nothing to read, closed at once.
+        let (got, o) = run(
+            fake(9, 4, vec![]),
+            live(Position::After("70".into()), Some("70"), None),
+        )
+        .await;
+        assert!(got.is_empty());
+        let o = o.unwrap();
+        assert!(o.closed);
+        assert_eq!(o.next, Position::After("70".into()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn replay_reads_exactly_the_fixed_range() {
+        let api = fake(30, 7, vec![3]);
+        let (got, o) = run(
+            api,
+            Target::Replay {
+                start: Position::After("50".into()),
+                last: Some("220".into()),
+            },
+        )
+        .await;
+        assert_eq!(got, seqs(6..=22));
+        assert!(o.is_none());
+        let (got, _) = run(
+            fake(30, 7, vec![]),
+            Target::Replay {
+                start: Position::At("10".into()),
+                last: None,
+            },
+        )
+        .await;
+        assert!(got.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nodata_timeout_ends_a_quiet_shard() {
+        let target = Target::Live {
+            start: Position::At("10".into()),
+            ending_sequence: None,
+            rules: EndRules {
+                nodata: Some(Duration::from_secs(3)),
+                ..Default::default()
+            },
+        };
+        let (tx, mut rx) = mpsc::channel(16);
+        let permits = Arc::new(Semaphore::new(PAGES_IN_FLIGHT));
+        let task = ShardTask {
+            index: 0,
+            shard_id: "s".into(),
+            target,
+            batch_size: 100,
+            permits: permits.clone(),
+            events: tx,
+        };
+        let h = tokio::spawn(task.run(fake(5, 10, vec![])));
+        let (mut records, mut idles) = (0, 0);
+        let o = loop {
+            match rx.recv().await.unwrap().1 {
+                ShardEvent::Page(p) => {
+                    records += p.len();
+                    permits.add_permits(1);
+                }
+                ShardEvent::Idle { .. } => idles += 1,
+                ShardEvent::Done(o) => break o.unwrap(),
+                ShardEvent::Failed => panic!(),
+            }
+        };
+        h.await.unwrap().unwrap();
+        assert_eq!(records, 5);
+        assert!(
+            idles >= 2,
+            "a quiet shard reports its watermark while it waits"
+        );
+        assert_eq!(o.last_sequence.as_deref(), Some("50"));
+    }
 }

@@ -1,0 +1,245 @@
+//! Test harness: a moto server on 127.0.0.1 (the one `.ci/run` started, via
+//! `KINESIS_STREAMING_TEST_ENDPOINT`, or one started here), SDK clients for
+//! setting up streams and tables, unique names, and running the binaries.
+
+use aws_sdk_dynamodb::Client as Dynamo;
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::Client as Kinesis;
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const REGION: &str = "us-east-1";
+
+static ENDPOINT: OnceLock<String> = OnceLock::new();
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The emulator's URL, starting moto if no endpoint was given.
+pub fn endpoint() -> &'static str {
+    ENDPOINT.get_or_init(|| {
+        if let Ok(e) = std::env::var("KINESIS_STREAMING_TEST_ENDPOINT") {
+            return e;
+        }
+        start_moto()
+    })
+}
+
+fn start_moto() -> String {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let venv = root.join(".venv/bin/moto_server");
+    let moto = if venv.exists() {
+        venv.display().to_string()
+    } else {
+        "moto_server".to_string()
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // moto outlives no test run: a small watchdog stops it when this process ends.
+    let script = format!(
+        "{moto} -H 127.0.0.1 -p {port} >/dev/null 2>&1 & m=$!; \
+         while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $m",
+        pid = std::process::id()
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("starting moto_server (run .ci/run, or pip install 'moto[server]')");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "moto_server did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    format!("http://127.0.0.1:{port}")
+}
+
+/// A name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+pub async fn sdk() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint())
+        .region(aws_config::Region::new(REGION))
+        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .load()
+        .await
+}
+
+pub async fn kinesis() -> Kinesis {
+    Kinesis::new(&sdk().await)
+}
+
+pub async fn dynamo() -> Dynamo {
+    Dynamo::new(&sdk().await)
+}
+
+/// A record as put: where it went and what it holds.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Put {
+    pub shard_id: String,
+    pub sequence_number: String,
+    pub partition_key: String,
+    pub data: Vec<u8>,
+}
+
+pub async fn create_stream(k: &Kinesis, name: &str, shards: i32) {
+    k.create_stream()
+        .stream_name(name)
+        .shard_count(shards)
+        .send()
+        .await
+        .unwrap();
+}
+
+pub async fn put(k: &Kinesis, stream: &str, pk: &str, data: &[u8]) -> Put {
+    let out = k
+        .put_record()
+        .stream_name(stream)
+        .partition_key(pk)
+        .data(Blob::new(data))
+        .send()
+        .await
+        .unwrap();
+    Put {
+        shard_id: out.shard_id().to_string(),
+        sequence_number: out.sequence_number().to_string(),
+        partition_key: pk.to_string(),
+        data: data.to_vec(),
+    }
+}
+
+/// Puts `n` records numbered from `from`, spread over partition keys.
+pub async fn put_many(k: &Kinesis, stream: &str, from: usize, n: usize) -> Vec<Put> {
+    let mut v = Vec::new();
+    for i in from..from + n {
+        v.push(
+            put(
+                k,
+                stream,
+                &format!("key-{}", i % 17),
+                format!("record {i}").as_bytes(),
+            )
+            .await,
+        );
+    }
+    v
+}
+
+fn command(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut c = Command::new(bin);
+    c.args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AWS_ENDPOINT_URL", endpoint())
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", REGION)
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("HOME", std::env::temp_dir());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+pub const READER: &str = env!("CARGO_BIN_EXE_kinesis-reader");
+
+/// Runs `kinesis-reader` to the end.
+pub fn reader(args: &[&str]) -> Output {
+    reader_env(args, &[])
+}
+
+pub fn reader_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    command(READER, args, env)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Starts `kinesis-reader` with piped stdout and stderr.
+pub fn spawn_reader(args: &[&str]) -> Child {
+    command(READER, args, &[])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts success and returns stdout.
+pub fn ok(o: Output) -> Vec<u8> {
+    assert!(
+        o.status.success(),
+        "reader failed: {:?}\n{}",
+        o.status,
+        stderr(&o)
+    );
+    o.stdout
+}
+
+/// The checkpoint table for one test.
+pub fn table() -> String {
+    let t = unique("cp");
+    ok(reader(&["create-table", "--checkpoint-table", &t]));
+    t
+}
+
+/// `status --json` of a logical name.
+pub fn status(stream: &str, table: &str, logical: &str) -> serde_json::Value {
+    let out = ok(reader(&[
+        "status",
+        "--stream",
+        stream,
+        "--checkpoint-table",
+        table,
+        "--logical-name",
+        logical,
+        "--json",
+        "--last",
+        "0",
+    ]));
+    serde_json::from_slice(&out).unwrap()
+}
+
+/// Parses lines of `shard_id<TAB>sequence_number<TAB>partition_key<TAB>data`.
+pub fn parse_lines(out: &[u8]) -> Vec<(String, String, String, String)> {
+    String::from_utf8(out.to_vec())
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            assert_eq!(f.len(), 4, "line {l:?}");
+            (f[0].into(), f[1].into(), f[2].into(), f[3].into())
+        })
+        .collect()
+}
+
+#[allow(dead_code)]
+pub fn write_file(path: &std::path::Path, s: &str) {
+    std::fs::File::create(path)
+        .unwrap()
+        .write_all(s.as_bytes())
+        .unwrap();
+}

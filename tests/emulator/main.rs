@@ -1,0 +1,5 @@
+//! Integration tests against a real AWS API emulator (moto server) over HTTP.
+//! One test binary; each test uses its own stream, table and logical names.
+
+mod harness;
+mod reader;

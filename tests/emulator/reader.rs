@@ -1,0 +1,507 @@
+//! kinesis-reader against moto: iterations, replay, resume, ownership,
+//! settings under their EMR names, and errors.
+
+use crate::harness::*;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+
+const FIELDS: &str = "shard_id,sequence_number,partition_key,data";
+
+fn args<'a>(stream: &'a str, table: &'a str, logical: &'a str, iteration: &'a str) -> Vec<&'a str> {
+    vec![
+        "--stream",
+        stream,
+        "--checkpoint-table",
+        table,
+        "--logical-name",
+        logical,
+        "--iteration",
+        iteration,
+        "--fields",
+        FIELDS,
+    ]
+}
+
+fn key(p: &Put) -> (String, String, String, String) {
+    (
+        p.shard_id.clone(),
+        p.sequence_number.clone(),
+        p.partition_key.clone(),
+        String::from_utf8(p.data.clone()).unwrap(),
+    )
+}
+
+fn seq_num(s: &str) -> u128 {
+    s.parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_iterations_deliver_every_record_once_in_shard_order_and_replay_exactly() {
+    let k = kinesis().await;
+    let stream = unique("three");
+    create_stream(&k, &stream, 3).await;
+    let table = table();
+
+    let mut put = put_many(&k, &stream, 0, 40).await;
+    let out0 = ok(reader(&args(&stream, &table, "L", "next")));
+    put.extend(put_many(&k, &stream, 40, 25).await);
+    let out1 = ok(reader(&args(&stream, &table, "L", "next")));
+    put.extend(put_many(&k, &stream, 65, 10).await);
+    let out2 = ok(reader(&args(&stream, &table, "L", "next")));
+
+    // Each iteration holds exactly what was put before it, after the previous one.
+    assert_eq!(parse_lines(&out0).len(), 40);
+    assert_eq!(parse_lines(&out1).len(), 25);
+    assert_eq!(parse_lines(&out2).len(), 10);
+    let mut all: Vec<_> = [&out0, &out1, &out2]
+        .iter()
+        .flat_map(|o| parse_lines(o))
+        .collect();
+    let mut per_shard: BTreeMap<String, Vec<u128>> = BTreeMap::new();
+    for (shard, seq, _, _) in &all {
+        per_shard
+            .entry(shard.clone())
+            .or_default()
+            .push(seq_num(seq));
+    }
+    for (shard, seqs) in &per_shard {
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "shard {shard} out of order: {seqs:?}"
+        );
+    }
+    all.sort();
+    let mut expected: Vec<_> = put.iter().map(key).collect();
+    expected.sort();
+    assert_eq!(all, expected, "every record exactly once");
+
+    // Replays are byte-identical, however much arrived since.
+    put_many(&k, &stream, 75, 30).await;
+    assert_eq!(ok(reader(&args(&stream, &table, "L", "1"))), out1);
+    assert_eq!(ok(reader(&args(&stream, &table, "L", "0"))), out0);
+    assert_eq!(ok(reader(&args(&stream, &table, "L", "2"))), out2);
+
+    let st = status(&stream, &table, "L");
+    let iters = st.as_array().unwrap();
+    assert_eq!(iters.len(), 3);
+    for (i, it) in iters.iter().enumerate() {
+        assert_eq!(it["iteration"], i as u64);
+        assert_eq!(it["state"], "succeeded");
+        assert_eq!(it["shards"].as_array().unwrap().len(), 3);
+    }
+    assert_eq!(iters[1]["records"], 25);
+
+    // The next iteration picks up exactly the 30 records put after iteration 2.
+    let out3 = ok(reader(&args(&stream, &table, "L", "next")));
+    assert_eq!(parse_lines(&out3).len(), 30);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn default_output_is_key_tab_escaped_data_and_encodings_round_trip() {
+    let k = kinesis().await;
+    let stream = unique("fmt");
+    create_stream(&k, &stream, 1).await;
+    put(&k, &stream, "k1", b"tab\there\nnewline\\slash").await;
+    put(&k, &stream, "k2", &[0, 159, 146, 150, 255]).await;
+    let out = ok(reader(&["--stream", &stream]));
+    let text = String::from_utf8_lossy(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "a record never splits a line: {text:?}");
+    assert_eq!(lines[0], "k1\ttab\\there\\nnewline\\\\slash");
+
+    let out = ok(reader(&[
+        "--stream",
+        &stream,
+        "--fields",
+        "data",
+        "--data-encoding",
+        "hex",
+    ]));
+    assert_eq!(
+        String::from_utf8(out).unwrap().lines().nth(1),
+        Some("009f9296ff")
+    );
+
+    let out = ok(reader(&["--stream", &stream, "--format", "jsonl"]));
+    let v: Vec<serde_json::Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(v[0]["data"], "tab\there\nnewline\\slash");
+    assert_eq!(v[1]["data_encoding"], "base64");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_table_it_reads_everything_and_records_nothing() {
+    let k = kinesis().await;
+    let stream = unique("plain");
+    create_stream(&k, &stream, 2).await;
+    put_many(&k, &stream, 0, 12).await;
+    let first = ok(reader(&["--stream", &stream]));
+    assert_eq!(String::from_utf8_lossy(&first).lines().count(), 12);
+    put_many(&k, &stream, 12, 3).await;
+    let second = ok(reader(&["--stream", &stream]));
+    assert_eq!(
+        String::from_utf8_lossy(&second).lines().count(),
+        15,
+        "nothing was recorded"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_pipe_exits_0_fixes_nothing_and_next_resumes_that_iteration() {
+    let k = kinesis().await;
+    let stream = unique("head");
+    create_stream(&k, &stream, 2).await;
+    let table = table();
+    // Enough bytes that the reader is still writing when `head -1` goes away.
+    let big = "x".repeat(2000);
+    let mut puts = Vec::new();
+    for i in 0..300 {
+        puts.push(
+            put(
+                &k,
+                &stream,
+                &format!("k{i}"),
+                format!("{i} {big}").as_bytes(),
+            )
+            .await,
+        );
+    }
+    let mut child = spawn_reader(&args(&stream, &table, "H", "next"));
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // Dropping the reader's stdout is what `| head -1` does.
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        stderr(&out)
+    );
+    assert!(!first.is_empty());
+
+    let st = status(&stream, &table, "H");
+    assert_eq!(st[0]["state"], "failed");
+    for s in st[0]["shards"].as_array().unwrap() {
+        assert!(
+            s["next"].is_null(),
+            "a shard was fixed past what was delivered: {s}"
+        );
+    }
+
+    // `next` runs iteration 0 again, in full.
+    let again = ok(reader(&args(&stream, &table, "H", "next")));
+    assert_eq!(parse_lines(&again).len(), 300);
+    assert_eq!(status(&stream, &table, "H")[0]["state"], "succeeded");
+    put_many(&k, &stream, 0, 5).await;
+    let next = ok(reader(&args(&stream, &table, "H", "next")));
+    assert_eq!(parse_lines(&next).len(), 5);
+    assert_eq!(status(&stream, &table, "H").as_array().unwrap().len(), 2);
+}
+
+/// Two runs of the same iteration at once: exactly one fixes the boundaries;
+/// the other gives up with exit code 3 and says who holds it.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_concurrent_runs_of_one_iteration_exactly_one_wins() {
+    let k = kinesis().await;
+    let stream = unique("race");
+    create_stream(&k, &stream, 2).await;
+    let table = table();
+    put_many(&k, &stream, 0, 20).await;
+    // EMR's end rule keeps each run reading (holding the lease) for 3 s.
+    let mut a = args(&stream, &table, "R", "0");
+    a.extend([
+        "--until",
+        "timeouts",
+        "--iteration-timeout",
+        "3s",
+        "--lease-wait",
+        "0s",
+    ]);
+    let runs: Vec<_> = (0..2).map(|_| spawn_reader(&a)).collect();
+    let outs: Vec<_> = runs
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    let codes: Vec<i32> = outs.iter().map(|o| o.status.code().unwrap()).collect();
+    let mut sorted = codes.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        vec![0, 3],
+        "codes {codes:?}: {} / {}",
+        stderr(&outs[0]),
+        stderr(&outs[1])
+    );
+    let loser = outs.iter().find(|o| o.status.code() == Some(3)).unwrap();
+    assert!(
+        stderr(loser).contains("is being run by"),
+        "{}",
+        stderr(loser)
+    );
+    let winner = outs.iter().find(|o| o.status.success()).unwrap();
+    assert_eq!(parse_lines(&winner.stdout).len(), 20);
+    // The iteration is the winner's: a replay prints exactly its output.
+    assert_eq!(ok(reader(&args(&stream, &table, "R", "0"))), winner.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rerun_without_wait_takes_over_and_the_old_run_cannot_fix_anything() {
+    let k = kinesis().await;
+    let stream = unique("takeover");
+    create_stream(&k, &stream, 2).await;
+    let table = table();
+    put_many(&k, &stream, 0, 10).await;
+    let mut slow = args(&stream, &table, "T", "0");
+    slow.extend(["--until", "timeouts", "--iteration-timeout", "4s"]);
+    let first = spawn_reader(&slow);
+    // Wait until the first run holds the lease.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let st = status(&stream, &table, "T");
+        if st.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first run never opened the iteration"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut take = args(&stream, &table, "T", "0");
+    take.push("--rerun-without-wait");
+    let second = reader(&take);
+    let first = first.wait_with_output().unwrap();
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(first.status.code(), Some(3), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("took the iteration over"),
+        "{}",
+        stderr(&first)
+    );
+    let st = status(&stream, &table, "T");
+    assert_eq!(st[0]["state"], "succeeded");
+    assert_eq!(ok(reader(&args(&stream, &table, "T", "0"))), second.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn emr_names_as_defines_and_as_env_match_the_flags() {
+    let k = kinesis().await;
+    let stream = unique("emr");
+    create_stream(&k, &stream, 2).await;
+    let table = table();
+    put_many(&k, &stream, 0, 15).await;
+    let by_flags = ok(reader(&[
+        "--stream",
+        &stream,
+        "--checkpoint-table",
+        &table,
+        "--logical-name",
+        "F",
+        "--iteration",
+        "0",
+        "--batch-size",
+        "4",
+    ]));
+    let d = |n: &str, v: &str| format!("{n}={v}");
+    let defines = [
+        d("kinesis.stream.name", &stream),
+        d("kinesis.checkpoint.enabled", "true"),
+        d("kinesis.checkpoint.metastore.table.name", &table),
+        d("kinesis.checkpoint.metastore.hash.key.name", "HashKey"),
+        d("kinesis.checkpoint.metastore.hash.range.name", "RangeKey"),
+        d("kinesis.checkpoint.logical.name", "D"),
+        d("kinesis.checkpoint.iteration.no", "0"),
+        d("kinesis.records.batchsize", "4"),
+        d("kinesis.endpoint.region", REGION),
+        d("kinesis.nodata.timeout", "1"),
+    ];
+    let mut dargs = Vec::new();
+    for x in &defines {
+        dargs.extend(["-D", x.as_str()]);
+    }
+    let by_defines = ok(reader(&dargs));
+    let env: Vec<(String, String)> = defines
+        .iter()
+        .map(|x| {
+            let (n, v) = x.split_once('=').unwrap();
+            let v = if n.ends_with("logical.name") { "E" } else { v };
+            (n.replace('.', "_"), v.to_string())
+        })
+        .collect();
+    let env: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+    let by_env = ok(reader_env(&[], &env));
+    assert_eq!(String::from_utf8_lossy(&by_flags).lines().count(), 15);
+    assert_eq!(by_defines, by_flags);
+    assert_eq!(by_env, by_flags);
+    for l in ["F", "D", "E"] {
+        assert_eq!(
+            status(&stream, &table, l)[0]["state"],
+            "succeeded",
+            "logical name {l}"
+        );
+    }
+}
+
+fn fails_with(o: &std::process::Output, code: i32, text: &str) {
+    assert_eq!(o.status.code(), Some(code), "stderr: {}", stderr(o));
+    let e = stderr(o);
+    assert!(e.contains(text), "expected {text:?} in {e:?}");
+    assert!(o.stdout.is_empty(), "nothing on stdout after an error");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_gets_one_clear_message_a_code_and_no_checkpoint() {
+    let k = kinesis().await;
+    let stream = unique("err");
+    create_stream(&k, &stream, 1).await;
+    put_many(&k, &stream, 0, 3).await;
+    let table = table();
+
+    fails_with(
+        &reader(&args("no-such-stream", &table, "X", "next")),
+        1,
+        "does not exist",
+    );
+    fails_with(
+        &reader(&args(&stream, "no-such-table", "X", "next")),
+        2,
+        "create-table",
+    );
+    fails_with(
+        &reader(&args(&stream, &table, "X", "7")),
+        2,
+        "its first is 0",
+    );
+    fails_with(
+        &reader(&args(&stream, &table, "X", "soon")),
+        2,
+        "--iteration soon",
+    );
+    fails_with(
+        &reader(&["--stream", &stream, "--fields", "data,colour"]),
+        2,
+        "unknown field \"colour\"",
+    );
+    fails_with(
+        &reader(&["--stream", &stream, "-D", "kinesis.records.batchsize=20000"]),
+        2,
+        "-D kinesis.records.batchsize=20000",
+    );
+    fails_with(
+        &reader(&["--checkpoint-table", &table]),
+        2,
+        "no stream given",
+    );
+    // Nothing was recorded for logical name X by any of these.
+    assert_eq!(status(&stream, &table, "X").as_array().unwrap().len(), 0);
+
+    // Iteration 0 exists: asking for 2 names the one that can come next.
+    ok(reader(&args(&stream, &table, "X", "0")));
+    fails_with(
+        &reader(&args(&stream, &table, "X", "2")),
+        2,
+        "--iteration 1",
+    );
+    assert_eq!(status(&stream, &table, "X").as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_table_is_idempotent_and_rejects_a_table_with_other_keys() {
+    let t = table();
+    let again = reader(&["create-table", "--checkpoint-table", &t]);
+    assert!(again.status.success());
+    assert!(stderr(&again).contains("exists"), "{}", stderr(&again));
+
+    let other = unique("other");
+    let d = dynamo().await;
+    use aws_sdk_dynamodb::types::*;
+    d.create_table()
+        .table_name(&other)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    fails_with(
+        &reader(&["create-table", "--checkpoint-table", &other]),
+        2,
+        "key schema hash=id (S)",
+    );
+    let k = kinesis().await;
+    let stream = unique("keys");
+    create_stream(&k, &stream, 1).await;
+    fails_with(
+        &reader(&args(&stream, &other, "K", "next")),
+        2,
+        "--hash-key",
+    );
+    // Custom key names work end to end.
+    let custom = unique("custom");
+    ok(reader(&[
+        "create-table",
+        "--checkpoint-table",
+        &custom,
+        "--hash-key",
+        "pk",
+        "--range-key",
+        "sk",
+    ]));
+    put_many(&k, &stream, 0, 2).await;
+    let out = ok(reader(&[
+        "--stream",
+        &stream,
+        "--checkpoint-table",
+        &custom,
+        "--hash-key",
+        "pk",
+        "--range-key",
+        "sk",
+        "--logical-name",
+        "C",
+    ]));
+    assert_eq!(String::from_utf8_lossy(&out).lines().count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_prints_an_aligned_table() {
+    let k = kinesis().await;
+    let stream = unique("status");
+    create_stream(&k, &stream, 2).await;
+    let table = table();
+    put_many(&k, &stream, 0, 6).await;
+    ok(reader(&args(&stream, &table, "S", "next")));
+    let out = ok(reader(&[
+        "status",
+        "--stream",
+        &stream,
+        "--checkpoint-table",
+        &table,
+        "--logical-name",
+        "S",
+    ]));
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with("ITERATION  STATE"));
+    let col = lines[0].find("SHARD").unwrap();
+    assert!(lines[1][col..].starts_with("shardId-"), "{text}");
+    assert!(lines[1].contains("succeeded"));
+}
