@@ -69,7 +69,7 @@ fn write_table(
         "STATE",
         "SHARD",
         "START",
-        "END",
+        "LAST_RECORD",
         "RECORDS",
         "OPENED",
         "FIXED",
@@ -93,10 +93,7 @@ fn write_table(
                 s.shard_id.clone(),
                 s.start.to_string(),
                 e.map_or("-".into(), |e| {
-                    let mut t = e
-                        .last_sequence
-                        .clone()
-                        .map_or("(none)".into(), |l| format!("at:{l}"));
+                    let mut t = e.last_sequence.clone().unwrap_or_else(|| "(none)".into());
                     if e.closed {
                         t.push_str(" closed");
                     }

@@ -47,11 +47,13 @@ fn start_moto() -> String {
          while kill -0 {pid} 2>/dev/null; do sleep 1; done; kill $m",
         pid = std::process::id()
     );
-    Command::new("sh")
+    // The watchdog lives as long as this process; nobody waits for it.
+    let watchdog = Command::new("sh")
         .args(["-c", &script])
         .stdin(Stdio::null())
         .spawn()
         .expect("starting moto_server (run .ci/run, or pip install 'moto[server]')");
+    std::mem::forget(watchdog);
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
