@@ -17,6 +17,8 @@ pub enum Exit {
     IterationOwned = 3,
     /// A stored position has aged out of the stream's retention (issue 3).
     DataExpired = 4,
+    /// Stopped by SIGINT or SIGTERM (the iteration is released as failed).
+    Interrupted = 130,
 }
 
 impl From<Exit> for ExitCode {
@@ -34,6 +36,8 @@ pub enum ReaderError {
     IterationOwned(String),
     #[error("{0}")]
     DataExpired(String),
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 /// The exit code for an error chain: a broken pipe (the reader of our stdout
@@ -45,6 +49,7 @@ pub fn exit_for(err: &anyhow::Error) -> Exit {
                 ReaderError::Usage(_) => Exit::Usage,
                 ReaderError::IterationOwned(_) => Exit::IterationOwned,
                 ReaderError::DataExpired(_) => Exit::DataExpired,
+                ReaderError::Interrupted(_) => Exit::Interrupted,
             };
         }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {

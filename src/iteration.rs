@@ -262,6 +262,15 @@ pub async fn open(
         },
     };
     check_same_stream(&header, stream, key)?;
+    if header.state == IterationState::Succeeded {
+        // Finished for good: a replay needs no lease (and no write).
+        let shards = store.shards(key, n).await?;
+        return Ok(Opened {
+            header,
+            shards,
+            leased: false,
+        });
+    }
     let waited_since = now();
     loop {
         let t = now();

@@ -14,7 +14,9 @@ use crate::shard_reader::{EndRules, Outcome, ShardEvent, ShardTask, Target, PAGE
 use crate::stream::{ShardInfo, StreamApi, StreamError};
 use anyhow::{anyhow, Context, Result};
 use std::collections::HashMap;
+use std::future::Future;
 use std::io::Write;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
@@ -38,14 +40,19 @@ fn stream_error(e: StreamError) -> anyhow::Error {
     }
 }
 
+/// Resolves (with a description such as "SIGTERM") when the run must stop.
+pub type Stop = Pin<Box<dyn Future<Output = String> + Send>>;
+
 /// Reads one iteration (with a store) or one pass from the start position
-/// (without), writing lines to `out`.
+/// (without), writing lines to `out`. When `stop` resolves, the run ends with
+/// [`ReaderError::Interrupted`] and its iteration is released as failed.
 pub async fn read(
     api: Arc<dyn StreamApi>,
     store: Option<Arc<dyn CheckpointStore>>,
     cfg: &ReaderConfig,
     owner: &str,
     out: Box<dyn Write + Send>,
+    stop: Stop,
 ) -> Result<Summary> {
     let started = Instant::now();
     let info = api.describe().await.map_err(stream_error)?;
@@ -80,9 +87,12 @@ pub async fn read(
                     key.logical_name
                 )
             })?;
-            run_iteration(api, store, key, opened, &listed, cfg, lease, out).await?
+            run_iteration(api, store, key, opened, &listed, cfg, lease, out, stop).await?
         }
-        _ => read_unchecked(api, &listed, cfg, &info.name, out).await?,
+        _ => tokio::select! {
+            r = read_unchecked(api, &listed, cfg, &info.name, out) => r?,
+            why = stop => return Err(ReaderError::Interrupted(format!("stopped by {why}")).into()),
+        },
     };
     summary.elapsed = started.elapsed();
     Ok(summary)
@@ -108,6 +118,7 @@ async fn run_iteration(
     cfg: &ReaderConfig,
     lease: LeaseOptions,
     out: Box<dyn Write + Send>,
+    stop: Stop,
 ) -> Result<Summary> {
     let n = opened.header.number;
     let rules = end_rules(cfg, opened.header.opened_ms);
@@ -181,7 +192,13 @@ async fn run_iteration(
             }
         }
     };
-    let result = pump(api, &shards, listed, rules, cfg.batch_size, fmt, out, fixer).await;
+    let result = tokio::select! {
+        r = pump(api, &shards, listed, rules, cfg.batch_size, fmt, out, fixer) => r,
+        why = stop => Err(ReaderError::Interrupted(format!(
+            "stopped by {why}; iteration {n} is released as failed, and no shard is fixed past \
+             its last delivered record"
+        )).into()),
+    };
     if let Some(r) = renewal {
         r.abort();
     }

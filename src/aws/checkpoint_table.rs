@@ -32,6 +32,7 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::time::Duration;
 
 /// Iteration numbers are stored as 10 digits so that they sort as strings.
@@ -44,6 +45,23 @@ type Item = HashMap<String, AV>;
 pub struct DynamoStore {
     client: Client,
     t: TableSettings,
+    usage: Usage,
+}
+
+/// Requests this store sent, for the cost figures in the README (shown with
+/// `RUST_LOG=debug`). Every item here is under 1 KB.
+#[derive(Default)]
+struct Usage {
+    get_item: AtomicU64,
+    query_pages: AtomicU64,
+    query_items: AtomicU64,
+    update_item: AtomicU64,
+    transactions: AtomicU64,
+    transaction_items: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, by: u64) {
+    c.fetch_add(by, AtomicOrdering::Relaxed);
 }
 
 fn s(v: impl Into<String>) -> AV {
@@ -102,7 +120,23 @@ impl DynamoStore {
         DynamoStore {
             client: Client::new(config),
             t,
+            usage: Usage::default(),
         }
+    }
+
+    /// The requests sent so far, e.g. `GetItem 2, Query 3 pages/12 items, …`.
+    pub fn usage(&self) -> String {
+        let u = &self.usage;
+        let g = |c: &AtomicU64| c.load(AtomicOrdering::Relaxed);
+        format!(
+            "GetItem {}, Query {} pages/{} items, UpdateItem {}, TransactWriteItems {} calls/{} items",
+            g(&u.get_item),
+            g(&u.query_pages),
+            g(&u.query_items),
+            g(&u.update_item),
+            g(&u.transactions),
+            g(&u.transaction_items)
+        )
     }
 
     fn key(&self, pk: String, sk: String) -> Item {
@@ -369,6 +403,8 @@ impl DynamoStore {
                 .send()
                 .await
                 .map_err(|e| full(e).context(format!("querying table {}", self.t.table)))?;
+            bump(&self.usage.query_pages, 1);
+            bump(&self.usage.query_items, out.items().len() as u64);
             for item in out.items() {
                 if !each(item)? {
                     return Ok(());
@@ -382,6 +418,8 @@ impl DynamoStore {
     }
 
     async fn transact(&self, items: Vec<TransactWriteItem>, what: &str) -> Result<(), StoreError> {
+        bump(&self.usage.transactions, 1);
+        bump(&self.usage.transaction_items, items.len() as u64);
         match self
             .client
             .transact_write_items()
@@ -445,6 +483,7 @@ impl DynamoStore {
         for (a, v) in values {
             req = req.expression_attribute_values(a, v);
         }
+        bump(&self.usage.update_item, 1);
         match req.send().await {
             Ok(_) => Ok(()),
             Err(e) if is_condition_failure(&e) => {
@@ -494,6 +533,7 @@ impl CheckpointStore for DynamoStore {
 
     async fn header(&self, k: &LogicalKey, i: u64) -> Result<Option<IterationHeader>, StoreError> {
         check_number(i)?;
+        bump(&self.usage.get_item, 1);
         let out = self
             .client
             .get_item()

@@ -1,6 +1,6 @@
 //! `kinesis-reader`: parse, build, run, map errors to exit codes.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use kinesis_streaming::aws::{self, checkpoint_table::DynamoStore, kinesis::KinesisStream};
 use kinesis_streaming::checkpoint::{CheckpointStore, LogicalKey};
@@ -96,14 +96,15 @@ async fn run(cli: Cli) -> Result<()> {
 async fn read(cfg: ReaderConfig) -> Result<()> {
     let sdk = aws::sdk_config(&cfg.aws).await?;
     let api = Arc::new(KinesisStream::new(&sdk, &cfg.stream));
-    let store: Option<Arc<dyn CheckpointStore>> = match &cfg.checkpoint {
+    let dynamo = match &cfg.checkpoint {
         Some(cp) => {
-            let s = DynamoStore::new(&sdk, cp.table.clone());
+            let s = Arc::new(DynamoStore::new(&sdk, cp.table.clone()));
             s.check_table().await?;
-            Some(Arc::new(s))
+            Some(s)
         }
         None => None,
     };
+    let store = dynamo.clone().map(|s| s as Arc<dyn CheckpointStore>);
     // Block-buffered even on a terminal-less pipe (Rust's stdout is line-buffered).
     let stdout = std::io::stdout();
     let tty = stdout.is_terminal();
@@ -113,11 +114,8 @@ async fn read(cfg: ReaderConfig) -> Result<()> {
         Box::new(BufWriter::with_capacity(64 * 1024, stdout))
     };
     let owner = owner_id();
-    let work = kinesis_streaming::reader::read(api, store, &cfg, &owner, out);
-    let summary = tokio::select! {
-        r = work => r?,
-        s = interrupted() => return Err(anyhow::anyhow!("stopped by {s}; nothing past the last delivered record is fixed")).context("interrupted"),
-    };
+    let stop = Box::pin(async { interrupted().await.to_string() });
+    let summary = kinesis_streaming::reader::read(api, store, &cfg, &owner, out, stop).await?;
     let what = match summary.iteration {
         Some(n) => format!("iteration {n}"),
         None => "read without checkpoints".into(),
@@ -131,6 +129,9 @@ async fn read(cfg: ReaderConfig) -> Result<()> {
         summary.replayed,
         summary.elapsed.as_secs_f64()
     );
+    if let Some(d) = dynamo {
+        log::debug!("checkpoint table requests: {}", d.usage());
+    }
     Ok(())
 }
 

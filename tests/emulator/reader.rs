@@ -505,3 +505,43 @@ async fn status_prints_an_aligned_table() {
     assert!(lines[1][col..].starts_with("shardId-"), "{text}");
     assert!(lines[1].contains("succeeded"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_releases_the_iteration_as_failed_so_next_resumes_it_at_once() {
+    let k = kinesis().await;
+    let stream = unique("term");
+    create_stream(&k, &stream, 1).await;
+    let table = table();
+    put_many(&k, &stream, 0, 4).await;
+    let mut a = args(&stream, &table, "G", "next");
+    a.extend(["--until", "timeouts", "--iteration-timeout", "30s"]);
+    let child = spawn_reader(&a);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while status(&stream, &table, "G").as_array().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never opened its iteration"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("SIGTERM"), "{}", stderr(&out));
+    let st = status(&stream, &table, "G");
+    assert_eq!(st[0]["state"], "failed");
+    assert!(
+        st[0]["lease_owner"].is_null(),
+        "the lease was released: {}",
+        st[0]
+    );
+    // No 30 s wait for a lease: next runs iteration 0 again straight away.
+    let again = ok(reader(&args(&stream, &table, "G", "next")));
+    assert_eq!(parse_lines(&again).len(), 4);
+    assert_eq!(status(&stream, &table, "G")[0]["state"], "succeeded");
+}
