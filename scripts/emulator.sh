@@ -4,12 +4,14 @@
 #
 #   scripts/emulator.sh install        # create .venv and install moto (idempotent)
 #   scripts/emulator.sh start [PORT]   # start it in the background (default 4566), wait until ready
-#   scripts/emulator.sh stop           # stop the one started here
+#   scripts/emulator.sh stop [PORT]    # stop the one started here on that port
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv
 MOTO_VERSION=5.2.1
-PIDFILE=target/moto.pid
+PORT=${2:-4566}
+PIDFILE=target/moto-$PORT.pid
+LOG=target/moto-$PORT.log
 
 install() {
   if [ -x "$VENV/bin/moto_server" ] && "$VENV/bin/python" -c "import moto, flask, flask_cors, boto3" 2>/dev/null; then
@@ -22,14 +24,14 @@ install() {
 }
 
 start() {
-  local port=${1:-4566}
+  local port=$PORT
   install
   mkdir -p target
   if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
     echo "emulator: already running (pid $(cat "$PIDFILE"))" >&2
     return 0
   fi
-  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >target/moto.log 2>&1 &
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$LOG" 2>&1 &
   echo $! >"$PIDFILE"
   for _ in $(seq 1 100); do
     if "$VENV/bin/python" -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then
@@ -38,8 +40,8 @@ start() {
     fi
     sleep 0.1
   done
-  echo "emulator: moto did not start; see target/moto.log" >&2
-  cat target/moto.log >&2 || true
+  echo "emulator: moto did not start on port $port; its log:" >&2
+  cat "$LOG" >&2 || true
   return 1
 }
 
@@ -52,7 +54,7 @@ stop() {
 
 case "${1:-}" in
   install) install ;;
-  start) start "${2:-4566}" ;;
+  start) start ;;
   stop) stop ;;
-  *) echo "usage: $0 install|start [PORT]|stop" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start [PORT]|stop [PORT]" >&2; exit 2 ;;
 esac

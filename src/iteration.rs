@@ -351,7 +351,9 @@ async fn create(
     };
     let (shards, start_spec, low_water) = match &prev {
         None => {
-            if store.latest(key).await?.is_some() {
+            // For n = 0 a concurrent creator may have won the race: the
+            // conditional create below then loses, and we go for the lease.
+            if n > 0 && store.latest(key).await?.is_some() {
                 bail!(ReaderError::Usage(format!(
                     "iteration {} of logical name {:?} does not exist, so {n} cannot follow it",
                     n - 1,
@@ -716,6 +718,118 @@ mod tests {
             .shards
             .iter()
             .all(|s| s.end.as_ref().unwrap().fixed_by == "b"));
+    }
+
+    /// A store whose first `header` answer is stale (as if another run
+    /// created the iteration between our read and our write).
+    struct LateHeader(MemoryStore, std::sync::atomic::AtomicBool);
+
+    #[async_trait::async_trait]
+    impl CheckpointStore for LateHeader {
+        async fn latest(&self, k: &LogicalKey) -> Result<Option<IterationHeader>, StoreError> {
+            self.0.latest(k).await
+        }
+        async fn header(
+            &self,
+            k: &LogicalKey,
+            n: u64,
+        ) -> Result<Option<IterationHeader>, StoreError> {
+            if self.1.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                self.0.header(k, n).await
+            } else {
+                Ok(None)
+            }
+        }
+        async fn lowest_unfinished(
+            &self,
+            k: &LogicalKey,
+            a: u64,
+            b: u64,
+        ) -> Result<Option<u64>, StoreError> {
+            self.0.lowest_unfinished(k, a, b).await
+        }
+        async fn headers(&self, k: &LogicalKey) -> Result<Vec<IterationHeader>, StoreError> {
+            self.0.headers(k).await
+        }
+        async fn shards(&self, k: &LogicalKey, n: u64) -> Result<Vec<ShardCheckpoint>, StoreError> {
+            self.0.shards(k, n).await
+        }
+        async fn create(
+            &self,
+            k: &LogicalKey,
+            h: &IterationHeader,
+            s: &[ShardCheckpoint],
+        ) -> Result<(), StoreError> {
+            self.0.create(k, h, s).await
+        }
+        async fn add_shards(
+            &self,
+            k: &LogicalKey,
+            n: u64,
+            o: &str,
+            s: &[ShardCheckpoint],
+        ) -> Result<(), StoreError> {
+            self.0.add_shards(k, n, o, s).await
+        }
+        async fn acquire(
+            &self,
+            k: &LogicalKey,
+            n: u64,
+            o: &str,
+            now: i64,
+            exp: i64,
+            t: bool,
+        ) -> Result<Lease, StoreError> {
+            self.0.acquire(k, n, o, now, exp, t).await
+        }
+        async fn renew(&self, k: &LogicalKey, n: u64, o: &str, exp: i64) -> Result<(), StoreError> {
+            self.0.renew(k, n, o, exp).await
+        }
+        async fn fix_shard(
+            &self,
+            k: &LogicalKey,
+            n: u64,
+            o: &str,
+            id: &str,
+            e: &ShardEnd,
+        ) -> Result<(), StoreError> {
+            self.0.fix_shard(k, n, o, id, e).await
+        }
+        async fn finish(
+            &self,
+            k: &LogicalKey,
+            n: u64,
+            o: &str,
+            st: IterationState,
+            now: i64,
+        ) -> Result<(), StoreError> {
+            self.0.finish(k, n, o, st, now).await
+        }
+    }
+
+    #[tokio::test]
+    async fn losing_the_race_to_create_iteration_zero_means_waiting_for_its_lease() {
+        let inner = MemoryStore::default();
+        open_as(&inner, 0, "a", false).await.unwrap();
+        let late = LateHeader(inner, Default::default());
+        let listed = [shard("s0", &[], "1", None)];
+        let e = open(
+            &late,
+            &key(),
+            0,
+            &stream(),
+            &listed,
+            &StartSpec::TrimHorizon,
+            &lease("b", false),
+            &NOW,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(
+            crate::error::exit_for(&e),
+            crate::error::Exit::IterationOwned,
+            "{e:#}"
+        );
     }
 
     #[tokio::test]

@@ -8,9 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${EMULATOR_PORT:-4566}
-scripts/emulator.sh stop
+scripts/emulator.sh stop "$PORT"
 scripts/emulator.sh start "$PORT"
-trap 'scripts/emulator.sh stop' EXIT
+trap 'scripts/emulator.sh stop "$PORT"' EXIT
 export AWS_ENDPOINT_URL="http://127.0.0.1:$PORT" AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
 export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 cargo build --quiet --bin kinesis-reader

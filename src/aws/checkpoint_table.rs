@@ -42,6 +42,32 @@ const TRANSACTION_ITEMS: usize = 100;
 
 type Item = HashMap<String, AV>;
 
+/// Attribute names of the checkpoint items (besides the two keys).
+const RESERVED: [&str; 22] = [
+    "kind",
+    "state",
+    "stream_arn",
+    "stream_created",
+    "start_spec",
+    "opened_at",
+    "opened_by",
+    "shard_count",
+    "low_water",
+    "owner",
+    "lease_expires",
+    "finished_at",
+    "iteration",
+    "start",
+    "parents",
+    "next",
+    "last_seq",
+    "closed",
+    "records",
+    "bytes",
+    "fixed_at",
+    "fixed_by",
+];
+
 pub struct DynamoStore {
     client: Client,
     t: TableSettings,
@@ -149,6 +175,7 @@ impl DynamoStore {
     /// Creates the table (on-demand) unless it exists, then waits until it is
     /// active and checks its key schema.
     pub async fn create_table(&self) -> anyhow::Result<bool> {
+        self.check_key_names()?;
         let attr = |name: &str| {
             AttributeDefinition::builder()
                 .attribute_name(name)
@@ -193,8 +220,30 @@ impl DynamoStore {
         ))
     }
 
+    /// The key names must not clash with each other or with the attributes
+    /// this layout writes.
+    fn check_key_names(&self) -> Result<(), ReaderError> {
+        for k in [&self.t.hash_key, &self.t.range_key] {
+            if k.is_empty() || RESERVED.contains(&k.as_str()) {
+                return Err(ReaderError::Usage(format!(
+                    "{k:?} cannot be a checkpoint table key name: the checkpoint items use \
+                     these attribute names: {}",
+                    RESERVED.join(", ")
+                )));
+            }
+        }
+        if self.t.hash_key == self.t.range_key {
+            return Err(ReaderError::Usage(format!(
+                "the hash key and the range key cannot both be named {:?}",
+                self.t.hash_key
+            )));
+        }
+        Ok(())
+    }
+
     /// Checks that the table exists with the expected string keys; returns its status.
     pub async fn check_table(&self) -> anyhow::Result<TableStatus> {
+        self.check_key_names()?;
         let out = match self
             .client
             .describe_table()

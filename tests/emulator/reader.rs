@@ -104,6 +104,19 @@ async fn default_output_is_key_tab_escaped_data_and_encodings_round_trip() {
     put(&k, &stream, "k1", b"tab\there\nnewline\\slash").await;
     put(&k, &stream, "k2", &[0, 159, 146, 150, 255]).await;
     let out = ok(reader(&["--stream", &stream]));
+    // The stream's ARN names the same stream.
+    let arn = k
+        .describe_stream_summary()
+        .stream_name(&stream)
+        .send()
+        .await
+        .unwrap();
+    let arn = arn
+        .stream_description_summary()
+        .unwrap()
+        .stream_arn()
+        .to_string();
+    assert_eq!(ok(reader(&["--stream", &arn])), out);
     let text = String::from_utf8_lossy(&out);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "a record never splits a line: {text:?}");
@@ -452,6 +465,17 @@ async fn create_table_is_idempotent_and_rejects_a_table_with_other_keys() {
         &reader(&args(&stream, &other, "K", "next")),
         2,
         "--hash-key",
+    );
+    fails_with(
+        &reader(&[
+            "create-table",
+            "--checkpoint-table",
+            &unique("bad"),
+            "--hash-key",
+            "state",
+        ]),
+        2,
+        "cannot be a checkpoint table key name",
     );
     // Custom key names work end to end.
     let custom = unique("custom");
