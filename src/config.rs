@@ -742,3 +742,199 @@ mod tests {
         assert!(parse_duration("-1").is_err());
     }
 }
+
+/// `kinesis-writer`'s command line.
+#[derive(Parser, Debug)]
+#[command(
+    name = "kinesis-writer",
+    version,
+    about = "Load tab-separated lines from stdin into S3 or DynamoDB, idempotently per iteration",
+    after_help = "The iteration context also comes from EMR names (-D kinesis.checkpoint.logical.name=L, \
+                  -D kinesis.checkpoint.iteration.no=N, or their Hadoop-mangled environment variables) \
+                  and from KINESIS_LOGICAL_NAME / KINESIS_ITERATION / KINESIS_STREAM / \
+                  KINESIS_ITERATION_START. The part number comes from --partition or Hadoop's \
+                  mapreduce_task_partition. Exit codes: 0 ok, 1 failure, 2 usage, 130 interrupted."
+)]
+pub struct WriterCli {
+    /// s3://BUCKET/PREFIX/ (object named from the iteration), s3://BUCKET/KEY, or dynamodb://TABLE.
+    pub target: String,
+    /// Logical name of the iteration [kinesis.checkpoint.logical.name].
+    #[arg(long)]
+    pub logical_name: Option<String>,
+    /// Iteration number [kinesis.checkpoint.iteration.no].
+    #[arg(long)]
+    pub iteration: Option<String>,
+    /// Stream name, for {stream} in key templates [kinesis.stream.name].
+    #[arg(long)]
+    pub stream: Option<String>,
+    /// This writer's part number (default: $mapreduce_task_partition, else 0).
+    #[arg(long)]
+    pub partition: Option<u32>,
+    /// When the iteration opened (RFC 3339), for {date} and {hour}.
+    #[arg(long)]
+    pub iteration_start: Option<String>,
+    /// AWS region [kinesis.endpoint.region].
+    #[arg(long)]
+    pub region: Option<String>,
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Endpoint for every AWS service (AWS_ENDPOINT_URL[_S3|_DYNAMODB] also work).
+    #[arg(long)]
+    pub endpoint_url: Option<String>,
+    /// An EMR setting, as NAME=VALUE (repeatable).
+    #[arg(short = 'D', value_name = "NAME=VALUE")]
+    pub define: Vec<String>,
+    /// What to do with a bad line: fail, skip, or dead-letter=PATH (written verbatim).
+    #[arg(long, default_value = "fail")]
+    pub on_bad_line: String,
+
+    /// S3: object name under a prefix target; placeholders {logical_name} {iteration}
+    /// {partition} {stream} {date} {hour}.
+    #[arg(long, default_value = crate::sink::DEFAULT_KEY_TEMPLATE)]
+    pub key_template: String,
+    /// S3: part size (at least 5MiB; doubles after every 1,000 parts).
+    #[arg(long, default_value = "8MiB")]
+    pub part_size: String,
+    /// S3: parts uploaded at once.
+    #[arg(long, default_value_t = 4)]
+    pub parts_in_flight: usize,
+    /// S3: compress the object (adds .gz / .zst to a generated name).
+    #[arg(long, value_enum, default_value_t = crate::sink::s3::Compression::None)]
+    pub compress: crate::sink::s3::Compression,
+    /// S3: write an empty _SUCCESS object beside the output when done, as Hadoop does.
+    #[arg(long)]
+    pub success_marker: bool,
+    /// S3: write no object at all for empty input (default: an empty object).
+    #[arg(long)]
+    pub skip_empty: bool,
+
+    /// DynamoDB: NAME:TYPE per field (S N B BOOL NULL SS NS JSON); the first one or two are the key.
+    #[arg(long)]
+    pub columns: Option<String>,
+    /// DynamoDB: put overwrites items; add adds numeric columns once per iteration.
+    #[arg(long, value_enum, default_value_t = crate::sink::dynamodb::Mode::Put)]
+    pub mode: crate::sink::dynamodb::Mode,
+    /// DynamoDB: BatchWriteItem calls in flight.
+    #[arg(long, default_value_t = 4)]
+    pub batches_in_flight: usize,
+    /// DynamoDB: at most this many items per second.
+    #[arg(long)]
+    pub write_rate: Option<f64>,
+    /// DynamoDB: at most this percent of the table's provisioned write capacity.
+    #[arg(long)]
+    pub write_capacity_percent: Option<f64>,
+    /// How fields are written: escape (\t \n \r \\ as kinesis-reader writes them) or raw.
+    #[arg(long, value_enum, default_value_t = FieldEncoding::Escape)]
+    pub field_encoding: FieldEncoding,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FieldEncoding {
+    Escape,
+    Raw,
+}
+
+/// Environment variables `kinesis-reader` sets for a child process (issue 5).
+pub mod exported {
+    pub const LOGICAL_NAME: &str = "KINESIS_LOGICAL_NAME";
+    pub const ITERATION: &str = "KINESIS_ITERATION";
+    pub const STREAM: &str = "KINESIS_STREAM";
+    pub const ITERATION_START: &str = "KINESIS_ITERATION_START";
+}
+
+/// `8MiB`, `5MB`, `16777216`.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 8MiB"))?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" => 1 << 10,
+        "KB" => 1_000,
+        "M" | "MiB" => 1 << 20,
+        "MB" => 1_000_000,
+        "G" | "GiB" => 1 << 30,
+        "GB" => 1_000_000_000,
+        u => return Err(format!("{s:?}: unknown unit {u:?} (use KiB, MiB, GiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// The iteration context from flags, EMR names, and the reader's exports.
+pub fn writer_context(
+    c: &WriterCli,
+    l: &Layers,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<crate::sink::IterationContext, ReaderError> {
+    let or_export = |v: Option<(String, String)>, var: &str| {
+        v.or_else(|| env(var).map(|x| (x.clone(), format!("environment {var}={x}"))))
+    };
+    let logical_name = or_export(
+        l.get(
+            "logical-name",
+            c.logical_name.as_deref(),
+            &[names::LOGICAL_NAME],
+        )?,
+        exported::LOGICAL_NAME,
+    )
+    .map(|v| v.0);
+    let iteration = parsed(
+        or_export(
+            l.get("iteration", c.iteration.as_deref(), &[names::ITERATION])?,
+            exported::ITERATION,
+        ),
+        |s| {
+            s.parse::<u64>()
+                .map_err(|_| "expected a whole number ≥ 0".to_string())
+        },
+    )?;
+    let stream = or_export(
+        l.get("stream", c.stream.as_deref(), &[names::STREAM])?,
+        exported::STREAM,
+    )
+    .map(|v| crate::stream::stream_name(&v.0).to_string());
+    let partition = match c.partition {
+        Some(p) => p,
+        None => parsed(
+            ["mapreduce_task_partition", "mapred_task_partition"]
+                .iter()
+                .find_map(|v| env(v).map(|x| (x.clone(), format!("environment {v}={x}")))),
+            |s| {
+                s.parse::<u32>()
+                    .map_err(|_| "expected a whole number".to_string())
+            },
+        )?
+        .unwrap_or(0),
+    };
+    let start = c
+        .iteration_start
+        .clone()
+        .map(|v| (v.clone(), format!("--iteration-start {v}")))
+        .or_else(|| {
+            env(exported::ITERATION_START).map(|x| {
+                (
+                    x.clone(),
+                    format!("environment {}={x}", exported::ITERATION_START),
+                )
+            })
+        });
+    let opened_ms = parsed(start, |s| {
+        humantime::parse_rfc3339_weak(s)
+            .map_err(|e| format!("not an RFC 3339 time ({e})"))
+            .map(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0)
+            })
+    })?;
+    Ok(crate::sink::IterationContext {
+        logical_name,
+        iteration,
+        stream,
+        partition,
+        opened_ms,
+    })
+}

@@ -3,7 +3,9 @@
 //! crate's small traits on top of the SDK clients.
 
 pub mod checkpoint_table;
+pub mod item_table;
 pub mod kinesis;
+pub mod s3;
 
 use crate::config::AwsSettings;
 use crate::error::ReaderError;

@@ -33,7 +33,10 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    // Do not wait for a thread still blocked on stdin or stdout.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
         Ok(()) => Exit::Ok.into(),
         Err(e) => {
             let code = exit_for(&e);

@@ -163,6 +163,82 @@ fn command(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
 }
 
 pub const READER: &str = env!("CARGO_BIN_EXE_kinesis-reader");
+pub const WRITER: &str = env!("CARGO_BIN_EXE_kinesis-writer");
+
+/// Runs `kinesis-writer` with `input` on its stdin.
+pub fn writer(args: &[&str], input: &[u8]) -> Output {
+    writer_env(args, input, &[])
+}
+
+pub fn writer_env(args: &[&str], input: &[u8], env: &[(&str, &str)]) -> Output {
+    let mut child = command(WRITER, args, env)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    out
+}
+
+/// Starts `kinesis-writer` with piped stdin (the caller writes and closes it).
+pub fn spawn_writer(args: &[&str]) -> Child {
+    command(WRITER, args, &[])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+pub async fn s3() -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::config::Builder::from(&sdk().await)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+pub async fn bucket(s3: &aws_sdk_s3::Client) -> String {
+    let b = unique("bucket");
+    s3.create_bucket().bucket(&b).send().await.unwrap();
+    b
+}
+
+/// Every key in a bucket.
+pub async fn keys(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
+    let out = s3.list_objects_v2().bucket(bucket).send().await.unwrap();
+    out.contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_string))
+        .collect()
+}
+
+pub async fn get(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Vec<u8> {
+    let o = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    o.body.collect().await.unwrap().into_bytes().to_vec()
+}
+
+pub async fn dangling_uploads(s3: &aws_sdk_s3::Client, bucket: &str) -> usize {
+    let out = s3
+        .list_multipart_uploads()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap();
+    out.uploads().len()
+}
 
 /// Runs `kinesis-reader` to the end.
 pub fn reader(args: &[&str]) -> Output {

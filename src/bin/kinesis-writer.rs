@@ -1,0 +1,212 @@
+//! `kinesis-writer`: parse, build, run, map errors to exit codes.
+
+use anyhow::Result;
+use clap::Parser;
+use kinesis_streaming::aws::{self, item_table::DynamoItems, s3::S3Objects};
+use kinesis_streaming::config::{self, names, parse_size, FieldEncoding, Layers, WriterCli};
+use kinesis_streaming::error::{exit_for, Exit, ReaderError};
+use kinesis_streaming::sink::dynamodb::{self, LoadOptions, Mode};
+use kinesis_streaming::sink::lines::{BadLinePolicy, BadLines};
+use kinesis_streaming::sink::s3::{self as s3sink, UploadOptions};
+use kinesis_streaming::sink::{expand_key, S3Key, Target};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(
+        env_logger::Env::default()
+            .default_filter_or("kinesis_writer=info,kinesis_streaming=info,warn"),
+    )
+    .format_target(false)
+    .init();
+    let cli = match WriterCli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                Exit::Usage.into()
+            } else {
+                Exit::Ok.into()
+            };
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(run(cli));
+    // Do not wait for a thread still blocked on stdin or stdout.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
+        Ok(()) => Exit::Ok.into(),
+        Err(e) => {
+            eprintln!("kinesis-writer: {e:#}");
+            exit_for(&e).into()
+        }
+    }
+}
+
+async fn run(cli: WriterCli) -> Result<()> {
+    let started = Instant::now();
+    let env = |k: &str| std::env::var(k).ok();
+    let layers = Layers::new(&cli.define, &env)?;
+    let ctx = config::writer_context(&cli, &layers, &env)?;
+    let target = Target::parse(&cli.target)?;
+    let policy = BadLinePolicy::parse(&cli.on_bad_line)
+        .map_err(|e| ReaderError::Usage(format!("--on-bad-line {e}")))?;
+    let region = layers
+        .get("region", cli.region.as_deref(), &[names::REGION])?
+        .map(|v| v.0);
+    let settings = config::AwsSettings {
+        region,
+        profile: cli.profile.clone(),
+        endpoint_url: cli.endpoint_url.clone(),
+    };
+    let bad = BadLines::new(policy)?;
+    match target {
+        Target::S3 { bucket, key } => {
+            let key = match key {
+                S3Key::Exact(k) => k,
+                S3Key::Prefix(p) => format!(
+                    "{p}{}{}",
+                    expand_key(&cli.key_template, &ctx)?,
+                    cli.compress.extension()
+                ),
+            };
+            let part_size = parse_size(&cli.part_size)
+                .map_err(|e| ReaderError::Usage(format!("--part-size {e}")))?;
+            if part_size < s3sink::MIN_PART_SIZE {
+                return Err(ReaderError::Usage(format!(
+                    "--part-size {}: S3 parts are at least 5MiB",
+                    cli.part_size
+                ))
+                .into());
+            }
+            let opts = UploadOptions {
+                part_size,
+                parts_in_flight: cli.parts_in_flight.max(1),
+                compression: cli.compress,
+                skip_empty: cli.skip_empty,
+            };
+            let sdk = aws::sdk_config(&settings).await?;
+            let path_style = settings.endpoint_url.is_some()
+                || env("AWS_ENDPOINT_URL").is_some()
+                || env("AWS_ENDPOINT_URL_S3").is_some();
+            let store: Arc<dyn s3sink::ObjectStore> =
+                Arc::new(S3Objects::new(&sdk, &bucket, path_style));
+            let stop = Box::pin(async { interrupted().await.to_string() });
+            let (s, mut bad) =
+                s3sink::upload(store.clone(), &key, std::io::stdin(), &opts, bad, stop).await?;
+            bad.finish()?;
+            if s.written && cli.success_marker {
+                let marker = match key.rsplit_once('/') {
+                    Some((dir, _)) => format!("{dir}/_SUCCESS"),
+                    None => "_SUCCESS".to_string(),
+                };
+                store.put_object(&marker, bytes::Bytes::new()).await?;
+            }
+            log::info!(
+                "{} s3://{bucket}/{key}: {} lines, {} bytes in, {} bytes stored in {} part(s), \
+                 {} skipped, peak buffers {} MiB, {:.1}s",
+                if s.written {
+                    "wrote"
+                } else {
+                    "empty input, nothing written to"
+                },
+                s.lines,
+                s.input_bytes,
+                s.object_bytes,
+                s.parts,
+                bad.skipped,
+                s.peak_buffered >> 20,
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Target::DynamoDb { table } => {
+            let columns = cli.columns.as_deref().ok_or_else(|| {
+                ReaderError::Usage("a dynamodb:// target needs --columns NAME:TYPE,...".into())
+            })?;
+            let columns = dynamodb::parse_columns(columns)
+                .map_err(|e| ReaderError::Usage(format!("--columns: {e}")))?;
+            let tag =
+                match (cli.mode, &ctx.logical_name, ctx.iteration) {
+                    (Mode::Add, Some(l), Some(n)) => Some(format!("{l}#{n}")),
+                    (Mode::Add, _, _) => return Err(ReaderError::Usage(
+                        "--mode add records each iteration in the items it changes, so it needs \
+                         --logical-name and --iteration (or their EMR names)"
+                            .into(),
+                    )
+                    .into()),
+                    _ => None,
+                };
+            let sdk = aws::sdk_config(&settings).await?;
+            let items: Arc<dyn dynamodb::ItemTable> = Arc::new(DynamoItems::new(&sdk, &table));
+            let info = items.describe().await?;
+            let key_len = dynamodb::check_key(&columns, &info, &table)?;
+            let rate = match (cli.write_rate, cli.write_capacity_percent) {
+                (Some(_), Some(_)) => {
+                    return Err(ReaderError::Usage(
+                        "give --write-rate or --write-capacity-percent, not both".into(),
+                    )
+                    .into())
+                }
+                (Some(r), None) if r > 0.0 => Some(r),
+                (Some(r), None) => {
+                    return Err(ReaderError::Usage(format!("--write-rate {r}: must be above 0")).into())
+                }
+                (None, Some(p)) => match info.write_capacity {
+                    Some(wcu) if p > 0.0 => Some(wcu as f64 * p / 100.0),
+                    Some(_) => return Err(ReaderError::Usage("--write-capacity-percent must be above 0".into()).into()),
+                    None => {
+                        return Err(ReaderError::Usage(format!(
+                            "table {table} has no provisioned write capacity (on-demand): use --write-rate"
+                        ))
+                        .into())
+                    }
+                },
+                (None, None) => None,
+            };
+            let opts = LoadOptions {
+                columns,
+                key_len,
+                mode: cli.mode,
+                escaped: cli.field_encoding == FieldEncoding::Escape,
+                batches_in_flight: cli.batches_in_flight.max(1),
+                rate,
+                tag,
+                max_attempts: 10,
+            };
+            let input = std::io::BufReader::with_capacity(256 * 1024, std::io::stdin());
+            let (s, mut bad) = tokio::select! {
+                r = dynamodb::load(items, input, &opts, bad) => r?,
+                why = interrupted() => return Err(ReaderError::Interrupted(format!(
+                    "stopped by {why}; the items written so far stay (put and add are idempotent: \
+                     run the same input again)"
+                )).into()),
+            };
+            bad.finish()?;
+            log::info!(
+                "dynamodb://{table}: {} lines, {} items written, {} collapsed into later lines, \
+                 {} already applied, {} retries, {} skipped, {:.1}s",
+                s.lines,
+                s.items_written,
+                s.collapsed,
+                s.already_applied,
+                s.retries,
+                bad.skipped,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}

@@ -1,0 +1,660 @@
+//! Streaming stdin into one S3 object with bounded memory.
+//!
+//! Input bytes (compressed on the fly if asked) are cut into parts; parts go
+//! up concurrently as a multipart upload, at most `parts_in_flight` at once,
+//! while one more waits and the next fills. Memory is therefore at most part
+//! size × (parts in flight + 2) — at least 4 parts — never the input. Input that fits in one part is
+//! sent with a single PutObject. The object appears only when complete; on
+//! any error the upload is aborted, so nothing partial stays visible or billable.
+
+use crate::sink::lines::BadLines;
+use anyhow::{anyhow, Context, Result};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, Semaphore};
+
+/// S3's smallest part (all but the last).
+pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+pub const MAX_PARTS: u32 = 10_000;
+/// After this many parts the part size doubles, so that any object up to
+/// S3's 5 TiB limit fits in 10,000 parts without guessing its size up front.
+const PARTS_PER_SIZE_STEP: u32 = 1_000;
+
+/// A finished part: its number and what S3 said about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub number: i32,
+    pub etag: String,
+    pub checksum_crc32: Option<String>,
+}
+
+/// What the uploader needs from S3 (the SDK adapter is `aws/s3.rs`).
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    async fn put_object(&self, key: &str, body: Bytes) -> Result<()>;
+    async fn create_upload(&self, key: &str) -> Result<String>;
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> Result<Part>;
+    /// `Ok(false)` when the answer was lost (timeout, connection): the caller
+    /// then checks whether the object is there.
+    async fn complete(&self, key: &str, upload_id: &str, parts: &[Part]) -> Result<bool>;
+    async fn abort(&self, key: &str, upload_id: &str) -> Result<()>;
+    /// The object's ETag, if it exists.
+    async fn head_etag(&self, key: &str) -> Result<Option<String>>;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+impl Compression {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Gzip => ".gz",
+            Compression::Zstd => ".zst",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct UploadOptions {
+    pub part_size: usize,
+    pub parts_in_flight: usize,
+    pub compression: Compression,
+    /// Write nothing (rather than an empty object) when the input is empty.
+    pub skip_empty: bool,
+}
+
+/// Bytes held in part buffers now, and the most ever held.
+#[derive(Debug, Default)]
+pub struct Accounting {
+    now: AtomicUsize,
+    peak: AtomicUsize,
+}
+
+impl Accounting {
+    fn add(&self, n: usize) {
+        let now = self.now.fetch_add(n, Ordering::SeqCst) + n;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+    }
+    fn sub(&self, n: usize) {
+        self.now.fetch_sub(n, Ordering::SeqCst);
+    }
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+}
+
+/// What an upload did.
+#[derive(Debug, Default, Clone)]
+pub struct UploadSummary {
+    pub lines: u64,
+    pub input_bytes: u64,
+    pub object_bytes: u64,
+    pub parts: u32,
+    /// False when `skip_empty` left out an empty input.
+    pub written: bool,
+    pub peak_buffered: usize,
+}
+
+/// A part buffer on its way to S3; its bytes are accounted until dropped.
+struct Chunk {
+    data: Bytes,
+    accounting: Arc<Accounting>,
+}
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        self.accounting.sub(self.data.len());
+    }
+}
+
+/// Cuts the byte stream into parts (a `Write` the compressor writes into).
+struct PartCutter {
+    buf: Vec<u8>,
+    base: usize,
+    parts_cut: u32,
+    tx: mpsc::Sender<Chunk>,
+    accounting: Arc<Accounting>,
+}
+
+impl PartCutter {
+    fn target(&self) -> usize {
+        self.base << (self.parts_cut / PARTS_PER_SIZE_STEP).min(20)
+    }
+    fn cut(&mut self) -> std::io::Result<()> {
+        let data = Bytes::from(std::mem::take(&mut self.buf));
+        self.parts_cut += 1;
+        let chunk = Chunk {
+            data,
+            accounting: self.accounting.clone(),
+        };
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| std::io::Error::other("the upload stopped"))?;
+        self.buf = Vec::new();
+        Ok(())
+    }
+}
+
+impl Write for PartCutter {
+    fn write(&mut self, mut data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len();
+        while !data.is_empty() {
+            if self.buf.capacity() == 0 {
+                let t = self.target();
+                self.buf.reserve_exact(t);
+                self.accounting.add(t);
+            }
+            let room = self.target() - self.buf.len();
+            let take = room.min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() == self.target() {
+                // The accounted capacity becomes the chunk's length.
+                let cap = self.buf.capacity();
+                self.accounting.sub(cap - self.buf.len());
+                self.cut()?;
+            }
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The byte stream on its way to the part cutter, compressed or not.
+enum Encoder {
+    Plain(PartCutter),
+    Gzip(flate2::write::GzEncoder<PartCutter>),
+    Zstd(zstd::stream::write::Encoder<'static, PartCutter>),
+}
+
+impl Encoder {
+    fn new(c: PartCutter, compression: Compression) -> Result<Self> {
+        Ok(match compression {
+            Compression::None => Encoder::Plain(c),
+            Compression::Gzip => Encoder::Gzip(flate2::write::GzEncoder::new(
+                c,
+                flate2::Compression::default(),
+            )),
+            Compression::Zstd => {
+                Encoder::Zstd(zstd::stream::write::Encoder::new(c, 3).context("starting zstd")?)
+            }
+        })
+    }
+    fn write_all(&mut self, b: &[u8]) -> std::io::Result<()> {
+        match self {
+            Encoder::Plain(c) => c.write_all(b),
+            Encoder::Gzip(e) => e.write_all(b),
+            Encoder::Zstd(e) => e.write_all(b),
+        }
+    }
+    /// Ends the stream and hands over the last part.
+    fn finish(self) -> Result<()> {
+        let mut c = match self {
+            Encoder::Plain(c) => c,
+            Encoder::Gzip(e) => e.finish().context("finishing gzip")?,
+            Encoder::Zstd(e) => e.finish().context("finishing zstd")?,
+        };
+        if !c.buf.is_empty() || c.parts_cut == 0 {
+            let cap = c.buf.capacity();
+            c.accounting.sub(cap - c.buf.len());
+            c.cut().context("handing over the last part")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads `input` to its end into parts; returns (lines, input bytes).
+fn cut_input(
+    mut input: impl Read,
+    compression: Compression,
+    cutter: PartCutter,
+    bad: &mut BadLines,
+) -> Result<(u64, u64)> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let (mut lines, mut total) = (0u64, 0u64);
+    let mut last = b'\n';
+    let mut encoder = Encoder::new(cutter, compression)?;
+    // The current line's last bytes, only to report a truncated last line.
+    let mut tail: Vec<u8> = Vec::new();
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(anyhow!(e).context("reading standard input")),
+        };
+        let chunk = &buf[..n];
+        lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+        match chunk.iter().rposition(|b| *b == b'\n') {
+            Some(p) => {
+                tail.clear();
+                tail.extend_from_slice(&chunk[p + 1..]);
+            }
+            None => tail.extend_from_slice(chunk),
+        }
+        if tail.len() > 1024 {
+            tail.drain(..tail.len() - 1024);
+        }
+        last = chunk[n - 1];
+        encoder.write_all(chunk).context("buffering a part")?;
+        total += n as u64;
+    }
+    if last != b'\n' {
+        // A reducer's output ends with a newline; without one the input was cut off.
+        bad.bad(
+            lines + 1,
+            &tail,
+            "the input ends in the middle of a line (no newline at the end): it looks truncated"
+                .into(),
+        )?;
+        lines += 1;
+    }
+    encoder.finish()?;
+    Ok((lines, total))
+}
+
+/// Streams `input` into the object `key`. Blocking reads happen on a
+/// blocking thread; uploads run on the runtime.
+pub async fn upload(
+    store: Arc<dyn ObjectStore>,
+    key: &str,
+    input: impl Read + Send + 'static,
+    opts: &UploadOptions,
+    mut bad: BadLines,
+    stop: crate::reader::Stop,
+) -> Result<(UploadSummary, BadLines)> {
+    let part_size = opts.part_size.max(MIN_PART_SIZE);
+    let accounting = Arc::new(Accounting::default());
+    let (tx, mut rx) = mpsc::channel::<Chunk>(1);
+    let cutter = PartCutter {
+        buf: Vec::new(),
+        base: part_size,
+        parts_cut: 0,
+        tx,
+        accounting: accounting.clone(),
+    };
+    let compression = opts.compression;
+    let reading = tokio::task::spawn_blocking(move || {
+        let r = cut_input(input, compression, cutter, &mut bad);
+        (r, bad)
+    });
+
+    let mut summary = UploadSummary::default();
+    let started: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let result = tokio::select! {
+        r = send_parts(&store, key, &mut rx, opts, &mut summary, started.clone()) => r,
+        why = stop => {
+            let id = started.lock().unwrap().clone();
+            abort(&store, key, id.as_deref()).await;
+            return Err(crate::error::ReaderError::Interrupted(format!(
+                "stopped by {why}; the upload of {key} was aborted, nothing was written"
+            ))
+            .into());
+        }
+    };
+    // Whatever happened, let the reading thread end (it fails once rx is gone).
+    drop(rx);
+    let (read, bad) = reading.await.context("the input thread panicked")?;
+    let upload_id = match result {
+        Ok(id) => id,
+        Err((id, e)) => {
+            abort(&store, key, id.as_deref()).await;
+            return Err(e);
+        }
+    };
+    let (lines, input_bytes) = match read {
+        Ok(v) => v,
+        Err(e) => {
+            abort(&store, key, upload_id.as_ref().map(|(id, _)| id.as_str())).await;
+            return Err(e);
+        }
+    };
+    summary.lines = lines;
+    summary.input_bytes = input_bytes;
+    match upload_id {
+        Some((id, parts)) => {
+            if let Err(e) = complete(&store, key, &id, &parts).await {
+                abort(&store, key, Some(&id)).await;
+                return Err(e);
+            }
+            summary.parts = parts.len() as u32;
+            summary.written = true;
+        }
+        None => {
+            // One part or none: a single PutObject, unless empty input is skipped.
+            summary.written = !(opts.skip_empty && input_bytes == 0);
+            summary.parts = u32::from(summary.written);
+        }
+    }
+    summary.peak_buffered = accounting.peak();
+    Ok((summary, bad))
+}
+
+type UploadState = Option<(String, Vec<Part>)>;
+
+/// Receives parts and sends them. A single part (or none) is held back and
+/// written with PutObject at the end of input; from the second part on, a
+/// multipart upload. Returns the upload id and its parts, if one was started.
+async fn send_parts(
+    store: &Arc<dyn ObjectStore>,
+    key: &str,
+    rx: &mut mpsc::Receiver<Chunk>,
+    opts: &UploadOptions,
+    summary: &mut UploadSummary,
+    started: Arc<std::sync::Mutex<Option<String>>>,
+) -> Result<UploadState, (Option<String>, anyhow::Error)> {
+    let Some(first) = rx.recv().await else {
+        return Err((None, anyhow!("the input ended before anything was read")));
+    };
+    let Some(second) = rx.recv().await else {
+        summary.object_bytes = first.data.len() as u64;
+        let empty = first.data.is_empty();
+        if !(empty && opts.skip_empty) {
+            store
+                .put_object(key, first.data.clone())
+                .await
+                .map_err(|e| (None, e))?;
+        }
+        return Ok(None);
+    };
+    let id = store.create_upload(key).await.map_err(|e| (None, e))?;
+    *started.lock().unwrap() = Some(id.clone());
+    let in_flight = Arc::new(Semaphore::new(opts.parts_in_flight.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut number = 0i32;
+    let mut parts = Vec::new();
+    let mut held = std::collections::VecDeque::from([first, second]);
+    let fail = |e: anyhow::Error| (Some(id.clone()), e);
+    loop {
+        // Take a slot first, then a part: parts wait in the channel (one) and
+        // in the cutter (one), not here.
+        let permit = in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("never closed");
+        let chunk = match held.pop_front() {
+            Some(c) => c,
+            None => match rx.recv().await {
+                Some(c) => c,
+                None => break,
+            },
+        };
+        number += 1;
+        if number as u32 > MAX_PARTS {
+            return Err(fail(anyhow!("the input needs more than {MAX_PARTS} parts")));
+        }
+        summary.object_bytes += chunk.data.len() as u64;
+        let (store, key, id) = (store.clone(), key.to_string(), id.clone());
+        tasks.spawn(async move {
+            let r = store
+                .upload_part(&key, &id, number, chunk.data.clone())
+                .await;
+            drop(chunk);
+            drop(permit);
+            r.with_context(|| format!("uploading part {number}"))
+        });
+        // Collect finished parts as we go, and stop at the first failure.
+        while let Some(done) = tasks.try_join_next() {
+            parts.push(done.map_err(|e| fail(anyhow!(e)))?.map_err(fail)?);
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        parts.push(done.map_err(|e| fail(anyhow!(e)))?.map_err(fail)?);
+    }
+    parts.sort_by_key(|p| p.number);
+    Ok(Some((id, parts)))
+}
+
+async fn complete(store: &Arc<dyn ObjectStore>, key: &str, id: &str, parts: &[Part]) -> Result<()> {
+    if store.complete(key, id, parts).await? {
+        return Ok(());
+    }
+    // The answer was lost: the object may well be complete. S3's ETag of a
+    // multipart object is the MD5 of the parts' MD5s, "-" and the part count.
+    let expected = multipart_etag(parts);
+    match store.head_etag(key).await? {
+        Some(etag) if Some(etag.trim_matches('"')) == expected.as_deref() => {
+            log::warn!("the CompleteMultipartUpload answer was lost, but {key} is complete");
+            Ok(())
+        }
+        _ => Err(anyhow!(
+            "completing the upload of {key} failed and the object is not there"
+        )),
+    }
+}
+
+/// The ETag S3 gives a multipart object made of `parts` (with plain MD5 part ETags).
+pub fn multipart_etag(parts: &[Part]) -> Option<String> {
+    use md5::{Digest, Md5};
+    let mut all = Md5::new();
+    for p in parts {
+        let hex = p.etag.trim_matches('"');
+        if hex.len() != 32 {
+            return None;
+        }
+        let mut raw = [0u8; 16];
+        for (i, b) in raw.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        }
+        all.update(raw);
+    }
+    let d = all.finalize();
+    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+    Some(format!("{hex}-{}", parts.len()))
+}
+
+async fn abort(store: &Arc<dyn ObjectStore>, key: &str, id: Option<&str>) {
+    if let Some(id) = id {
+        if let Err(e) = store.abort(key, id).await {
+            log::error!("could not abort the multipart upload {id} of {key}: {e:#}");
+        } else {
+            log::warn!("aborted the upload of {key}: nothing was written");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::lines::{BadLinePolicy, BadLines};
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    /// An in-memory S3 that fails the k-th UploadPart if asked, and records
+    /// what happened.
+    #[derive(Default)]
+    struct Fake {
+        objects: Mutex<BTreeMap<String, Vec<u8>>>,
+        uploads: Mutex<BTreeMap<String, BTreeMap<i32, Bytes>>>,
+        aborted: Mutex<Vec<String>>,
+        fail_part: Option<i32>,
+        lose_complete: bool,
+    }
+
+    fn md5_hex(b: &[u8]) -> String {
+        use md5::{Digest, Md5};
+        Md5::digest(b).iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[async_trait]
+    impl ObjectStore for Fake {
+        async fn put_object(&self, key: &str, body: Bytes) -> Result<()> {
+            self.objects
+                .lock()
+                .unwrap()
+                .insert(key.into(), body.to_vec());
+            Ok(())
+        }
+        async fn create_upload(&self, _: &str) -> Result<String> {
+            let id = format!("u{}", self.uploads.lock().unwrap().len());
+            self.uploads
+                .lock()
+                .unwrap()
+                .insert(id.clone(), BTreeMap::new());
+            Ok(id)
+        }
+        async fn upload_part(&self, _: &str, id: &str, n: i32, body: Bytes) -> Result<Part> {
+            if self.fail_part == Some(n) {
+                anyhow::bail!("injected failure on part {n}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            let etag = format!("\"{}\"", md5_hex(&body));
+            self.uploads
+                .lock()
+                .unwrap()
+                .get_mut(id)
+                .unwrap()
+                .insert(n, body);
+            Ok(Part {
+                number: n,
+                etag,
+                checksum_crc32: None,
+            })
+        }
+        async fn complete(&self, key: &str, id: &str, parts: &[Part]) -> Result<bool> {
+            let up = self.uploads.lock().unwrap().remove(id).unwrap();
+            assert_eq!(
+                parts.iter().map(|p| p.number).collect::<Vec<_>>(),
+                up.keys().copied().collect::<Vec<_>>()
+            );
+            let mut all = Vec::new();
+            for b in up.values() {
+                all.extend_from_slice(b);
+            }
+            self.objects.lock().unwrap().insert(key.into(), all);
+            Ok(!self.lose_complete)
+        }
+        async fn abort(&self, _: &str, id: &str) -> Result<()> {
+            self.uploads.lock().unwrap().remove(id);
+            self.aborted.lock().unwrap().push(id.into());
+            Ok(())
+        }
+        async fn head_etag(&self, key: &str) -> Result<Option<String>> {
+            // What S3 reports for a multipart object.
+            let _ = key;
+            Ok(self
+                .objects
+                .lock()
+                .unwrap()
+                .get(key)
+                .map(|_| "\"x\"".to_string()))
+        }
+    }
+
+    fn opts(in_flight: usize) -> UploadOptions {
+        UploadOptions {
+            part_size: MIN_PART_SIZE,
+            parts_in_flight: in_flight,
+            compression: Compression::None,
+            skip_empty: false,
+        }
+    }
+
+    async fn run(store: Arc<Fake>, input: Vec<u8>, o: UploadOptions) -> Result<UploadSummary> {
+        let bad = BadLines::new(BadLinePolicy::Fail).unwrap();
+        let never: crate::reader::Stop = Box::pin(std::future::pending());
+        upload(store, "k", std::io::Cursor::new(input), &o, bad, never)
+            .await
+            .map(|(s, _)| s)
+    }
+
+    fn lines(n: usize) -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| format!("line {i:08}\n").into_bytes())
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn many_parts_stay_within_the_memory_bound_and_arrive_in_order() {
+        let input = lines(2_000_000); // 28 MB: 6 parts
+        let store = Arc::new(Fake::default());
+        let s = run(store.clone(), input.clone(), opts(2)).await.unwrap();
+        assert_eq!(s.parts, 6);
+        assert_eq!(s.lines, 2_000_000);
+        assert!(
+            s.peak_buffered <= MIN_PART_SIZE * 4,
+            "peak {}",
+            s.peak_buffered
+        );
+        assert!(store.objects.lock().unwrap()["k"] == input);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_failed_part_aborts_the_upload_and_writes_nothing() {
+        let store = Arc::new(Fake {
+            fail_part: Some(3),
+            ..Default::default()
+        });
+        let e = run(store.clone(), lines(2_000_000), opts(2))
+            .await
+            .unwrap_err();
+        assert!(
+            format!("{e:#}").contains("injected failure on part 3"),
+            "{e:#}"
+        );
+        assert!(store.objects.lock().unwrap().is_empty());
+        assert_eq!(store.aborted.lock().unwrap().len(), 1);
+        assert!(store.uploads.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn small_input_is_one_put_and_a_lost_complete_is_checked_not_trusted() {
+        let store = Arc::new(Fake::default());
+        let s = run(store.clone(), b"a\tb\n".to_vec(), opts(4))
+            .await
+            .unwrap();
+        assert_eq!(s.parts, 1);
+        assert!(
+            store.uploads.lock().unwrap().is_empty(),
+            "no multipart upload for one part"
+        );
+        // The fake's HEAD gives an ETag that does not match: a lost answer is an error.
+        let store = Arc::new(Fake {
+            lose_complete: true,
+            ..Default::default()
+        });
+        let e = run(store.clone(), lines(1_000_000), opts(2))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("not there"), "{e:#}");
+    }
+
+    #[test]
+    fn multipart_etag_is_md5_of_part_md5s() {
+        // Two parts "a" and "b": md5(md5("a") ++ md5("b")) with "-2".
+        let parts = [b"a", b"b"]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| Part {
+                number: i as i32 + 1,
+                etag: format!("\"{}\"", md5_hex(*b)),
+                checksum_crc32: None,
+            })
+            .collect::<Vec<_>>();
+        let mut cat = Vec::new();
+        for b in [b"a", b"b"] {
+            use md5::{Digest, Md5};
+            cat.extend_from_slice(&Md5::digest(b));
+        }
+        assert_eq!(
+            multipart_etag(&parts).unwrap(),
+            format!("{}-2", md5_hex(&cat))
+        );
+    }
+}
