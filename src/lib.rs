@@ -14,6 +14,8 @@
 //! - [`merge`]: deterministic interleaving of shards on stdout, boundary fixing.
 //! - [`format`]: record → output line.
 //! - [`status`]: the `status` sub-command's table.
+//! - [`sink`]: `kinesis-writer`'s targets (S3 objects, DynamoDB items) and input lines.
+//! - [`progress`]: progress on a terminal, Hadoop counters.
 //! - [`aws`]: the only place that touches the AWS SDK (clients and adapters).
 
 pub mod aws;
@@ -24,6 +26,7 @@ pub mod format;
 pub mod iteration;
 pub mod merge;
 pub mod position;
+pub mod progress;
 pub mod reader;
 pub mod shard_reader;
 pub mod status;

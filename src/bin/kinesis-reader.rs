@@ -116,9 +116,32 @@ async fn read(cfg: ReaderConfig) -> Result<()> {
     } else {
         Box::new(BufWriter::with_capacity(64 * 1024, stdout))
     };
+    // Progress on a terminal's stderr; counted where lines leave the buffer.
+    let progress = Arc::new(kinesis_streaming::progress::Progress::default());
+    let out: Box<dyn Write + Send> = Box::new(kinesis_streaming::progress::Counting {
+        inner: out,
+        progress: progress.clone(),
+    });
+    let ticker = (std::io::stderr().is_terminal() && !tty)
+        .then(|| kinesis_streaming::progress::spawn_ticker(progress, "kinesis-reader"));
     let owner = owner_id();
     let stop = Box::pin(async { interrupted().await.to_string() });
-    let summary = kinesis_streaming::reader::read(api, store, &cfg, &owner, out, stop).await?;
+    let summary = kinesis_streaming::reader::read(api, store, &cfg, &owner, out, stop).await;
+    kinesis_streaming::progress::stop_ticker(ticker);
+    let summary = summary?;
+    if kinesis_streaming::progress::under_hadoop(&|k: &str| std::env::var(k).ok()) {
+        eprint!(
+            "{}",
+            kinesis_streaming::progress::counter_lines(
+                "KinesisReader",
+                &[
+                    ("records", summary.records),
+                    ("bytes", summary.bytes),
+                    ("shards", summary.shards as u64),
+                ]
+            )
+        );
+    }
     let what = match summary.iteration {
         Some(n) => format!("iteration {n}"),
         None => "read without checkpoints".into(),

@@ -9,6 +9,7 @@ use kinesis_streaming::sink::dynamodb::{self, LoadOptions, Mode};
 use kinesis_streaming::sink::lines::{BadLinePolicy, BadLines};
 use kinesis_streaming::sink::s3::{self as s3sink, UploadOptions};
 use kinesis_streaming::sink::{expand_key, S3Key, Target};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
@@ -64,6 +65,34 @@ async fn run(cli: WriterCli) -> Result<()> {
         endpoint_url: cli.endpoint_url.clone(),
     };
     let bad = BadLines::new(policy)?;
+    let progress = Arc::new(kinesis_streaming::progress::Progress::default());
+    let ticker = std::io::stderr()
+        .is_terminal()
+        .then(|| kinesis_streaming::progress::spawn_ticker(progress.clone(), "kinesis-writer"));
+    let r = write(cli, &env, ctx, target, settings, bad, progress).await;
+    kinesis_streaming::progress::stop_ticker(ticker);
+    let counters = r?;
+    if kinesis_streaming::progress::under_hadoop(&env) {
+        eprint!(
+            "{}",
+            kinesis_streaming::progress::counter_lines("KinesisWriter", &counters)
+        );
+    }
+    log::debug!("done in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn write(
+    cli: WriterCli,
+    env: &dyn Fn(&str) -> Option<String>,
+    ctx: kinesis_streaming::sink::IterationContext,
+    target: Target,
+    settings: config::AwsSettings,
+    bad: BadLines,
+    progress: Arc<kinesis_streaming::progress::Progress>,
+) -> Result<Vec<(&'static str, u64)>> {
+    let started = Instant::now();
     match target {
         Target::S3 { bucket, key } => {
             let key = match key {
@@ -88,6 +117,7 @@ async fn run(cli: WriterCli) -> Result<()> {
                 parts_in_flight: cli.parts_in_flight.max(1),
                 compression: cli.compress,
                 skip_empty: cli.skip_empty,
+                progress,
             };
             let sdk = aws::sdk_config(&settings).await?;
             let path_style = settings.endpoint_url.is_some()
@@ -122,6 +152,13 @@ async fn run(cli: WriterCli) -> Result<()> {
                 s.peak_buffered >> 20,
                 started.elapsed().as_secs_f64()
             );
+            Ok(vec![
+                ("lines", s.lines),
+                ("input_bytes", s.input_bytes),
+                ("object_bytes", s.object_bytes),
+                ("parts", s.parts as u64),
+                ("skipped_lines", bad.skipped),
+            ])
         }
         Target::DynamoDb { table } => {
             let columns = cli.columns.as_deref().ok_or_else(|| {
@@ -176,6 +213,7 @@ async fn run(cli: WriterCli) -> Result<()> {
                 rate,
                 tag,
                 max_attempts: 10,
+                progress,
             };
             let input = std::io::BufReader::with_capacity(256 * 1024, std::io::stdin());
             let (s, mut bad) = tokio::select! {
@@ -197,9 +235,15 @@ async fn run(cli: WriterCli) -> Result<()> {
                 bad.skipped,
                 started.elapsed().as_secs_f64()
             );
+            Ok(vec![
+                ("lines", s.lines),
+                ("items_written", s.items_written),
+                ("already_applied", s.already_applied),
+                ("retries", s.retries),
+                ("skipped_lines", bad.skipped),
+            ])
         }
     }
-    Ok(())
 }
 
 async fn interrupted() -> &'static str {

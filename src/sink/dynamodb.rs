@@ -311,6 +311,7 @@ pub struct LoadOptions {
     /// `add` mode: what is recorded in each item (`<logical name>#<iteration>`).
     pub tag: Option<String>,
     pub max_attempts: u32,
+    pub progress: Arc<crate::progress::Progress>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -363,8 +364,10 @@ pub async fn load(
 ) -> Result<(LoadSummary, BadLines)> {
     let (tx, rx) = mpsc::channel::<Row>(4 * BATCH_ITEMS * opts.batches_in_flight.max(1));
     let (columns, key_len, escaped) = (opts.columns.clone(), opts.key_len, opts.escaped);
-    let reading =
-        tokio::task::spawn_blocking(move || read_rows(input, &columns, key_len, escaped, tx, bad));
+    let progress = opts.progress.clone();
+    let reading = tokio::task::spawn_blocking(move || {
+        read_rows(input, &columns, key_len, escaped, tx, bad, &progress)
+    });
     let mut summary = LoadSummary::default();
     let written = match opts.mode {
         Mode::Put => put_rows(&table, rx, opts, &mut summary).await,
@@ -392,6 +395,7 @@ fn read_rows(
     escaped: bool,
     tx: mpsc::Sender<Row>,
     mut bad: BadLines,
+    progress: &crate::progress::Progress,
 ) -> (Result<u64>, BadLines) {
     let mut buf = Vec::new();
     let mut n = 0u64;
@@ -405,6 +409,7 @@ fn read_rows(
             return Ok(n);
         }
         n += 1;
+        progress.add(1, buf.len() as u64);
         let complete = buf.last() == Some(&b'\n');
         if complete {
             buf.pop();
@@ -731,6 +736,23 @@ mod tests {
         );
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn pace_holds_writes_to_the_rate_after_a_one_second_burst() {
+        let start = tokio::time::Instant::now();
+        let mut p = Pace {
+            rate: 100.0,
+            next: start,
+        };
+        for _ in 0..40 {
+            p.take(25).await; // 1,000 items at 100 items/s
+        }
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_secs(9) && took <= Duration::from_secs(10),
+            "{took:?}"
+        );
+    }
+
     #[test]
     fn numbers_add_exactly() {
         assert_eq!(
@@ -801,6 +823,7 @@ mod tests {
             rate: None,
             tag: None,
             max_attempts: 10,
+            progress: Default::default(),
         };
         let bad = BadLines::new(crate::sink::lines::BadLinePolicy::Fail).unwrap();
         let (s, _) = load(table.clone(), std::io::Cursor::new(input), &opts, bad)

@@ -75,6 +75,7 @@ pub struct UploadOptions {
     pub compression: Compression,
     /// Write nothing (rather than an empty object) when the input is empty.
     pub skip_empty: bool,
+    pub progress: Arc<crate::progress::Progress>,
 }
 
 /// Bytes held in part buffers now, and the most ever held.
@@ -224,6 +225,7 @@ fn cut_input(
     compression: Compression,
     cutter: PartCutter,
     bad: &mut BadLines,
+    progress: &crate::progress::Progress,
 ) -> Result<(u64, u64)> {
     let mut buf = vec![0u8; 256 * 1024];
     let (mut lines, mut total) = (0u64, 0u64);
@@ -239,7 +241,9 @@ fn cut_input(
             Err(e) => return Err(anyhow!(e).context("reading standard input")),
         };
         let chunk = &buf[..n];
-        lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+        let newlines = chunk.iter().filter(|b| **b == b'\n').count() as u64;
+        lines += newlines;
+        progress.add(newlines, n as u64);
         match chunk.iter().rposition(|b| *b == b'\n') {
             Some(p) => {
                 tail.clear();
@@ -289,8 +293,9 @@ pub async fn upload(
         accounting: accounting.clone(),
     };
     let compression = opts.compression;
+    let progress = opts.progress.clone();
     let reading = tokio::task::spawn_blocking(move || {
-        let r = cut_input(input, compression, cutter, &mut bad);
+        let r = cut_input(input, compression, cutter, &mut bad, &progress);
         (r, bad)
     });
 
@@ -563,6 +568,7 @@ mod tests {
             parts_in_flight: in_flight,
             compression: Compression::None,
             skip_empty: false,
+            progress: Default::default(),
         }
     }
 

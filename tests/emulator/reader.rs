@@ -347,7 +347,15 @@ async fn emr_names_as_defines_and_as_env_match_the_flags() {
         })
         .collect();
     let env: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    let by_env = ok(reader_env(&[], &env));
+    let mut env = env;
+    env.push(("mapred_task_id", "attempt_1_m_000000_0"));
+    let run = reader_env(&[], &env);
+    assert!(
+        stderr(&run).contains("reporter:counter:KinesisReader,records,15\n"),
+        "{}",
+        stderr(&run)
+    );
+    let by_env = ok(run);
     assert_eq!(String::from_utf8_lossy(&by_flags).lines().count(), 15);
     assert_eq!(by_defines, by_flags);
     assert_eq!(by_env, by_flags);
