@@ -5,6 +5,13 @@
 #   scripts/emulator.sh install        # create .venv and install moto (idempotent)
 #   scripts/emulator.sh start [PORT]   # start it in the background (default 4566), wait until ready
 #   scripts/emulator.sh stop [PORT]    # stop the one started here on that port
+#
+# kinesis-local (the kinesis-mock emulator from npm, which reshards like the
+# service) for the resharding tests; its servers are kept on 127.0.0.1 by
+# scripts/listen-localhost.js:
+#   scripts/emulator.sh install-kinesis-local
+#   scripts/emulator.sh start-kinesis-local [PORT]   # default 4568
+#   scripts/emulator.sh stop-kinesis-local [PORT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv
@@ -52,9 +59,61 @@ stop() {
   fi
 }
 
+KL_VERSION=0.6.2
+KL_DIR=.emulators/kinesis-local
+
+install_kl() {
+  if [ -f "$KL_DIR/node_modules/kinesis-local/main.js" ]; then
+    return 0
+  fi
+  echo "emulator: installing kinesis-local $KL_VERSION into $KL_DIR" >&2
+  mkdir -p "$KL_DIR"
+  npm install --silent --no-audit --no-fund --prefix "$KL_DIR" "kinesis-local@$KL_VERSION" >&2
+}
+
+start_kl() {
+  local port=${1:-4568}
+  install_kl
+  mkdir -p target
+  local pidfile=target/kinesis-local-$port.pid log=target/kinesis-local-$port.log
+  if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    return 0
+  fi
+  local main=$KL_DIR/node_modules/kinesis-local/main.js
+  KINESIS_MOCK_CERT_PATH="$PWD/$KL_DIR/node_modules/kinesis-local/server.json" \
+  KINESIS_MOCK_PLAIN_PORT="$port" KINESIS_MOCK_TLS_PORT=$((port + 1000)) \
+  CREATE_STREAM_DURATION=10ms DELETE_STREAM_DURATION=10ms MERGE_SHARDS_DURATION=10ms \
+  SPLIT_SHARD_DURATION=10ms UPDATE_SHARD_COUNT_DURATION=10ms UPDATE_STREAM_MODE_DURATION=10ms \
+  REGISTER_STREAM_CONSUMER_DURATION=10ms DEREGISTER_STREAM_CONSUMER_DURATION=10ms \
+  START_STREAM_ENCRYPTION_DURATION=10ms STOP_STREAM_ENCRYPTION_DURATION=10ms \
+  LOG_LEVEL=WARN node -r "$PWD/scripts/listen-localhost.js" "$main" >"$log" 2>&1 &
+  echo $! >"$pidfile"
+  for _ in $(seq 1 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "emulator: kinesis-local listening on http://127.0.0.1:$port (pid $(cat "$pidfile"))" >&2
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "emulator: kinesis-local did not start on port $port; its log:" >&2
+  cat "$log" >&2 || true
+  return 1
+}
+
+stop_kl() {
+  local pidfile=target/kinesis-local-${1:-4568}.pid
+  if [ -f "$pidfile" ]; then
+    kill "$(cat "$pidfile")" 2>/dev/null || true
+    rm -f "$pidfile"
+  fi
+}
+
 case "${1:-}" in
   install) install ;;
+  install-kinesis-local) install_kl ;;
+  start-kinesis-local) start_kl "${2:-4568}" ;;
+  stop-kinesis-local) stop_kl "${2:-4568}" ;;
   start) start ;;
   stop) stop ;;
-  *) echo "usage: $0 install|start [PORT]|stop [PORT]" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start [PORT]|stop [PORT]|install-kinesis-local|start-kinesis-local [PORT]|stop-kinesis-local [PORT]" >&2; exit 2 ;;
 esac

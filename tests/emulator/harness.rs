@@ -65,6 +65,44 @@ fn start_moto() -> String {
     format!("http://127.0.0.1:{port}")
 }
 
+static KINESIS_LOCAL: OnceLock<String> = OnceLock::new();
+
+/// kinesis-local's URL (it reshards like the service; moto does not), from
+/// `.ci/run` / `scripts/test`, or started here from `.emulators/`.
+pub fn kinesis_local() -> &'static str {
+    KINESIS_LOCAL.get_or_init(|| {
+        if let Ok(e) = std::env::var("KINESIS_STREAMING_TEST_KINESIS_LOCAL") {
+            return e;
+        }
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let status = Command::new(root.join("scripts/emulator.sh"))
+            .args(["start-kinesis-local", &port.to_string()])
+            .status()
+            .expect("scripts/emulator.sh start-kinesis-local (needs node and npm)");
+        assert!(status.success(), "kinesis-local did not start");
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {root}/scripts/emulator.sh stop-kinesis-local {port}",
+            pid = std::process::id(),
+            root = root.display()
+        );
+        std::mem::forget(Command::new("sh").args(["-c", &script]).current_dir(&root).spawn().unwrap());
+        format!("http://127.0.0.1:{port}")
+    })
+}
+
+pub async fn kinesis_local_client() -> Kinesis {
+    let conf = aws_sdk_kinesis::config::Builder::from(&sdk().await)
+        .endpoint_url(kinesis_local())
+        .build();
+    Kinesis::from_conf(conf)
+}
+
+/// Runs `kinesis-reader` with Kinesis on kinesis-local (and DynamoDB on moto).
+pub fn reader_kl(args: &[&str]) -> Output {
+    reader_env(args, &[("AWS_ENDPOINT_URL_KINESIS", kinesis_local())])
+}
+
 /// A name no other test uses.
 pub fn unique(prefix: &str) -> String {
     format!(

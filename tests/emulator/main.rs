@@ -3,4 +3,5 @@
 
 mod harness;
 mod reader;
+mod reshard;
 mod writer;

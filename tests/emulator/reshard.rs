@@ -1,0 +1,255 @@
+//! Resharding on kinesis-local, which reshards like the service (moto copies
+//! parents' records into children and can put into a closed parent, so these
+//! tests do not run there).
+
+use crate::harness::*;
+use aws_sdk_kinesis::Client as Kinesis;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+const FIELDS: &str = "shard_id,sequence_number,partition_key,data";
+
+fn next(stream: &str, table: &str, logical: &str) -> Vec<(String, String, String, String)> {
+    let out = ok(reader_kl(&[
+        "--stream",
+        stream,
+        "--checkpoint-table",
+        table,
+        "--logical-name",
+        logical,
+        "--iteration",
+        "next",
+        "--fields",
+        FIELDS,
+    ]));
+    parse_lines(&out)
+}
+
+async fn open_shards(k: &Kinesis, stream: &str) -> Vec<aws_sdk_kinesis::types::Shard> {
+    let out = k.list_shards().stream_name(stream).send().await.unwrap();
+    out.shards()
+        .iter()
+        .filter(|s| {
+            s.sequence_number_range()
+                .and_then(|r| r.ending_sequence_number())
+                .is_none()
+        })
+        .cloned()
+        .collect()
+}
+
+async fn wait_active(k: &Kinesis, stream: &str) {
+    for _ in 0..200 {
+        let d = k
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .unwrap();
+        if d.stream_description_summary()
+            .unwrap()
+            .stream_status()
+            .as_str()
+            == "ACTIVE"
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("stream {stream} never became active");
+}
+
+async fn split(k: &Kinesis, stream: &str, shard: &aws_sdk_kinesis::types::Shard) {
+    let r = shard.hash_key_range().unwrap();
+    let (lo, hi): (u128, u128) = (
+        r.starting_hash_key().parse().unwrap(),
+        r.ending_hash_key().parse().unwrap(),
+    );
+    k.split_shard()
+        .stream_name(stream)
+        .shard_to_split(shard.shard_id())
+        .new_starting_hash_key((lo + (hi - lo) / 2 + 1).to_string())
+        .send()
+        .await
+        .unwrap();
+    wait_active(k, stream).await;
+}
+
+async fn merge(k: &Kinesis, stream: &str, a: &str, b: &str) {
+    k.merge_shards()
+        .stream_name(stream)
+        .shard_to_merge(a)
+        .adjacent_shard_to_merge(b)
+        .send()
+        .await
+        .unwrap();
+    wait_active(k, stream).await;
+}
+
+/// Parents of every shard, from ListShards.
+async fn lineage(k: &Kinesis, stream: &str) -> BTreeMap<String, Vec<String>> {
+    let out = k.list_shards().stream_name(stream).send().await.unwrap();
+    out.shards()
+        .iter()
+        .map(|s| {
+            let p = s
+                .parent_shard_id()
+                .iter()
+                .chain(s.adjacent_parent_shard_id().iter())
+                .map(|x| x.to_string())
+                .collect();
+            (s.shard_id().to_string(), p)
+        })
+        .collect()
+}
+
+/// Checks a run of iterations against what was put: each record exactly once,
+/// shard order kept, and every parent's records in iterations before any of
+/// its children's.
+fn check(
+    iterations: &[Vec<(String, String, String, String)>],
+    put: &[Put],
+    parents: &BTreeMap<String, Vec<String>>,
+) {
+    let mut seen = BTreeSet::new();
+    let mut last_seq: BTreeMap<String, String> = BTreeMap::new();
+    let mut first_iter: BTreeMap<String, usize> = BTreeMap::new();
+    let mut last_iter: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, lines) in iterations.iter().enumerate() {
+        for (shard, seq, pk, data) in lines {
+            assert!(
+                seen.insert((shard.clone(), seq.clone(), pk.clone(), data.clone())),
+                "record twice: {seq}"
+            );
+            if let Some(prev) = last_seq.get(shard) {
+                assert!(
+                    prev.len() < seq.len() || (prev.len() == seq.len() && prev < seq),
+                    "shard {shard} out of order"
+                );
+            }
+            last_seq.insert(shard.clone(), seq.clone());
+            first_iter.entry(shard.clone()).or_insert(i);
+            last_iter.insert(shard.clone(), i);
+        }
+    }
+    let expected: BTreeSet<_> = put
+        .iter()
+        .map(|p| {
+            (
+                p.shard_id.clone(),
+                p.sequence_number.clone(),
+                p.partition_key.clone(),
+                String::from_utf8(p.data.clone()).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen, expected,
+        "the iterations together are exactly the stream"
+    );
+    for (child, ps) in parents {
+        for p in ps {
+            if let (Some(pl), Some(cf)) = (last_iter.get(p), first_iter.get(child)) {
+                assert!(
+                    pl < cf,
+                    "child {child} read in iteration {cf}, parent {p} still in {pl}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn split_then_merge_between_iterations_reads_parents_before_children() {
+    let k = kinesis_local_client().await;
+    let stream = unique("rs");
+    create_stream(&k, &stream, 1).await;
+    wait_active(&k, &stream).await;
+    let table = table();
+    let mut put = put_many(&k, &stream, 0, 8).await;
+    let mut iterations = vec![next(&stream, &table, "L")];
+    // Split the only shard, then write to both halves.
+    split(&k, &stream, &open_shards(&k, &stream).await[0]).await;
+    put.extend(put_many(&k, &stream, 8, 12).await);
+    iterations.push(next(&stream, &table, "L"));
+    // Merge the two children back into one, then write again.
+    let halves = open_shards(&k, &stream).await;
+    assert_eq!(halves.len(), 2);
+    merge(&k, &stream, halves[0].shard_id(), halves[1].shard_id()).await;
+    put.extend(put_many(&k, &stream, 20, 10).await);
+    for _ in 0..3 {
+        iterations.push(next(&stream, &table, "L"));
+    }
+    check(&iterations, &put, &lineage(&k, &stream).await);
+    // A replay of the iteration that read the children is identical.
+    let replay = ok(reader_kl(&[
+        "--stream",
+        &stream,
+        "--checkpoint-table",
+        &table,
+        "--logical-name",
+        "L",
+        "--iteration",
+        "1",
+        "--fields",
+        FIELDS,
+    ]));
+    assert_eq!(parse_lines(&replay), iterations[1]);
+    // The last iterations are empty: nothing is read twice.
+    assert!(iterations[4].is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_iterations_with_a_producer_splitting_and_merging_meanwhile() {
+    let k = kinesis_local_client().await;
+    let stream = unique("live");
+    create_stream(&k, &stream, 1).await;
+    wait_active(&k, &stream).await;
+    let table = table();
+    let producer = {
+        let (k, stream) = (k.clone(), stream.clone());
+        tokio::spawn(async move {
+            let mut put = Vec::new();
+            for i in 0..90 {
+                put.push(
+                    crate::harness::put(
+                        &k,
+                        &stream,
+                        &format!("key-{}", i % 13),
+                        format!("r{i}").as_bytes(),
+                    )
+                    .await,
+                );
+                if i == 30 {
+                    split(&k, &stream, &open_shards(&k, &stream).await[0]).await;
+                }
+                if i == 60 {
+                    let halves = open_shards(&k, &stream).await;
+                    merge(&k, &stream, halves[0].shard_id(), halves[1].shard_id()).await;
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            put
+        })
+    };
+    let mut iterations = Vec::new();
+    for _ in 0..5 {
+        let (s, t) = (stream.clone(), table.clone());
+        iterations.push(
+            tokio::task::spawn_blocking(move || next(&s, &t, "P"))
+                .await
+                .unwrap(),
+        );
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    let put = producer.await.unwrap();
+    // Then until two empty iterations in a row: every generation has had its turn.
+    let mut empty = 0;
+    while empty < 2 {
+        let it = next(&stream, &table, "P");
+        empty = if it.is_empty() { empty + 1 } else { 0 };
+        iterations.push(it);
+        assert!(iterations.len() < 20, "iterations never ran dry");
+    }
+    check(&iterations, &put, &lineage(&k, &stream).await);
+}
