@@ -99,6 +99,9 @@ pub struct ReadArgs {
     /// Records per GetRecords call, 1..10000 [kinesis.records.batchsize].
     #[arg(long)]
     pub batch_size: Option<String>,
+    /// Print KPL aggregated records as they are, instead of their sub-records.
+    #[arg(long)]
+    pub no_deaggregate: bool,
     /// Output fields, comma-separated (default partition_key,data).
     #[arg(long)]
     pub fields: Option<String>,
@@ -340,6 +343,7 @@ pub struct ReaderConfig {
     pub nodata_timeout: Option<Duration>,
     pub iteration_timeout: Option<Duration>,
     pub batch_size: i32,
+    pub deaggregate: bool,
     pub fields: Vec<Field>,
     pub encoding: DataEncoding,
     pub format: OutputFormat,
@@ -520,6 +524,7 @@ impl ReaderConfig {
             nodata_timeout,
             iteration_timeout,
             batch_size,
+            deaggregate: !r.no_deaggregate,
             fields,
             encoding: r.data_encoding,
             format: r.format,

@@ -129,7 +129,7 @@ impl Formatter {
             match f {
                 Field::ShardId => out.write_all(shard_id.as_bytes())?,
                 Field::SequenceNumber => out.write_all(r.sequence_number.as_bytes())?,
-                Field::SubSequenceNumber => out.write_all(b"0")?,
+                Field::SubSequenceNumber => write!(out, "{}", r.sub_sequence_number.unwrap_or(0))?,
                 Field::PartitionKey => self.encode(out, r.partition_key.as_bytes())?,
                 Field::ArrivalTimestamp => write_rfc3339(out, r.arrival_ms)?,
                 Field::ArrivalMillis => write!(out, "{}", r.arrival_ms)?,
@@ -171,7 +171,7 @@ impl Formatter {
             let v = match f {
                 Field::ShardId => Value::from(shard_id),
                 Field::SequenceNumber => Value::from(r.sequence_number.as_str()),
-                Field::SubSequenceNumber => Value::from(0),
+                Field::SubSequenceNumber => Value::from(r.sub_sequence_number.unwrap_or(0)),
                 Field::PartitionKey => Value::from(r.partition_key.as_str()),
                 Field::ArrivalTimestamp => Value::from(crate::iteration::fmt_ms(r.arrival_ms)),
                 Field::ArrivalMillis => Value::from(r.arrival_ms),
@@ -225,6 +225,7 @@ mod tests {
     fn rec(data: &[u8], pk: &str) -> Record {
         Record {
             sequence_number: "495903382714902566085596925383615710959215759891365".into(),
+            sub_sequence_number: None,
             partition_key: pk.into(),
             data: Bytes::copy_from_slice(data),
             arrival_ms: 1_700_000_000_123,

@@ -11,6 +11,7 @@
 //! - [`checkpoint`]: the checkpoint store trait and the iteration/shard records.
 //! - [`iteration`]: planning and opening an iteration (pure logic + the store).
 //! - [`shard_reader`]: reading one shard to its end rule.
+//! - [`kpl`]: de-aggregating KPL records.
 //! - [`merge`]: deterministic interleaving of shards on stdout, boundary fixing.
 //! - [`format`]: record → output line.
 //! - [`status`]: the `status` sub-command's table.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod error;
 pub mod format;
 pub mod iteration;
+pub mod kpl;
 pub mod merge;
 pub mod position;
 pub mod progress;

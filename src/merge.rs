@@ -202,6 +202,7 @@ mod tests {
     fn rec(seq: u32, ts: i64) -> Record {
         Record {
             sequence_number: seq.to_string(),
+            sub_sequence_number: None,
             partition_key: "k".into(),
             data: Bytes::from(format!("r{seq}")),
             arrival_ms: ts,

@@ -193,7 +193,7 @@ async fn run_iteration(
         }
     };
     let result = tokio::select! {
-        r = pump(api, &shards, listed, rules, cfg.batch_size, fmt, out, fixer) => r,
+        r = pump(api, &shards, listed, rules, cfg.batch_size, cfg.deaggregate, fmt, out, fixer) => r,
         why = stop => Err(ReaderError::Interrupted(format!(
             "stopped by {why}; iteration {n} is released as failed, and no shard is fixed past \
              its last delivered record"
@@ -272,6 +272,7 @@ async fn read_unchecked(
             listed,
             rules.clone(),
             cfg.batch_size,
+            cfg.deaggregate,
             fmt,
             Box::new(sink),
             recorder,
@@ -336,6 +337,7 @@ async fn pump(
     listed: &[ShardInfo],
     rules: EndRules,
     batch_size: i32,
+    deaggregate: bool,
     fmt: Formatter,
     mut out: Box<dyn Write + Send>,
     on_done: impl FnMut(usize, Option<Outcome>) -> Result<()> + Send + 'static,
@@ -370,6 +372,7 @@ async fn pump(
             shard_id: s.shard_id.clone(),
             target,
             batch_size,
+            deaggregate,
             permits,
             events: tx.clone(),
         };

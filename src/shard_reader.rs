@@ -85,6 +85,9 @@ pub struct ShardTask {
     pub shard_id: String,
     pub target: Target,
     pub batch_size: i32,
+    /// Expand KPL aggregates into their sub-records (boundaries stay on the
+    /// outer record, so an aggregate is never split between iterations).
+    pub deaggregate: bool,
     pub permits: Arc<Semaphore>,
     pub events: mpsc::Sender<(usize, ShardEvent)>,
 }
@@ -104,8 +107,11 @@ impl ShardTask {
     }
 
     /// Sends an event; `false` when the merge has stopped (nothing more to do).
-    async fn send(&self, ev: ShardEvent) -> bool {
-        if matches!(ev, ShardEvent::Page(_)) {
+    async fn send(&self, mut ev: ShardEvent) -> bool {
+        if let ShardEvent::Page(records) = &mut ev {
+            if self.deaggregate {
+                *records = crate::kpl::expand(std::mem::take(records));
+            }
             match self.permits.acquire().await {
                 Ok(p) => p.forget(),
                 Err(_) => return false,
@@ -368,6 +374,7 @@ mod tests {
         let records = (1..=n)
             .map(|i| Record {
                 sequence_number: (i * 10).to_string(),
+                sub_sequence_number: None,
                 partition_key: "k".into(),
                 data: Bytes::from(format!("r{i}")),
                 arrival_ms: 1000 + i as i64,
@@ -390,6 +397,7 @@ mod tests {
             shard_id: "s".into(),
             target,
             batch_size: 10_000,
+            deaggregate: true,
             permits: permits.clone(),
             events: tx,
         };
@@ -511,6 +519,7 @@ mod tests {
             shard_id: "s".into(),
             target,
             batch_size: 100,
+            deaggregate: true,
             permits: permits.clone(),
             events: tx,
         };

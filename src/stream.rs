@@ -9,6 +9,8 @@ use bytes::Bytes;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
     pub sequence_number: String,
+    /// For a sub-record of a KPL aggregate: its index in the aggregate.
+    pub sub_sequence_number: Option<u64>,
     pub partition_key: String,
     pub data: Bytes,
     /// `ApproximateArrivalTimestamp` in epoch milliseconds.

@@ -167,6 +167,7 @@ impl StreamApi for KinesisStream {
                     .and_then(|t| t.to_millis().ok())
                     .unwrap_or(0),
                 sequence_number: r.sequence_number,
+                sub_sequence_number: None,
                 partition_key: r.partition_key.unwrap_or_default(),
                 data: Bytes::from(r.data.into_inner()),
             })

@@ -577,3 +577,65 @@ async fn sigterm_releases_the_iteration_as_failed_so_next_resumes_it_at_once() {
     assert_eq!(parse_lines(&again).len(), 4);
     assert_eq!(status(&stream, &table, "G")[0]["state"], "succeeded");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kpl_aggregates_are_split_into_sub_records_and_bad_ones_pass_through() {
+    use kinesis_streaming::kpl::aggregate;
+    let k = kinesis().await;
+    let stream = unique("kpl");
+    create_stream(&k, &stream, 1).await;
+    let table = table();
+    let agg = aggregate(&[
+        ("ключ", None, b"one"),
+        (
+            "clé",
+            Some("170141183460469231731687303715884105728"),
+            b"two",
+        ),
+        ("ключ", None, b"three\tfour"),
+    ]);
+    let mut corrupt = aggregate(&[("x", None, b"hidden")]);
+    *corrupt.last_mut().unwrap() ^= 1;
+    put(&k, &stream, "outer", &agg).await;
+    put(&k, &stream, "bad", &corrupt).await;
+    put(&k, &stream, "plain", b"plain record").await;
+    let a = [
+        "--stream",
+        stream.as_str(),
+        "--checkpoint-table",
+        &table,
+        "--logical-name",
+        "K",
+        "--iteration",
+        "0",
+        "--fields",
+        "sub_sequence_number,partition_key,data",
+        "--data-encoding",
+        "escape",
+    ];
+    let out = ok(reader(&a));
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[..3],
+        ["0\tключ\tone", "1\tclé\ttwo", "2\tключ\tthree\\tfour"]
+    );
+    // The corrupted aggregate (wrong MD5) is passed on whole, as the KCL does.
+    assert!(
+        lines[3].starts_with("0\tbad\t") && lines[3].contains("hidden"),
+        "{}",
+        lines[3]
+    );
+    assert_eq!(lines[4], "0\tplain\tplain record");
+    assert_eq!(lines.len(), 5);
+    // A rerun prints the same; --no-deaggregate prints the records as stored.
+    assert_eq!(ok(reader(&a)), out);
+    let raw = ok(reader(&[
+        "--stream",
+        &stream,
+        "--no-deaggregate",
+        "--fields",
+        "partition_key",
+    ]));
+    assert_eq!(String::from_utf8(raw).unwrap(), "outer\nbad\nplain\n");
+}
