@@ -85,6 +85,17 @@ pub struct ShardEnd {
     pub bytes: u64,
     pub fixed_ms: i64,
     pub fixed_by: String,
+    /// Every record after `next` that arrived before this time has been read
+    /// (see [`ShardCheckpoint::known_until_ms`]).
+    pub known_until_ms: Option<i64>,
+    /// Where reading really began, when data had expired and was skipped.
+    pub read_from: Option<Position>,
+    /// What was skipped because it had aged out of the stream (`--on-expired skip`).
+    pub expired_skip: Option<String>,
+    /// The first record of this iteration in this shard, and when it arrived:
+    /// a replay checks that it is still in the stream.
+    pub first_sequence: Option<String>,
+    pub first_arrival_ms: Option<i64>,
 }
 
 /// One shard of one iteration.
@@ -93,6 +104,10 @@ pub struct ShardCheckpoint {
     pub shard_id: String,
     pub parents: Vec<String>,
     pub start: Position,
+    /// Records after `start` that arrived before this time were all read by
+    /// earlier iterations; if it is older than the stream's retention, data
+    /// may have aged out unread. `None`: nothing to check (a shard's beginning).
+    pub known_until_ms: Option<i64>,
     pub end: Option<ShardEnd>,
 }
 

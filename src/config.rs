@@ -99,6 +99,10 @@ pub struct ReadArgs {
     /// Records per GetRecords call, 1..10000 [kinesis.records.batchsize].
     #[arg(long)]
     pub batch_size: Option<String>,
+    /// When a stored position has aged out of the stream's retention: fail (exit 4) or skip
+    /// to the oldest record left (loudly, and recorded in the checkpoint table).
+    #[arg(long, value_enum, default_value_t = crate::expiry::OnExpired::Fail)]
+    pub on_expired: crate::expiry::OnExpired,
     /// Print KPL aggregated records as they are, instead of their sub-records.
     #[arg(long)]
     pub no_deaggregate: bool,
@@ -344,6 +348,7 @@ pub struct ReaderConfig {
     pub iteration_timeout: Option<Duration>,
     pub batch_size: i32,
     pub deaggregate: bool,
+    pub on_expired: crate::expiry::OnExpired,
     pub fields: Vec<Field>,
     pub encoding: DataEncoding,
     pub format: OutputFormat,
@@ -525,6 +530,7 @@ impl ReaderConfig {
             iteration_timeout,
             batch_size,
             deaggregate: !r.no_deaggregate,
+            on_expired: r.on_expired,
             fields,
             encoding: r.data_encoding,
             format: r.format,

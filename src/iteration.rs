@@ -87,6 +87,12 @@ pub fn plan_first(listed: &[ShardInfo], start: &StartSpec, now_ms: i64) -> Vec<S
                 StartSpec::Latest => Position::Timestamp(now_ms),
                 StartSpec::AtTimestamp(ms) => Position::Timestamp(*ms),
             },
+            // Starting at a time: what arrived before it is not wanted.
+            known_until_ms: match start {
+                StartSpec::TrimHorizon => None,
+                StartSpec::Latest => Some(now_ms),
+                StartSpec::AtTimestamp(ms) => Some(*ms),
+            },
             end: None,
         })
         .collect()
@@ -125,7 +131,7 @@ pub fn plan_next(
     for s in prev {
         let end = s.end.as_ref().expect("checked above");
         if !end.closed {
-            next.insert(s.shard_id.clone(), carry(s, &end.next));
+            next.insert(s.shard_id.clone(), carry(s, end));
             continue;
         }
         let children: Vec<&ShardInfo> = listed
@@ -149,6 +155,7 @@ pub fn plan_next(
                             Some(ms) => Position::Timestamp(ms),
                             None => Position::At(c.starting_sequence_number.clone()),
                         },
+                        known_until_ms: not_before_ms,
                         end: None,
                     });
             } else {
@@ -156,17 +163,19 @@ pub fn plan_next(
             }
         }
         if !all_ready {
-            next.insert(s.shard_id.clone(), carry(s, &end.next));
+            next.insert(s.shard_id.clone(), carry(s, end));
         }
     }
     Ok(next.into_values().collect())
 }
 
-fn carry(s: &ShardCheckpoint, from: &Position) -> ShardCheckpoint {
+/// The same shard in the next iteration, from where it ended.
+fn carry(s: &ShardCheckpoint, end: &crate::checkpoint::ShardEnd) -> ShardCheckpoint {
     ShardCheckpoint {
         shard_id: s.shard_id.clone(),
         parents: s.parents.clone(),
-        start: from.clone(),
+        start: end.next.clone(),
+        known_until_ms: end.known_until_ms.or(s.known_until_ms),
         end: None,
     }
 }
@@ -505,6 +514,11 @@ mod tests {
                 bytes: 1,
                 fixed_ms: 1,
                 fixed_by: "t".into(),
+                known_until_ms: None,
+                read_from: None,
+                expired_skip: None,
+                first_sequence: None,
+                first_arrival_ms: None,
             }),
             ..sc.clone()
         }
@@ -615,6 +629,7 @@ mod tests {
             name: "s".into(),
             arn: "arn:aws:kinesis:r:1:stream/s".into(),
             created_ms: 9,
+            retention_hours: 24,
         }
     }
     fn lease(owner: &str, takeover: bool) -> LeaseOptions {

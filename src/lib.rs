@@ -12,6 +12,7 @@
 //! - [`iteration`]: planning and opening an iteration (pure logic + the store).
 //! - [`shard_reader`]: reading one shard to its end rule.
 //! - [`kpl`]: de-aggregating KPL records.
+//! - [`expiry`]: noticing positions that aged out of the stream's retention.
 //! - [`merge`]: deterministic interleaving of shards on stdout, boundary fixing.
 //! - [`format`]: record → output line.
 //! - [`status`]: the `status` sub-command's table.
@@ -23,6 +24,7 @@ pub mod aws;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod expiry;
 pub mod format;
 pub mod iteration;
 pub mod kpl;

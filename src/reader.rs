@@ -7,9 +7,11 @@ use crate::checkpoint::{
 };
 use crate::config::{ReaderConfig, Until};
 use crate::error::ReaderError;
+use crate::expiry::{self, OnExpired};
 use crate::format::Formatter;
 use crate::iteration::{self, LeaseOptions, Opened};
 use crate::merge::{merge, MergeShard, MergeStats};
+use crate::position::Position;
 use crate::shard_reader::{EndRules, Outcome, ShardEvent, ShardTask, Target, PAGES_IN_FLIGHT};
 use crate::stream::{ShardInfo, StreamApi, StreamError};
 use anyhow::{anyhow, Context, Result};
@@ -87,7 +89,11 @@ pub async fn read(
                     key.logical_name
                 )
             })?;
-            run_iteration(api, store, key, opened, &listed, cfg, lease, out, stop).await?
+            let stream = IterationStream {
+                listed: &listed,
+                retention_hours: info.retention_hours,
+            };
+            run_iteration(api, store, key, opened, stream, cfg, lease, out, stop).await?
         }
         _ => tokio::select! {
             r = read_unchecked(api, &listed, cfg, &info.name, out) => r?,
@@ -108,13 +114,81 @@ fn end_rules(cfg: &ReaderConfig, snapshot_ms: i64) -> EndRules {
     }
 }
 
+/// What a run knows of the stream beside the iteration.
+struct IterationStream<'a> {
+    listed: &'a [ShardInfo],
+    retention_hours: i64,
+}
+
+/// The boundary to fix for a shard that was read to its end rule.
+fn end_from(o: Outcome, fixed_by: &str, skipped: Option<&(Option<Position>, String)>) -> ShardEnd {
+    ShardEnd {
+        last_sequence: o.last_sequence,
+        next: o.next,
+        closed: o.closed,
+        records: o.records,
+        bytes: o.bytes,
+        fixed_ms: crate::now_ms(),
+        fixed_by: fixed_by.to_string(),
+        known_until_ms: o.known_until_ms,
+        read_from: skipped.and_then(|s| s.0.clone()),
+        expired_skip: skipped.map(|s| s.1.clone()),
+        first_sequence: o.first.as_ref().map(|f| f.0.clone()),
+        first_arrival_ms: o.first.map(|f| f.1),
+    }
+}
+
+/// Checks the shards for aged-out positions; with `--on-expired skip`,
+/// returns the shards with their new starts and what was skipped per shard.
+async fn handle_expired(
+    api: &dyn StreamApi,
+    stream: &str,
+    retention_hours: i64,
+    mut shards: Vec<ShardCheckpoint>,
+    policy: OnExpired,
+) -> Result<(
+    Vec<ShardCheckpoint>,
+    HashMap<usize, (Option<Position>, String)>,
+)> {
+    let expired = expiry::check(api, retention_hours, &shards, crate::now_ms()).await?;
+    if expired.is_empty() {
+        return Ok((shards, HashMap::new()));
+    }
+    if policy == OnExpired::Fail {
+        return Err(
+            ReaderError::DataExpired(expiry::message(stream, retention_hours, &expired)).into(),
+        );
+    }
+    let mut skipped = HashMap::new();
+    for e in expired {
+        let to = e.resume_at();
+        log::warn!(
+            "SKIPPING expired data in shard {}: {} may have aged out unread; reading from {} \
+             (--on-expired skip; recorded in the checkpoint table)",
+            e.shard_id,
+            e.missing,
+            to.as_ref()
+                .map_or("new records".to_string(), |p| p.to_string())
+        );
+        let s = &mut shards[e.index];
+        if let Some(p) = &to {
+            match &mut s.end {
+                Some(end) => end.read_from = Some(p.clone()),
+                None => s.start = p.clone(),
+            }
+        }
+        skipped.insert(e.index, (to, e.missing));
+    }
+    Ok((shards, skipped))
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn run_iteration(
     api: Arc<dyn StreamApi>,
     store: Arc<dyn CheckpointStore>,
     key: LogicalKey,
     opened: Opened,
-    listed: &[ShardInfo],
+    stream: IterationStream<'_>,
     cfg: &ReaderConfig,
     lease: LeaseOptions,
     out: Box<dyn Write + Send>,
@@ -161,6 +235,31 @@ async fn run_iteration(
         })
     });
     let handle = tokio::runtime::Handle::current();
+    let checked = handle_expired(
+        api.as_ref(),
+        &key.stream,
+        stream.retention_hours,
+        shards.clone(),
+        cfg.on_expired,
+    )
+    .await;
+    let (read_shards, skipped) = match checked {
+        Ok(v) => v,
+        Err(e) => {
+            if opened.leased {
+                let _ = store
+                    .finish(
+                        &key,
+                        n,
+                        &lease.owner,
+                        IterationState::Failed,
+                        crate::now_ms(),
+                    )
+                    .await;
+            }
+            return Err(e);
+        }
+    };
     let fixer = {
         let (store, key, owner) = (store.clone(), key.clone(), lease.owner.clone());
         let ids: Vec<String> = shards.iter().map(|s| s.shard_id.clone()).collect();
@@ -170,15 +269,7 @@ async fn run_iteration(
             if !leased {
                 return Ok(());
             }
-            let end = ShardEnd {
-                last_sequence: o.last_sequence,
-                next: o.next,
-                closed: o.closed,
-                records: o.records,
-                bytes: o.bytes,
-                fixed_ms: crate::now_ms(),
-                fixed_by: owner.clone(),
-            };
+            let end = end_from(o, &owner, skipped.get(&i));
             match handle.block_on(store.fix_shard(&key, n, &owner, &ids[i], &end)) {
                 Ok(()) => Ok(()),
                 Err(StoreError::Conflict(c)) => Err(ReaderError::IterationOwned(format!(
@@ -193,7 +284,7 @@ async fn run_iteration(
         }
     };
     let result = tokio::select! {
-        r = pump(api, &shards, listed, rules, cfg.batch_size, cfg.deaggregate, fmt, out, fixer) => r,
+        r = pump(api, &read_shards, stream.listed, rules, cfg.batch_size, cfg.deaggregate, fmt, out, fixer) => r,
         why = stop => Err(ReaderError::Interrupted(format!(
             "stopped by {why}; iteration {n} is released as failed, and no shard is fixed past \
              its last delivered record"
@@ -291,15 +382,7 @@ async fn read_unchecked(
                     .cloned()
                     .expect("every live shard reports its end");
                 ShardCheckpoint {
-                    end: Some(ShardEnd {
-                        last_sequence: o.last_sequence,
-                        next: o.next,
-                        closed: o.closed,
-                        records: o.records,
-                        bytes: o.bytes,
-                        fixed_ms: 0,
-                        fixed_by: String::new(),
-                    }),
+                    end: Some(end_from(o, "", None)),
                     ..s.clone()
                 }
             })
@@ -358,13 +441,14 @@ async fn pump(
         });
         let target = match &s.end {
             Some(e) => Target::Replay {
-                start: s.start.clone(),
+                start: e.read_from.clone().unwrap_or_else(|| s.start.clone()),
                 last: e.last_sequence.clone(),
             },
             None => Target::Live {
                 start: s.start.clone(),
                 ending_sequence: ending.get(s.shard_id.as_str()).cloned().flatten(),
                 rules: rules.clone(),
+                known_until_ms: s.known_until_ms,
             },
         };
         let task = ShardTask {

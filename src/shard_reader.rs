@@ -48,6 +48,8 @@ pub enum Target {
         /// NextShardIterator, or when caught up, whichever comes first.
         ending_sequence: Option<String>,
         rules: EndRules,
+        /// Carried into the outcome (see `ShardCheckpoint::known_until_ms`).
+        known_until_ms: Option<i64>,
     },
     /// The range is fixed: from `start` up to and including `last`.
     Replay {
@@ -64,6 +66,10 @@ pub struct Outcome {
     pub closed: bool,
     pub records: u64,
     pub bytes: u64,
+    /// Every record after `next` that arrived before this time has been read.
+    pub known_until_ms: Option<i64>,
+    /// The first record read, and when it arrived.
+    pub first: Option<(String, i64)>,
 }
 
 #[derive(Debug)]
@@ -100,7 +106,11 @@ impl ShardTask {
                 start,
                 ending_sequence,
                 rules,
-            } => self.live(api.as_ref(), start, ending_sequence, rules).await,
+                known_until_ms,
+            } => {
+                self.live(api.as_ref(), start, ending_sequence, rules, known_until_ms)
+                    .await
+            }
             Target::Replay { start, last } => self.replay(api.as_ref(), start, last).await,
         };
         r.with_context(|| format!("reading shard {id}"))
@@ -126,16 +136,12 @@ impl ShardTask {
         start: Position,
         ending: Option<String>,
         rules: EndRules,
+        mut known: Option<i64>,
     ) -> Result<()> {
         let mut last: Option<String> = None;
+        let mut first: Option<(String, i64)> = None;
         let (mut records, mut bytes) = (0u64, 0u64);
-        let outcome = |last: &Option<String>, closed: bool, records: u64, bytes: u64| Outcome {
-            next: last.clone().map_or_else(|| start.clone(), Position::After),
-            last_sequence: last.clone(),
-            closed,
-            records,
-            bytes,
-        };
+        let later = |k: Option<i64>, t: i64| Some(k.map_or(t, |k| k.max(t)));
         let mut iterator = Some(api.iterator(&self.shard_id, &start).await?);
         let mut last_data = Instant::now();
         let mut last_call: Option<Instant> = None;
@@ -164,6 +170,9 @@ impl ShardTask {
                 Err(e) => return Err(e.into()),
             };
             let caught_up = page.records.is_empty() && page.millis_behind_latest == Some(0);
+            if caught_up {
+                known = later(known, asked_ms - WATERMARK_MARGIN_MS);
+            }
             let mut batch = Vec::with_capacity(page.records.len());
             let mut stop = false;
             let mut reached_end = false;
@@ -175,7 +184,9 @@ impl ShardTask {
                 {
                     continue; // never emit a record twice, whatever the service sends
                 }
-                if rules.snapshot_ms.is_some_and(|t| r.arrival_ms > t) {
+                if let Some(t) = rules.snapshot_ms.filter(|t| r.arrival_ms > *t) {
+                    // Everything that arrived up to the snapshot time is read.
+                    known = later(known, t);
                     stop = true;
                     break;
                 }
@@ -188,6 +199,8 @@ impl ShardTask {
                 records += 1;
                 bytes += r.data.len() as u64;
                 last = Some(r.sequence_number.clone());
+                known = later(known, r.arrival_ms);
+                first.get_or_insert_with(|| (r.sequence_number.clone(), r.arrival_ms));
                 batch.push(r);
                 if reached_end {
                     break;
@@ -230,10 +243,16 @@ impl ShardTask {
                 tokio::time::sleep(wait).await;
             }
         };
-        self.send(ShardEvent::Done(Some(outcome(
-            &last, closed, records, bytes,
-        ))))
-        .await;
+        let outcome = Outcome {
+            next: last.clone().map_or_else(|| start.clone(), Position::After),
+            last_sequence: last,
+            closed,
+            records,
+            bytes,
+            known_until_ms: known,
+            first,
+        };
+        self.send(ShardEvent::Done(Some(outcome))).await;
         Ok(())
     }
 
@@ -342,6 +361,9 @@ mod tests {
 
     #[async_trait]
     impl StreamApi for FakeShard {
+        async fn oldest(&self, _: &str) -> Result<Option<Record>, StreamError> {
+            Ok(self.records.first().cloned())
+        }
         async fn describe(&self) -> Result<StreamInfo, StreamError> {
             unreachable!()
         }
@@ -425,6 +447,7 @@ mod tests {
                 snapshot_ms,
                 ..Default::default()
             },
+            known_until_ms: None,
         }
     }
 
@@ -511,6 +534,7 @@ mod tests {
                 nodata: Some(Duration::from_secs(3)),
                 ..Default::default()
             },
+            known_until_ms: None,
         };
         let (tx, mut rx) = mpsc::channel(16);
         let permits = Arc::new(Semaphore::new(PAGES_IN_FLIGHT));

@@ -56,6 +56,8 @@ fn to_json(h: &IterationHeader, shards: &[ShardCheckpoint]) -> serde_json::Value
             "bytes": s.end.as_ref().map(|e| e.bytes),
             "fixed_at": s.end.as_ref().map(|e| fmt_ms(e.fixed_ms)),
             "fixed_by": s.end.as_ref().map(|e| e.fixed_by.clone()),
+            "read_from": s.end.as_ref().and_then(|e| e.read_from.as_ref().map(|p| p.to_string())),
+            "expired_skip": s.end.as_ref().and_then(|e| e.expired_skip.clone()),
         })).collect::<Vec<_>>(),
     })
 }

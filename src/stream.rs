@@ -45,6 +45,8 @@ pub struct StreamInfo {
     pub name: String,
     pub arn: String,
     pub created_ms: i64,
+    /// How long the stream keeps records.
+    pub retention_hours: i64,
 }
 
 /// One GetRecords answer.
@@ -75,6 +77,8 @@ pub trait StreamApi: Send + Sync {
     async fn list_shards(&self) -> Result<Vec<ShardInfo>, StreamError>;
     async fn iterator(&self, shard_id: &str, from: &Position) -> Result<String, StreamError>;
     async fn get_records(&self, iterator: &str, limit: i32) -> Result<Page, StreamError>;
+    /// The oldest record still in the shard (at its trim horizon), if any.
+    async fn oldest(&self, shard_id: &str) -> Result<Option<Record>, StreamError>;
 }
 
 /// The stream name inside an ARN (`arn:aws:kinesis:REGION:ACCOUNT:stream/NAME`),

@@ -43,7 +43,7 @@ const TRANSACTION_ITEMS: usize = 100;
 type Item = HashMap<String, AV>;
 
 /// Attribute names of the checkpoint items (besides the two keys).
-const RESERVED: [&str; 22] = [
+const RESERVED: [&str; 28] = [
     "kind",
     "state",
     "stream_arn",
@@ -66,6 +66,12 @@ const RESERVED: [&str; 22] = [
     "bytes",
     "fixed_at",
     "fixed_by",
+    "known_until",
+    "start_known_until",
+    "read_from",
+    "expired_skip",
+    "first_seq",
+    "first_arrival",
 ];
 
 pub struct DynamoStore {
@@ -369,6 +375,9 @@ impl DynamoStore {
         if !sc.parents.is_empty() {
             item.insert("parents".into(), s(sc.parents.join(",")));
         }
+        if let Some(k) = sc.known_until_ms {
+            item.insert("start_known_until".into(), n(k));
+        }
         if let Some(e) = &sc.end {
             item.extend(end_attributes(e));
         }
@@ -387,6 +396,7 @@ impl DynamoStore {
                 .map(|v| Position::parse(v).map_err(|e| StoreError::Other(anyhow!(e))))
                 .transpose()
         };
+        let read_from = pos("read_from")?;
         let end = pos("next")?.map(|next| ShardEnd {
             last_sequence: get_s(item, "last_seq").map(str::to_string),
             next,
@@ -399,6 +409,11 @@ impl DynamoStore {
             bytes: get_n(item, "bytes").unwrap_or(0),
             fixed_ms: get_n(item, "fixed_at").unwrap_or(0),
             fixed_by: get_s(item, "fixed_by").unwrap_or_default().to_string(),
+            known_until_ms: get_n(item, "known_until"),
+            read_from,
+            expired_skip: get_s(item, "expired_skip").map(str::to_string),
+            first_sequence: get_s(item, "first_seq").map(str::to_string),
+            first_arrival_ms: get_n(item, "first_arrival"),
         });
         Ok(ShardCheckpoint {
             shard_id: get_s(item, &self.t.range_key)
@@ -408,6 +423,7 @@ impl DynamoStore {
                 .map(|p| p.split(',').map(str::to_string).collect())
                 .unwrap_or_default(),
             start: pos("start")?.ok_or_else(|| bad("start"))?,
+            known_until_ms: get_n(item, "start_known_until"),
             end,
         })
     }
@@ -556,6 +572,21 @@ fn end_attributes(e: &ShardEnd) -> Item {
     m.insert("bytes".into(), n(e.bytes));
     m.insert("fixed_at".into(), n(e.fixed_ms));
     m.insert("fixed_by".into(), s(&e.fixed_by));
+    if let Some(k) = e.known_until_ms {
+        m.insert("known_until".into(), n(k));
+    }
+    if let Some(p) = &e.read_from {
+        m.insert("read_from".into(), s(p.to_string()));
+    }
+    if let Some(x) = &e.expired_skip {
+        m.insert("expired_skip".into(), s(x));
+    }
+    if let Some(x) = &e.first_sequence {
+        m.insert("first_seq".into(), s(x));
+    }
+    if let Some(x) = e.first_arrival_ms {
+        m.insert("first_arrival".into(), n(x));
+    }
     m
 }
 

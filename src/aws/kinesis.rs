@@ -75,6 +75,7 @@ impl StreamApi for KinesisStream {
             name: d.stream_name().to_string(),
             arn: d.stream_arn().to_string(),
             created_ms: d.stream_creation_timestamp().to_millis().unwrap_or(0),
+            retention_hours: d.retention_period_hours() as i64,
         })
     }
 
@@ -177,5 +178,37 @@ impl StreamApi for KinesisStream {
             next_iterator,
             millis_behind_latest,
         })
+    }
+
+    async fn oldest(&self, shard_id: &str) -> Result<Option<Record>, StreamError> {
+        let mut req = self
+            .client
+            .get_shard_iterator()
+            .shard_id(shard_id)
+            .shard_iterator_type(ShardIteratorType::TrimHorizon);
+        req = if self.is_arn() {
+            req.stream_arn(&self.stream)
+        } else {
+            req.stream_name(&self.stream)
+        };
+        let out = req
+            .send()
+            .await
+            .map_err(|e| self.map_err(e, "GetShardIterator"))?;
+        let mut it = out.shard_iterator().map(str::to_string);
+        // A sparse shard can answer empty pages before its first record.
+        for _ in 0..20 {
+            let Some(i) = it.take() else { return Ok(None) };
+            let page = self.get_records(&i, 1).await?;
+            if let Some(r) = page.records.into_iter().next() {
+                return Ok(Some(r));
+            }
+            if page.millis_behind_latest == Some(0) {
+                return Ok(None);
+            }
+            it = page.next_iterator;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        Ok(None)
     }
 }

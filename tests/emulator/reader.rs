@@ -639,3 +639,77 @@ async fn kpl_aggregates_are_split_into_sub_records_and_bad_ones_pass_through() {
     ]));
     assert_eq!(String::from_utf8(raw).unwrap(), "outer\nbad\nplain\n");
 }
+
+/// Moto never trims a stream, so the test ages a checkpoint as time would:
+/// the previous iteration's end is moved before the shard's oldest record and
+/// its "read up to" time 48 h back (the stream keeps 24 h).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_aged_out_start_fails_with_code_4_or_is_skipped_loudly_and_recorded() {
+    use aws_sdk_dynamodb::types::AttributeValue as AV;
+    let k = kinesis().await;
+    let stream = unique("expired");
+    create_stream(&k, &stream, 1).await;
+    let table = table();
+    put_many(&k, &stream, 0, 3).await;
+    ok(reader(&args(&stream, &table, "E", "next")));
+    let old = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - 48 * 3_600_000)
+        .to_string();
+    let d = dynamo().await;
+    d.update_item()
+        .table_name(&table)
+        .key("HashKey", AV::S(format!("{stream}/E/0000000000")))
+        .key("RangeKey", AV::S("shardId-000000000000".into()))
+        .update_expression("SET #n = :n, known_until = :k, first_seq = :f, first_arrival = :k")
+        .expression_attribute_names("#n", "next")
+        .expression_attribute_values(":n", AV::S("after:0".into()))
+        .expression_attribute_values(":f", AV::S("0".into()))
+        .expression_attribute_values(":k", AV::N(old))
+        .send()
+        .await
+        .unwrap();
+    put_many(&k, &stream, 3, 2).await;
+
+    let o = reader(&args(&stream, &table, "E", "next"));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("data expired in stream {stream}"))
+            && e.contains("shardId-000000000000"),
+        "{e}"
+    );
+    assert!(
+        e.contains("after:0") && e.contains("--on-expired skip"),
+        "{e}"
+    );
+    assert!(o.stdout.is_empty(), "nothing printed");
+    assert_eq!(status(&stream, &table, "E")[1]["state"], "failed");
+    // A replay of iteration 0, whose first record is "gone", fails the same way.
+    let o = reader(&args(&stream, &table, "E", "0"));
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+
+    let mut skip = args(&stream, &table, "E", "next");
+    skip.extend(["--on-expired", "skip"]);
+    let o = reader(&skip);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("SKIPPING expired data in shard shardId-000000000000"),
+        "{}",
+        stderr(&o)
+    );
+    // It went on from the oldest record, and the table says so.
+    assert_eq!(parse_lines(&o.stdout).len(), 5);
+    let st = status(&stream, &table, "E");
+    let shard = &st[1]["shards"][0];
+    assert_eq!(shard["read_from"], "at:1");
+    assert!(
+        shard["expired_skip"].as_str().unwrap().contains("after:0"),
+        "{shard}"
+    );
+    // And its replay prints the same records again.
+    assert_eq!(ok(reader(&args(&stream, &table, "E", "1"))), o.stdout);
+}
