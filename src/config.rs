@@ -103,6 +103,10 @@ pub struct ReadArgs {
     /// to the oldest record left (loudly, and recorded in the checkpoint table).
     #[arg(long, value_enum, default_value_t = crate::expiry::OnExpired::Fail)]
     pub on_expired: crate::expiry::OnExpired,
+    /// Read at most this many MiB/s from each shard (the service allows 2 MiB/s per shard
+    /// for all readers together: lower it when several logical names share a stream).
+    #[arg(long, default_value_t = 2.0)]
+    pub max_read_rate: f64,
     /// Print KPL aggregated records as they are, instead of their sub-records.
     #[arg(long)]
     pub no_deaggregate: bool,
@@ -346,8 +350,8 @@ pub struct ReaderConfig {
     pub until: Until,
     pub nodata_timeout: Option<Duration>,
     pub iteration_timeout: Option<Duration>,
-    pub batch_size: i32,
-    pub deaggregate: bool,
+    /// Batch size, de-aggregation and per-shard read rate.
+    pub read: crate::shard_reader::ReadSettings,
     pub on_expired: crate::expiry::OnExpired,
     pub fields: Vec<Field>,
     pub encoding: DataEncoding,
@@ -516,6 +520,14 @@ impl ReaderConfig {
             parse_batch,
         )?
         .unwrap_or(10_000);
+        let max_read_rate = match r.max_read_rate {
+            x if x.is_finite() && x > 0.0 => x,
+            x => {
+                return Err(usage(format!(
+                    "--max-read-rate {x}: must be a positive number of MiB/s"
+                )))
+            }
+        };
         let fields = match &r.fields {
             Some(f) => parse_fields(f).map_err(|e| usage(format!("--fields: {e}")))?,
             None => vec![Field::PartitionKey, Field::Data],
@@ -528,8 +540,11 @@ impl ReaderConfig {
             until,
             nodata_timeout,
             iteration_timeout,
-            batch_size,
-            deaggregate: !r.no_deaggregate,
+            read: crate::shard_reader::ReadSettings {
+                batch_size,
+                deaggregate: !r.no_deaggregate,
+                bytes_per_sec: max_read_rate * 1024.0 * 1024.0,
+            },
             on_expired: r.on_expired,
             fields,
             encoding: r.data_encoding,
@@ -617,7 +632,7 @@ mod tests {
             assert_eq!(cp.table.hash_key, "HashKey");
             assert_eq!(cp.logical_name, "L");
             assert_eq!(cp.iteration, IterationRequest::Number(3));
-            assert_eq!(c.batch_size, 500);
+            assert_eq!(c.read.batch_size, 500);
             assert_eq!(c.nodata_timeout, Some(Duration::from_secs(120)));
         }
     }
@@ -625,13 +640,17 @@ mod tests {
     #[test]
     fn precedence_is_flag_then_define_then_env() {
         let env = [("kinesis_records_batchsize", "7")];
-        assert_eq!(resolve(&["--stream", "s"], &env).unwrap().batch_size, 7);
+        assert_eq!(
+            resolve(&["--stream", "s"], &env).unwrap().read.batch_size,
+            7
+        );
         assert_eq!(
             resolve(
                 &["--stream", "s", "-D", "kinesis.records.batchsize=8"],
                 &env
             )
             .unwrap()
+            .read
             .batch_size,
             8
         );
@@ -648,10 +667,14 @@ mod tests {
                 &env
             )
             .unwrap()
+            .read
             .batch_size,
             9
         );
-        assert_eq!(resolve(&["--stream", "s"], &[]).unwrap().batch_size, 10_000);
+        assert_eq!(
+            resolve(&["--stream", "s"], &[]).unwrap().read.batch_size,
+            10_000
+        );
     }
 
     #[test]

@@ -12,7 +12,9 @@ use crate::format::Formatter;
 use crate::iteration::{self, LeaseOptions, Opened};
 use crate::merge::{merge, MergeShard, MergeStats};
 use crate::position::Position;
-use crate::shard_reader::{EndRules, Outcome, ShardEvent, ShardTask, Target, PAGES_IN_FLIGHT};
+use crate::shard_reader::{
+    EndRules, Outcome, ReadSettings, ShardEvent, ShardTask, Target, PAGES_IN_FLIGHT,
+};
 use crate::stream::{ShardInfo, StreamApi, StreamError};
 use anyhow::{anyhow, Context, Result};
 use std::collections::HashMap;
@@ -284,7 +286,7 @@ async fn run_iteration(
         }
     };
     let result = tokio::select! {
-        r = pump(api, &read_shards, stream.listed, rules, cfg.batch_size, cfg.deaggregate, fmt, out, fixer) => r,
+        r = pump(api, &read_shards, stream.listed, rules, cfg.read, fmt, out, fixer) => r,
         why = stop => Err(ReaderError::Interrupted(format!(
             "stopped by {why}; iteration {n} is released as failed, and no shard is fixed past \
              its last delivered record"
@@ -362,8 +364,7 @@ async fn read_unchecked(
             &shards,
             listed,
             rules.clone(),
-            cfg.batch_size,
-            cfg.deaggregate,
+            cfg.read,
             fmt,
             Box::new(sink),
             recorder,
@@ -419,8 +420,7 @@ async fn pump(
     shards: &[ShardCheckpoint],
     listed: &[ShardInfo],
     rules: EndRules,
-    batch_size: i32,
-    deaggregate: bool,
+    settings: ReadSettings,
     fmt: Formatter,
     mut out: Box<dyn Write + Send>,
     on_done: impl FnMut(usize, Option<Outcome>) -> Result<()> + Send + 'static,
@@ -455,8 +455,7 @@ async fn pump(
             index,
             shard_id: s.shard_id.clone(),
             target,
-            batch_size,
-            deaggregate,
+            settings,
             permits,
             events: tx.clone(),
         };

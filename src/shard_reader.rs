@@ -7,7 +7,7 @@
 //! stream.
 
 use crate::position::{seq_cmp, Position};
-use crate::stream::{Record, StreamApi, StreamError};
+use crate::stream::{Page, Record, StreamApi, StreamError};
 use anyhow::{anyhow, Context, Result};
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -86,14 +86,34 @@ pub enum ShardEvent {
     Failed,
 }
 
-pub struct ShardTask {
-    pub index: usize,
-    pub shard_id: String,
-    pub target: Target,
+/// How every shard of a run is read.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadSettings {
+    /// Records per GetRecords call.
     pub batch_size: i32,
     /// Expand KPL aggregates into their sub-records (boundaries stay on the
     /// outer record, so an aggregate is never split between iterations).
     pub deaggregate: bool,
+    /// Bytes per second per shard at most (the service allows 2 MiB/s per
+    /// shard for all its readers together).
+    pub bytes_per_sec: f64,
+}
+
+impl Default for ReadSettings {
+    fn default() -> Self {
+        ReadSettings {
+            batch_size: 10_000,
+            deaggregate: true,
+            bytes_per_sec: 2.0 * 1024.0 * 1024.0,
+        }
+    }
+}
+
+pub struct ShardTask {
+    pub index: usize,
+    pub shard_id: String,
+    pub target: Target,
+    pub settings: ReadSettings,
     pub permits: Arc<Semaphore>,
     pub events: mpsc::Sender<(usize, ShardEvent)>,
 }
@@ -119,7 +139,7 @@ impl ShardTask {
     /// Sends an event; `false` when the merge has stopped (nothing more to do).
     async fn send(&self, mut ev: ShardEvent) -> bool {
         if let ShardEvent::Page(records) = &mut ev {
-            if self.deaggregate {
+            if self.settings.deaggregate {
                 *records = crate::kpl::expand(std::mem::take(records));
             }
             match self.permits.acquire().await {
@@ -144,7 +164,7 @@ impl ShardTask {
         let later = |k: Option<i64>, t: i64| Some(k.map_or(t, |k| k.max(t)));
         let mut iterator = Some(api.iterator(&self.shard_id, &start).await?);
         let mut last_data = Instant::now();
-        let mut last_call: Option<Instant> = None;
+        let mut pacer = Pacer::new(self.settings.bytes_per_sec);
         let closed = loop {
             let Some(it) = iterator.take() else {
                 break true;
@@ -152,9 +172,9 @@ impl ShardTask {
             if rules.deadline.is_some_and(|d| Instant::now() >= d) {
                 break false;
             }
-            pace(&mut last_call, MIN_CALL_INTERVAL).await;
+            pacer.wait().await;
             let asked_ms = crate::now_ms();
-            let page = match api.get_records(&it, self.batch_size).await {
+            let page = match api.get_records(&it, self.settings.batch_size).await {
                 Ok(p) => p,
                 Err(StreamError::IteratorExpired) => {
                     // e.g. stdout blocked by a slow mapper for over 5 minutes:
@@ -169,6 +189,7 @@ impl ShardTask {
                 }
                 Err(e) => return Err(e.into()),
             };
+            pacer.paid(&page);
             let caught_up = page.records.is_empty() && page.millis_behind_latest == Some(0);
             if caught_up {
                 known = later(known, asked_ms - WATERMARK_MARGIN_MS);
@@ -268,13 +289,13 @@ impl ShardTask {
         };
         let mut emitted: Option<String> = None;
         let mut iterator = Some(api.iterator(&self.shard_id, &start).await?);
-        let mut last_call: Option<Instant> = None;
+        let mut pacer = Pacer::new(self.settings.bytes_per_sec);
         loop {
             let Some(it) = iterator.take() else {
                 return Err(missing(&last, &emitted));
             };
-            pace(&mut last_call, MIN_CALL_INTERVAL).await;
-            let page = match api.get_records(&it, self.batch_size).await {
+            pacer.wait().await;
+            let page = match api.get_records(&it, self.settings.batch_size).await {
                 Ok(p) => p,
                 Err(StreamError::IteratorExpired) => {
                     let from = emitted
@@ -285,6 +306,7 @@ impl ShardTask {
                 }
                 Err(e) => return Err(e.into()),
             };
+            pacer.paid(&page);
             let caught_up = page.records.is_empty() && page.millis_behind_latest == Some(0);
             let mut batch = Vec::with_capacity(page.records.len());
             let mut done = false;
@@ -332,14 +354,37 @@ fn missing(last: &str, emitted: &Option<String>) -> anyhow::Error {
     )
 }
 
-async fn pace(last_call: &mut Option<Instant>, every: Duration) {
-    if let Some(t) = *last_call {
-        let next = t + every;
-        if next > Instant::now() {
-            tokio::time::sleep_until(next).await;
+/// Keeps one shard's GetRecords calls under the service's limits: at most
+/// 5 calls a second, and the bytes of each page paid for at the shard's
+/// byte rate before the next call (so after a 10 MiB page at 2 MiB/s, 5 s).
+struct Pacer {
+    next: Option<Instant>,
+    bytes_per_sec: f64,
+}
+
+impl Pacer {
+    fn new(bytes_per_sec: f64) -> Self {
+        Pacer {
+            next: None,
+            bytes_per_sec: bytes_per_sec.max(1.0),
         }
     }
-    *last_call = Some(Instant::now());
+    async fn wait(&mut self) {
+        if let Some(t) = self.next {
+            tokio::time::sleep_until(t).await;
+        }
+        self.next = Some(Instant::now() + MIN_CALL_INTERVAL);
+    }
+    /// Accounts for a page just received.
+    fn paid(&mut self, page: &Page) {
+        let bytes: usize = page
+            .records
+            .iter()
+            .map(|r| r.data.len() + r.partition_key.len())
+            .sum();
+        let due = Instant::now() + Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec);
+        self.next = Some(self.next.map_or(due, |n| n.max(due)));
+    }
 }
 
 #[cfg(test)]
@@ -418,8 +463,7 @@ mod tests {
             index: 0,
             shard_id: "s".into(),
             target,
-            batch_size: 10_000,
-            deaggregate: true,
+            settings: ReadSettings::default(),
             permits: permits.clone(),
             events: tx,
         };
@@ -526,6 +570,35 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn pages_are_paid_for_at_the_shard_byte_rate() {
+        // Three 4 MiB records, one per page, at 2 MiB/s: two 2 s pauses.
+        let big = Bytes::from(vec![b'x'; 4 << 20]);
+        let records = (1..=3u64)
+            .map(|i| Record {
+                sequence_number: i.to_string(),
+                sub_sequence_number: None,
+                partition_key: String::new(),
+                data: big.clone(),
+                arrival_ms: 1,
+            })
+            .collect();
+        let api = Arc::new(FakeShard {
+            records,
+            page: 1,
+            calls: AtomicUsize::new(0),
+            expire_on: vec![],
+        });
+        let start = Instant::now();
+        let (got, _) = run(api, live(Position::At("1".into()), None, Some(i64::MAX))).await;
+        assert_eq!(got.len(), 3);
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_secs(4) && took < Duration::from_secs(7),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn nodata_timeout_ends_a_quiet_shard() {
         let target = Target::Live {
             start: Position::At("10".into()),
@@ -542,8 +615,10 @@ mod tests {
             index: 0,
             shard_id: "s".into(),
             target,
-            batch_size: 100,
-            deaggregate: true,
+            settings: ReadSettings {
+                batch_size: 100,
+                ..Default::default()
+            },
             permits: permits.clone(),
             events: tx,
         };
