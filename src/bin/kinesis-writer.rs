@@ -204,6 +204,9 @@ async fn write(
                 },
                 (None, None) => None,
             };
+            if let Some(r) = rate {
+                log::info!("writing at most {r:.1} items/s");
+            }
             let opts = LoadOptions {
                 columns,
                 key_len,

@@ -427,3 +427,68 @@ async fn each_bad_line_kind_is_named_with_its_line_and_the_policy_applies() {
         stderr(&o)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn write_capacity_percent_paces_to_a_share_of_provisioned_capacity() {
+    use aws_sdk_dynamodb::types::*;
+    let d = dynamo().await;
+    let t = unique("prov");
+    d.create_table()
+        .table_name(&t)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("error")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("error")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .provisioned_throughput(
+            ProvisionedThroughput::builder()
+                .read_capacity_units(5)
+                .write_capacity_units(40)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let target = format!("dynamodb://{t}");
+    let o = writer(
+        &[
+            target.as_str(),
+            "--columns",
+            "error:S,count:N",
+            "--write-capacity-percent",
+            "25",
+        ],
+        b"a\t1\nb\t2\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("writing at most 10.0 items/s"),
+        "{}",
+        stderr(&o)
+    );
+    // An on-demand table has no provisioned capacity to take a share of.
+    let on_demand = table(&d, false).await;
+    let target = format!("dynamodb://{on_demand}");
+    let o = writer(
+        &[
+            target.as_str(),
+            "--columns",
+            "error:S,count:N",
+            "--write-capacity-percent",
+            "25",
+        ],
+        b"a\t1\n",
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--write-rate"), "{}", stderr(&o));
+}
