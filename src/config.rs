@@ -125,6 +125,10 @@ pub struct ReadArgs {
     /// How long a lease lasts without renewal (a crashed run blocks its iteration this long).
     #[arg(long, default_value = "30s")]
     pub lease_duration: String,
+    /// Exec mode: run this command with the records on its stdin (after `--`); the iteration
+    /// succeeds only if it exits 0, and its exit status is the reader's.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -353,6 +357,8 @@ pub struct ReaderConfig {
     /// Batch size, de-aggregation and per-shard read rate.
     pub read: crate::shard_reader::ReadSettings,
     pub on_expired: crate::expiry::OnExpired,
+    /// Exec mode: the command that gets the records on its stdin.
+    pub command: Vec<String>,
     pub fields: Vec<Field>,
     pub encoding: DataEncoding,
     pub format: OutputFormat,
@@ -546,6 +552,7 @@ impl ReaderConfig {
                 bytes_per_sec: max_read_rate * 1024.0 * 1024.0,
             },
             on_expired: r.on_expired,
+            command: r.command.clone(),
             fields,
             encoding: r.data_encoding,
             format: r.format,

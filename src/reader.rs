@@ -15,7 +15,7 @@ use crate::position::Position;
 use crate::shard_reader::{
     EndRules, Outcome, ReadSettings, ShardEvent, ShardTask, Target, PAGES_IN_FLIGHT,
 };
-use crate::stream::{ShardInfo, StreamApi, StreamError};
+use crate::stream::{ShardInfo, StreamApi, StreamError, StreamInfo};
 use anyhow::{anyhow, Context, Result};
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
 
 /// What a run did, for the closing line on stderr.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub struct Summary {
     pub iteration: Option<u64>,
     pub records: u64,
@@ -35,6 +35,8 @@ pub struct Summary {
     pub fixed_now: usize,
     pub replayed: usize,
     pub elapsed: Duration,
+    /// With `hold`: the iteration waiting for its final state.
+    pub held: Option<Held>,
 }
 
 fn stream_error(e: StreamError) -> anyhow::Error {
@@ -58,10 +60,43 @@ pub async fn read(
     out: Box<dyn Write + Send>,
     stop: Stop,
 ) -> Result<Summary> {
+    let prepared = prepare(api, store, cfg, owner).await?;
+    run(prepared, cfg, out, stop, false).await
+}
+
+/// A run with its stream looked at and, with checkpoints, its iteration
+/// opened and leased: what a child process is told before records flow.
+pub struct Prepared {
+    api: Arc<dyn StreamApi>,
+    info: StreamInfo,
+    listed: Vec<ShardInfo>,
+    iteration: Option<(Arc<dyn CheckpointStore>, LogicalKey, Opened, LeaseOptions)>,
+    started: Instant,
+}
+
+impl Prepared {
+    /// The stream's name, and the logical name, iteration number and opening
+    /// time (epoch ms) when checkpointing.
+    pub fn context(&self) -> (String, Option<(String, u64, i64)>) {
+        let it = self
+            .iteration
+            .as_ref()
+            .map(|(_, k, o, _)| (k.logical_name.clone(), o.header.number, o.header.opened_ms));
+        (self.info.name.clone(), it)
+    }
+}
+
+/// Looks at the stream and opens the iteration (waiting for its lease).
+pub async fn prepare(
+    api: Arc<dyn StreamApi>,
+    store: Option<Arc<dyn CheckpointStore>>,
+    cfg: &ReaderConfig,
+    owner: &str,
+) -> Result<Prepared> {
     let started = Instant::now();
     let info = api.describe().await.map_err(stream_error)?;
     let listed = api.list_shards().await.map_err(stream_error)?;
-    let mut summary = match (store, &cfg.checkpoint) {
+    let iteration = match (store, &cfg.checkpoint) {
         (Some(store), Some(cp)) => {
             let key = LogicalKey {
                 stream: info.name.clone(),
@@ -91,19 +126,84 @@ pub async fn read(
                     key.logical_name
                 )
             })?;
+            Some((store, key, opened, lease))
+        }
+        _ => None,
+    };
+    Ok(Prepared {
+        api,
+        info,
+        listed,
+        iteration,
+        started,
+    })
+}
+
+/// Reads the prepared run to its end. With `hold`, a successful iteration is
+/// not marked succeeded: its lease stays renewed in [`Summary::held`] until
+/// the caller decides (exec mode: when the child has exited).
+pub async fn run(
+    p: Prepared,
+    cfg: &ReaderConfig,
+    out: Box<dyn Write + Send>,
+    stop: Stop,
+    hold: bool,
+) -> Result<Summary> {
+    let Prepared {
+        api,
+        info,
+        listed,
+        iteration,
+        started,
+    } = p;
+    let mut summary = match iteration {
+        Some((store, key, opened, lease)) => {
             let stream = IterationStream {
                 listed: &listed,
                 retention_hours: info.retention_hours,
             };
-            run_iteration(api, store, key, opened, stream, cfg, lease, out, stop).await?
+            run_iteration(api, store, key, opened, stream, cfg, lease, out, stop, hold).await?
         }
-        _ => tokio::select! {
+        None => tokio::select! {
             r = read_unchecked(api, &listed, cfg, &info.name, out) => r?,
             why = stop => return Err(ReaderError::Interrupted(format!("stopped by {why}")).into()),
         },
     };
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// An iteration read to its end whose final state waits for a decision.
+pub struct Held {
+    store: Arc<dyn CheckpointStore>,
+    key: LogicalKey,
+    n: u64,
+    owner: String,
+    renewal: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Held({} #{})", self.key.logical_name, self.n)
+    }
+}
+
+impl Held {
+    /// Marks the iteration succeeded or failed and releases its lease.
+    pub async fn finish(mut self, succeeded: bool) -> Result<()> {
+        if let Some(r) = self.renewal.take() {
+            r.abort();
+        }
+        let state = if succeeded {
+            IterationState::Succeeded
+        } else {
+            IterationState::Failed
+        };
+        self.store
+            .finish(&self.key, self.n, &self.owner, state, crate::now_ms())
+            .await
+            .with_context(|| format!("recording iteration {} as {}", self.n, state.as_str()))
+    }
 }
 
 fn end_rules(cfg: &ReaderConfig, snapshot_ms: i64) -> EndRules {
@@ -195,6 +295,7 @@ async fn run_iteration(
     lease: LeaseOptions,
     out: Box<dyn Write + Send>,
     stop: Stop,
+    hold: bool,
 ) -> Result<Summary> {
     let n = opened.header.number;
     let rules = end_rules(cfg, opened.header.opened_ms);
@@ -292,6 +393,26 @@ async fn run_iteration(
              its last delivered record"
         )).into()),
     };
+    // Held: keep the lease renewed until the caller records the outcome.
+    if hold && opened.leased && result.is_ok() {
+        let stats = result?;
+        return Ok(Summary {
+            iteration: Some(n),
+            records: stats.records,
+            bytes: stats.bytes,
+            shards: shards.len(),
+            fixed_now: shards.len() - replayed,
+            replayed,
+            elapsed: Duration::ZERO,
+            held: Some(Held {
+                store,
+                key,
+                n,
+                owner: lease.owner,
+                renewal,
+            }),
+        });
+    }
     if let Some(r) = renewal {
         r.abort();
     }
@@ -328,6 +449,7 @@ async fn run_iteration(
         },
         replayed,
         elapsed: Duration::ZERO,
+        held: None,
     })
 }
 

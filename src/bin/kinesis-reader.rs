@@ -4,11 +4,15 @@ use anyhow::Result;
 use clap::Parser;
 use kinesis_streaming::aws::{self, checkpoint_table::DynamoStore, kinesis::KinesisStream};
 use kinesis_streaming::checkpoint::{CheckpointStore, LogicalKey};
-use kinesis_streaming::config::{self, Cli, Command, Layers, ReaderConfig};
+use kinesis_streaming::config::{
+    self, exported, mangle, names, Cli, Command, Layers, ReaderConfig,
+};
 use kinesis_streaming::error::{exit_for, Exit, ReaderError};
+use kinesis_streaming::iteration::fmt_ms;
+use kinesis_streaming::reader;
 use kinesis_streaming::stream::stream_name;
 use std::io::{BufWriter, IsTerminal, Write};
-use std::process::ExitCode;
+use std::process::{Child, Command as Process, ExitCode, Stdio};
 use std::sync::Arc;
 
 fn main() -> ExitCode {
@@ -37,7 +41,7 @@ fn main() -> ExitCode {
     // Do not wait for a thread still blocked on stdin or stdout.
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
     match result {
-        Ok(()) => Exit::Ok.into(),
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = exit_for(&e);
             if code != Exit::Ok {
@@ -48,7 +52,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+async fn run(cli: Cli) -> Result<u8> {
     let env = |k: &str| std::env::var(k).ok();
     let layers = Layers::new(&cli.common.define, &env)?;
     match cli.command {
@@ -67,7 +71,7 @@ async fn run(cli: Cli) -> Result<()> {
                     "exists and has the right keys"
                 }
             );
-            Ok(())
+            Ok(0)
         }
         Some(Command::Status { json, last }) => {
             let table = config::table_settings(&cli.common, &layers)?
@@ -90,13 +94,24 @@ async fn run(cli: Cli) -> Result<()> {
                     key.logical_name, key.stream
                 );
             }
-            Ok(())
+            Ok(0)
         }
-        None => read(ReaderConfig::resolve(&cli.common, &cli.read, &layers)?).await,
+        None => {
+            let code = read(ReaderConfig::resolve(&cli.common, &cli.read, &layers)?).await?;
+            Ok(code)
+        }
     }
 }
 
-async fn read(cfg: ReaderConfig) -> Result<()> {
+async fn read(cfg: ReaderConfig) -> Result<u8> {
+    if let Some(program) = cfg.command.first() {
+        if !on_path(program) {
+            return Err(ReaderError::Usage(format!(
+                "command {program:?} (after --) is not an executable file or on the PATH"
+            ))
+            .into());
+        }
+    }
     let sdk = aws::sdk_config(&cfg.aws).await?;
     let api = Arc::new(KinesisStream::new(&sdk, &cfg.stream));
     let dynamo = match &cfg.checkpoint {
@@ -108,27 +123,87 @@ async fn read(cfg: ReaderConfig) -> Result<()> {
         None => None,
     };
     let store = dynamo.clone().map(|s| s as Arc<dyn CheckpointStore>);
-    // Block-buffered even on a terminal-less pipe (Rust's stdout is line-buffered).
-    let stdout = std::io::stdout();
-    let tty = stdout.is_terminal();
-    let out: Box<dyn Write + Send> = if tty {
-        Box::new(LineFlush(BufWriter::new(stdout)))
-    } else {
-        Box::new(BufWriter::with_capacity(64 * 1024, stdout))
-    };
+    let owner = owner_id();
+    // Open the iteration first: a child is told which one it gets.
+    let prepared = reader::prepare(api, store, &cfg, &owner).await?;
+    let (out, mut child, stop): (Box<dyn Write + Send>, Option<Child>, reader::Stop) =
+        match cfg.command.split_first() {
+            None => {
+                // Block-buffered even on a pipe (Rust's stdout is line-buffered).
+                let stdout = std::io::stdout();
+                let out: Box<dyn Write + Send> = if stdout.is_terminal() {
+                    Box::new(LineFlush(BufWriter::new(stdout)))
+                } else {
+                    Box::new(BufWriter::with_capacity(64 * 1024, stdout))
+                };
+                (
+                    out,
+                    None,
+                    Box::pin(async { interrupted().await.to_string() }),
+                )
+            }
+            Some((program, args)) => {
+                let (stream, it) = prepared.context();
+                let mut cmd = Process::new(program);
+                cmd.args(args).stdin(Stdio::piped());
+                cmd.env(exported::STREAM, &stream)
+                    .env(mangle(names::STREAM), &stream);
+                if let Some((logical, n, opened_ms)) = it {
+                    cmd.env(exported::LOGICAL_NAME, &logical)
+                        .env(mangle(names::LOGICAL_NAME), &logical)
+                        .env(exported::ITERATION, n.to_string())
+                        .env(mangle(names::ITERATION), n.to_string())
+                        .env(exported::ITERATION_START, fmt_ms(opened_ms));
+                }
+                let mut c = cmd
+                    .spawn()
+                    .map_err(|e| anyhow::anyhow!("starting {program:?}: {e}"))?;
+                let stdin = c.stdin.take().expect("piped");
+                let out = Box::new(BufWriter::with_capacity(64 * 1024, stdin));
+                let pid = c.id() as i32;
+                (out, Some(c), forward_signals(pid))
+            }
+        };
     // Progress on a terminal's stderr; counted where lines leave the buffer.
     let progress = Arc::new(kinesis_streaming::progress::Progress::default());
     let out: Box<dyn Write + Send> = Box::new(kinesis_streaming::progress::Counting {
         inner: out,
         progress: progress.clone(),
     });
-    let ticker = (std::io::stderr().is_terminal() && !tty)
+    let ticker = (std::io::stderr().is_terminal() && !std::io::stdout().is_terminal())
         .then(|| kinesis_streaming::progress::spawn_ticker(progress, "kinesis-reader"));
-    let owner = owner_id();
-    let stop = Box::pin(async { interrupted().await.to_string() });
-    let summary = kinesis_streaming::reader::read(api, store, &cfg, &owner, out, stop).await;
+    let summary = reader::run(prepared, &cfg, out, stop, child.is_some()).await;
     kinesis_streaming::progress::stop_ticker(ticker);
-    let summary = summary?;
+    let mut code = 0u8;
+    let summary = match child.take() {
+        None => summary?,
+        Some(c) => {
+            // The reader's end of the pipe is closed: wait for the child.
+            let status = tokio::task::spawn_blocking(move || wait(c)).await??;
+            code = status;
+            match summary {
+                Ok(mut s) => {
+                    if let Some(h) = s.held.take() {
+                        h.finish(status == 0).await?;
+                    }
+                    if status != 0 {
+                        log::warn!(
+                            "the command exited with {status}: the iteration is marked failed \
+                             (--iteration next runs it again)"
+                        );
+                    }
+                    s
+                }
+                // The child stopped reading early: its status decides.
+                Err(e) if exit_for(&e) == Exit::Ok => return Ok(code),
+                Err(e) if status == 0 => return Err(e),
+                Err(e) => {
+                    eprintln!("kinesis-reader: {e:#}");
+                    return Ok(code);
+                }
+            }
+        }
+    };
     if kinesis_streaming::progress::under_hadoop(&|k: &str| std::env::var(k).ok()) {
         eprint!(
             "{}",
@@ -158,7 +233,54 @@ async fn read(cfg: ReaderConfig) -> Result<()> {
     if let Some(d) = dynamo {
         log::debug!("checkpoint table requests: {}", d.usage());
     }
-    Ok(())
+    Ok(code)
+}
+
+/// The child's exit status as a shell reports it (128 + signal if killed).
+fn wait(mut c: Child) -> std::io::Result<u8> {
+    use std::os::unix::process::ExitStatusExt;
+    let s = c.wait()?;
+    Ok(match (s.code(), s.signal()) {
+        (Some(code), _) => code as u8,
+        (None, Some(sig)) => 128u8.wrapping_add(sig as u8),
+        _ => 1,
+    })
+}
+
+/// Passes SIGINT and SIGTERM on to the child; the returned future resolves
+/// at the first one, so that the reader stops reading too.
+fn forward_signals(pid: i32) -> reader::Stop {
+    let (tx, rx) = tokio::sync::oneshot::channel::<String>();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut tx = Some(tx);
+        loop {
+            let (sig, name) = tokio::select! {
+                _ = int.recv() => (libc::SIGINT, "SIGINT"),
+                _ = term.recv() => (libc::SIGTERM, "SIGTERM"),
+            };
+            // SAFETY: kill(2) with our own child's pid and a valid signal number.
+            unsafe {
+                libc::kill(pid, sig);
+            }
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(name.to_string());
+            }
+        }
+    });
+    Box::pin(async move { rx.await.unwrap_or_default() })
+}
+
+/// Is `program` runnable: a path to a file, or a name found on the PATH?
+fn on_path(program: &str) -> bool {
+    if program.contains('/') {
+        return std::path::Path::new(program).is_file();
+    }
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+        .unwrap_or(false)
 }
 
 /// On a terminal, show each line as it comes.

@@ -713,3 +713,106 @@ async fn an_aged_out_start_fails_with_code_4_or_is_skipped_loudly_and_recorded()
     // And its replay prints the same records again.
     assert_eq!(ok(reader(&args(&stream, &table, "E", "1"))), o.stdout);
 }
+
+/// Exec mode: `kinesis-reader … -- CMD` runs the rest of the pipeline as its
+/// child, tells it the iteration, and lets its exit status decide.
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_mode_pipes_into_a_writer_with_the_iteration_context() {
+    let k = kinesis().await;
+    let s3 = s3().await;
+    let b = bucket(&s3).await;
+    let stream = unique("exec");
+    create_stream(&k, &stream, 2).await;
+    let table = table();
+    put_many(&k, &stream, 0, 9).await;
+    let pipeline = format!("sort | {WRITER} s3://{b}/out/");
+    let mut a = args(&stream, &table, "X", "next");
+    a.extend(["--", "sh", "-c", pipeline.as_str()]);
+    let o = reader(&a);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The writer named its object from the reader's iteration, with no flags.
+    let got = get(&s3, &b, "out/iteration=0/part-00000").await;
+    let mut expected = parse_lines(&ok(reader(&args(&stream, &table, "X", "0"))))
+        .into_iter()
+        .map(|(a, b, c, d)| format!("{a}\t{b}\t{c}\t{d}\n"))
+        .collect::<Vec<_>>();
+    expected.sort();
+    assert_eq!(String::from_utf8(got).unwrap(), expected.concat());
+    assert_eq!(status(&stream, &table, "X")[0]["state"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_mode_a_failing_command_fails_the_iteration_and_next_reruns_it() {
+    let k = kinesis().await;
+    let stream = unique("execfail");
+    create_stream(&k, &stream, 1).await;
+    let table = table();
+    put_many(&k, &stream, 0, 4).await;
+    let ctx = std::env::temp_dir().join(unique("ctx"));
+    let script = format!(
+        "echo \"$KINESIS_STREAM $KINESIS_LOGICAL_NAME $KINESIS_ITERATION\" > {}; wc -l >/dev/null; exit 3",
+        ctx.display()
+    );
+    let mut a = args(&stream, &table, "F", "next");
+    a.extend(["--", "sh", "-c", script.as_str()]);
+    let o = reader(&a);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(&ctx).unwrap().trim(),
+        format!("{stream} F 0")
+    );
+    let st = status(&stream, &table, "F");
+    assert_eq!(st[0]["state"], "failed");
+    assert!(
+        st[0]["shards"][0]["next"].is_string(),
+        "boundaries are fixed: a rerun replays them"
+    );
+    // next runs the failed iteration again (the same records), then moves on.
+    let mut a = args(&stream, &table, "F", "next");
+    a.extend(["--", "cat"]);
+    let again = reader(&a);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(parse_lines(&again.stdout).len(), 4);
+    assert_eq!(again.stdout, ok(reader(&args(&stream, &table, "F", "0"))));
+    assert_eq!(status(&stream, &table, "F")[0]["state"], "succeeded");
+    std::fs::remove_file(ctx).ok();
+    // A command that does not exist is a usage error before anything is opened.
+    let mut a = args(&stream, &table, "G", "next");
+    a.extend(["--", "no-such-command-here"]);
+    let o = reader(&a);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(status(&stream, &table, "G").as_array().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_mode_forwards_sigterm_and_exits_with_the_childs_status() {
+    let k = kinesis().await;
+    let stream = unique("execsig");
+    create_stream(&k, &stream, 1).await;
+    let table = table();
+    put_many(&k, &stream, 0, 2).await;
+    let ready = std::env::temp_dir().join(unique("ready"));
+    let script = format!(
+        "trap 'kill $!; exit 7' TERM; cat >/dev/null; touch {}; sleep 30 & wait",
+        ready.display()
+    );
+    let mut a = args(&stream, &table, "S", "next");
+    a.extend(["--", "sh", "-c", script.as_str()]);
+    let child = spawn_reader(&a);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !ready.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never finished reading"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    assert_eq!(status(&stream, &table, "S")[0]["state"], "failed");
+    std::fs::remove_file(ready).ok();
+}
