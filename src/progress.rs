@@ -59,6 +59,22 @@ pub fn spawn_ticker(p: Arc<Progress>, label: &'static str) -> tokio::task::JoinH
     })
 }
 
+/// Under Hadoop: a `reporter:status:` line every 30 s, so that a task
+/// waiting on a quiet stream is not killed for silence (600 s by default).
+pub fn spawn_heartbeat(p: Arc<Progress>, label: &'static str) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            let _ = writeln!(
+                std::io::stderr(),
+                "reporter:status:{label}: {} lines, {} bytes",
+                p.lines.load(Ordering::Relaxed),
+                p.bytes.load(Ordering::Relaxed)
+            );
+        }
+    })
+}
+
 /// Ends a ticker and its line.
 pub fn stop_ticker(t: Option<tokio::task::JoinHandle<()>>) {
     if let Some(t) = t {

@@ -170,10 +170,16 @@ async fn read(cfg: ReaderConfig) -> Result<u8> {
         inner: out,
         progress: progress.clone(),
     });
+    let hadoop = kinesis_streaming::progress::under_hadoop(&|k: &str| std::env::var(k).ok());
+    let heartbeat = hadoop
+        .then(|| kinesis_streaming::progress::spawn_heartbeat(progress.clone(), "kinesis-reader"));
     let ticker = (std::io::stderr().is_terminal() && !std::io::stdout().is_terminal())
         .then(|| kinesis_streaming::progress::spawn_ticker(progress, "kinesis-reader"));
     let summary = reader::run(prepared, &cfg, out, stop, child.is_some()).await;
     kinesis_streaming::progress::stop_ticker(ticker);
+    if let Some(h) = heartbeat {
+        h.abort();
+    }
     let mut code = 0u8;
     let summary = match child.take() {
         None => summary?,
@@ -204,7 +210,7 @@ async fn read(cfg: ReaderConfig) -> Result<u8> {
             }
         }
     };
-    if kinesis_streaming::progress::under_hadoop(&|k: &str| std::env::var(k).ok()) {
+    if hadoop {
         eprint!(
             "{}",
             kinesis_streaming::progress::counter_lines(
