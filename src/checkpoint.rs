@@ -219,6 +219,30 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    /// Runs `f` on iteration `n` while `owner` holds its lease; `Conflict` otherwise.
+    fn leased<T>(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+        owner: &str,
+        f: impl FnOnce(
+            &mut IterationHeader,
+            &mut BTreeMap<String, ShardCheckpoint>,
+        ) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.with(|m| {
+            let (h, s) = m
+                .get_mut(&(key.clone(), n))
+                .ok_or_else(|| conflict("no iteration"))?;
+            if h.owner.as_deref() != Some(owner) {
+                return Err(conflict("lease lost"));
+            }
+            f(h, s)
+        })
+    }
+}
+
 fn conflict(what: impl Into<String>) -> StoreError {
     StoreError::Conflict(what.into())
 }
@@ -294,13 +318,7 @@ impl CheckpointStore for MemoryStore {
         owner: &str,
         shards: &[ShardCheckpoint],
     ) -> Result<(), StoreError> {
-        self.with(|m| {
-            let (h, s) = m
-                .get_mut(&(key.clone(), n))
-                .ok_or_else(|| conflict("no iteration"))?;
-            if h.owner.as_deref() != Some(owner) {
-                return Err(conflict("lease lost"));
-            }
+        self.leased(key, n, owner, |_, s| {
             for sh in shards {
                 s.entry(sh.shard_id.clone()).or_insert_with(|| sh.clone());
             }
@@ -347,13 +365,7 @@ impl CheckpointStore for MemoryStore {
         owner: &str,
         expires_ms: i64,
     ) -> Result<(), StoreError> {
-        self.with(|m| {
-            let (h, _) = m
-                .get_mut(&(key.clone(), n))
-                .ok_or_else(|| conflict("no iteration"))?;
-            if h.owner.as_deref() != Some(owner) {
-                return Err(conflict("lease lost"));
-            }
+        self.leased(key, n, owner, |h, _| {
             h.lease_expires_ms = expires_ms;
             Ok(())
         })
@@ -366,13 +378,7 @@ impl CheckpointStore for MemoryStore {
         shard_id: &str,
         end: &ShardEnd,
     ) -> Result<(), StoreError> {
-        self.with(|m| {
-            let (h, s) = m
-                .get_mut(&(key.clone(), n))
-                .ok_or_else(|| conflict("no iteration"))?;
-            if h.owner.as_deref() != Some(owner) {
-                return Err(conflict("lease lost"));
-            }
+        self.leased(key, n, owner, |_, s| {
             let sh = s
                 .get_mut(shard_id)
                 .ok_or_else(|| conflict("no such shard"))?;
@@ -391,13 +397,7 @@ impl CheckpointStore for MemoryStore {
         state: IterationState,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        self.with(|m| {
-            let (h, _) = m
-                .get_mut(&(key.clone(), n))
-                .ok_or_else(|| conflict("no iteration"))?;
-            if h.owner.as_deref() != Some(owner) {
-                return Err(conflict("lease lost"));
-            }
+        self.leased(key, n, owner, |h, _| {
             h.owner = None;
             h.state = state;
             h.finished_ms = Some(now_ms);

@@ -40,6 +40,53 @@ pub enum ReaderError {
     Interrupted(String),
 }
 
+/// The `main` of both binaries: logging (`RUST_LOG`, default `info` for
+/// this crate), parsing, a tokio runtime, and the exit code — an error is
+/// printed once, as its whole chain, on one line.
+pub fn main_with<C, F, Fut>(name: &str, run: F) -> ExitCode
+where
+    C: clap::Parser,
+    F: FnOnce(C) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<u8>>,
+{
+    let filter = format!(
+        "{}=info,kinesis_streaming=info,warn",
+        name.replace('-', "_")
+    );
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter))
+        .format_target(false)
+        .init();
+    let cli = match C::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                Exit::Usage
+            } else {
+                Exit::Ok
+            }
+            .into();
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(run(cli));
+    // Do not wait for a thread still blocked on stdin or stdout.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = exit_for(&e);
+            if code != Exit::Ok {
+                eprintln!("{name}: {e:#}");
+            }
+            code.into()
+        }
+    }
+}
+
 /// The exit code for an error chain: a broken pipe (the reader of our stdout
 /// went away, as with `| head`) is a normal end.
 pub fn exit_for(err: &anyhow::Error) -> Exit {

@@ -30,6 +30,39 @@ impl KinesisStream {
         self.stream.starts_with("arn:")
     }
 
+    /// GetShardIterator at a position, or at the trim horizon for `None`.
+    async fn shard_iterator(
+        &self,
+        shard_id: &str,
+        from: Option<&Position>,
+    ) -> Result<String, StreamError> {
+        let mut req = self.client.get_shard_iterator().shard_id(shard_id);
+        req = if self.is_arn() {
+            req.stream_arn(&self.stream)
+        } else {
+            req.stream_name(&self.stream)
+        };
+        req = match from {
+            None => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
+            Some(Position::At(s)) => req
+                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+                .starting_sequence_number(s),
+            Some(Position::After(s)) => req
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(s),
+            Some(Position::Timestamp(ms)) => req
+                .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                .timestamp(DateTime::from_millis(*ms)),
+        };
+        let out = req
+            .send()
+            .await
+            .map_err(|e| self.map_err(e, "GetShardIterator"))?;
+        out.shard_iterator().map(str::to_string).ok_or_else(|| {
+            StreamError::Other(anyhow::anyhow!("GetShardIterator returned no iterator"))
+        })
+    }
+
     fn map_err<E, R>(&self, e: SdkError<E, R>, what: &str) -> StreamError
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -118,30 +151,7 @@ impl StreamApi for KinesisStream {
     }
 
     async fn iterator(&self, shard_id: &str, from: &Position) -> Result<String, StreamError> {
-        let mut req = self.client.get_shard_iterator().shard_id(shard_id);
-        req = if self.is_arn() {
-            req.stream_arn(&self.stream)
-        } else {
-            req.stream_name(&self.stream)
-        };
-        req = match from {
-            Position::At(s) => req
-                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
-                .starting_sequence_number(s),
-            Position::After(s) => req
-                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-                .starting_sequence_number(s),
-            Position::Timestamp(ms) => req
-                .shard_iterator_type(ShardIteratorType::AtTimestamp)
-                .timestamp(DateTime::from_millis(*ms)),
-        };
-        let out = req
-            .send()
-            .await
-            .map_err(|e| self.map_err(e, "GetShardIterator"))?;
-        out.shard_iterator().map(str::to_string).ok_or_else(|| {
-            StreamError::Other(anyhow::anyhow!("GetShardIterator returned no iterator"))
-        })
+        self.shard_iterator(shard_id, Some(from)).await
     }
 
     async fn get_records(&self, iterator: &str, limit: i32) -> Result<Page, StreamError> {
@@ -181,21 +191,7 @@ impl StreamApi for KinesisStream {
     }
 
     async fn oldest(&self, shard_id: &str) -> Result<Option<Record>, StreamError> {
-        let mut req = self
-            .client
-            .get_shard_iterator()
-            .shard_id(shard_id)
-            .shard_iterator_type(ShardIteratorType::TrimHorizon);
-        req = if self.is_arn() {
-            req.stream_arn(&self.stream)
-        } else {
-            req.stream_name(&self.stream)
-        };
-        let out = req
-            .send()
-            .await
-            .map_err(|e| self.map_err(e, "GetShardIterator"))?;
-        let mut it = out.shard_iterator().map(str::to_string);
+        let mut it = Some(self.shard_iterator(shard_id, None).await?);
         // A sparse shard can answer empty pages before its first record.
         for _ in 0..20 {
             let Some(i) = it.take() else { return Ok(None) };

@@ -1,7 +1,6 @@
 //! `kinesis-reader`: parse, build, run, map errors to exit codes.
 
 use anyhow::Result;
-use clap::Parser;
 use kinesis_streaming::aws::{self, checkpoint_table::DynamoStore, kinesis::KinesisStream};
 use kinesis_streaming::checkpoint::{CheckpointStore, LogicalKey};
 use kinesis_streaming::config::{
@@ -16,40 +15,7 @@ use std::process::{Child, Command as Process, ExitCode, Stdio};
 use std::sync::Arc;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(
-        env_logger::Env::default()
-            .default_filter_or("kinesis_reader=info,kinesis_streaming=info,warn"),
-    )
-    .format_target(false)
-    .init();
-    let cli = match Cli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                Exit::Usage.into()
-            } else {
-                Exit::Ok.into()
-            };
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let result = runtime.block_on(run(cli));
-    // Do not wait for a thread still blocked on stdin or stdout.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            let code = exit_for(&e);
-            if code != Exit::Ok {
-                eprintln!("kinesis-reader: {e:#}");
-            }
-            code.into()
-        }
-    }
+    kinesis_streaming::error::main_with::<Cli, _, _>("kinesis-reader", run)
 }
 
 async fn run(cli: Cli) -> Result<u8> {

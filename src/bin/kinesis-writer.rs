@@ -1,10 +1,9 @@
 //! `kinesis-writer`: parse, build, run, map errors to exit codes.
 
 use anyhow::Result;
-use clap::Parser;
 use kinesis_streaming::aws::{self, item_table::DynamoItems, s3::S3Objects};
 use kinesis_streaming::config::{self, names, parse_size, FieldEncoding, Layers, WriterCli};
-use kinesis_streaming::error::{exit_for, Exit, ReaderError};
+use kinesis_streaming::error::ReaderError;
 use kinesis_streaming::sink::dynamodb::{self, LoadOptions, Mode};
 use kinesis_streaming::sink::lines::{BadLinePolicy, BadLines};
 use kinesis_streaming::sink::s3::{self as s3sink, UploadOptions};
@@ -15,40 +14,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(
-        env_logger::Env::default()
-            .default_filter_or("kinesis_writer=info,kinesis_streaming=info,warn"),
-    )
-    .format_target(false)
-    .init();
-    let cli = match WriterCli::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                Exit::Usage.into()
-            } else {
-                Exit::Ok.into()
-            };
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let result = runtime.block_on(run(cli));
-    // Do not wait for a thread still blocked on stdin or stdout.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
-    match result {
-        Ok(()) => Exit::Ok.into(),
-        Err(e) => {
-            eprintln!("kinesis-writer: {e:#}");
-            exit_for(&e).into()
-        }
-    }
+    kinesis_streaming::error::main_with::<WriterCli, _, _>("kinesis-writer", run)
 }
 
-async fn run(cli: WriterCli) -> Result<()> {
+async fn run(cli: WriterCli) -> Result<u8> {
     let started = Instant::now();
     let env = |k: &str| std::env::var(k).ok();
     let layers = Layers::new(&cli.define, &env)?;
@@ -79,7 +48,7 @@ async fn run(cli: WriterCli) -> Result<()> {
         );
     }
     log::debug!("done in {:.1}s", started.elapsed().as_secs_f64());
-    Ok(())
+    Ok(0)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -322,6 +322,28 @@ pub fn table() -> String {
     t
 }
 
+/// The flags for one iteration of a logical name, printing
+/// `shard_id, sequence_number, partition_key, data`.
+pub fn args<'a>(
+    stream: &'a str,
+    table: &'a str,
+    logical: &'a str,
+    iteration: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "--stream",
+        stream,
+        "--checkpoint-table",
+        table,
+        "--logical-name",
+        logical,
+        "--iteration",
+        iteration,
+        "--fields",
+        "shard_id,sequence_number,partition_key,data",
+    ]
+}
+
 /// `status --json` of a logical name.
 pub fn status(stream: &str, table: &str, logical: &str) -> serde_json::Value {
     let out = ok(reader(&[

@@ -5,23 +5,6 @@ use crate::harness::*;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 
-const FIELDS: &str = "shard_id,sequence_number,partition_key,data";
-
-fn args<'a>(stream: &'a str, table: &'a str, logical: &'a str, iteration: &'a str) -> Vec<&'a str> {
-    vec![
-        "--stream",
-        stream,
-        "--checkpoint-table",
-        table,
-        "--logical-name",
-        logical,
-        "--iteration",
-        iteration,
-        "--fields",
-        FIELDS,
-    ]
-}
-
 fn key(p: &Put) -> (String, String, String, String) {
     (
         p.shard_id.clone(),

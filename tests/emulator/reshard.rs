@@ -7,22 +7,8 @@ use aws_sdk_kinesis::Client as Kinesis;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-const FIELDS: &str = "shard_id,sequence_number,partition_key,data";
-
 fn next(stream: &str, table: &str, logical: &str) -> Vec<(String, String, String, String)> {
-    let out = ok(reader_kl(&[
-        "--stream",
-        stream,
-        "--checkpoint-table",
-        table,
-        "--logical-name",
-        logical,
-        "--iteration",
-        "next",
-        "--fields",
-        FIELDS,
-    ]));
-    parse_lines(&out)
+    parse_lines(&ok(reader_kl(&args(stream, table, logical, "next"))))
 }
 
 async fn open_shards(k: &Kinesis, stream: &str) -> Vec<aws_sdk_kinesis::types::Shard> {
@@ -182,18 +168,7 @@ async fn split_then_merge_between_iterations_reads_parents_before_children() {
     }
     check(&iterations, &put, &lineage(&k, &stream).await);
     // A replay of the iteration that read the children is identical.
-    let replay = ok(reader_kl(&[
-        "--stream",
-        &stream,
-        "--checkpoint-table",
-        &table,
-        "--logical-name",
-        "L",
-        "--iteration",
-        "1",
-        "--fields",
-        FIELDS,
-    ]));
+    let replay = ok(reader_kl(&args(&stream, &table, "L", "1")));
     assert_eq!(parse_lines(&replay), iterations[1]);
     // The last iterations are empty: nothing is read twice.
     assert!(iterations[4].is_empty());
