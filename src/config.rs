@@ -107,6 +107,9 @@ pub struct ReadArgs {
     /// for all readers together: lower it when several logical names share a stream).
     #[arg(long, default_value_t = 2.0)]
     pub max_read_rate: f64,
+    /// Least time between GetRecords calls on one shard (benchmarks against an emulator only).
+    #[arg(long, hide = true, default_value = "200ms")]
+    pub min_call_interval: String,
     /// Print KPL aggregated records as they are, instead of their sub-records.
     #[arg(long)]
     pub no_deaggregate: bool,
@@ -550,6 +553,8 @@ impl ReaderConfig {
                 batch_size,
                 deaggregate: !r.no_deaggregate,
                 bytes_per_sec: max_read_rate * 1024.0 * 1024.0,
+                min_call_interval: humantime::parse_duration(&r.min_call_interval)
+                    .map_err(|e| usage(format!("--min-call-interval: {e}")))?,
             },
             on_expired: r.on_expired,
             command: r.command.clone(),

@@ -2,9 +2,10 @@
 //! or exactly its fixed range again (a replay).
 //!
 //! A shard task sends its pages, in order, to the merge; it holds at most
-//! [`PAGES_IN_FLIGHT`] pages at a time (a permit per page, given back by the
-//! merge when the page is written), so memory is bounded by pages, not by the
-//! stream.
+//! [`PAGES_IN_FLIGHT`] pages at a time, counting the one being fetched (a
+//! permit per page, taken before the call and given back by the merge when
+//! the page is written), so memory is bounded by pages, not by the stream,
+//! and a stalled consumer stops the reading.
 
 use crate::position::{seq_cmp, Position};
 use crate::stream::{Page, Record, StreamApi, StreamError};
@@ -16,7 +17,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::time::Instant;
 
-/// Pages a shard may have fetched but not yet written.
+/// Pages a shard may hold at once: one being written, one being fetched.
 pub const PAGES_IN_FLIGHT: usize = 2;
 /// Kinesis allows 5 GetRecords calls per second per shard.
 const MIN_CALL_INTERVAL: Duration = Duration::from_millis(200);
@@ -97,6 +98,8 @@ pub struct ReadSettings {
     /// Bytes per second per shard at most (the service allows 2 MiB/s per
     /// shard for all its readers together).
     pub bytes_per_sec: f64,
+    /// Least time between two GetRecords calls on a shard (the service allows 5 a second).
+    pub min_call_interval: Duration,
 }
 
 impl Default for ReadSettings {
@@ -105,6 +108,7 @@ impl Default for ReadSettings {
             batch_size: 10_000,
             deaggregate: true,
             bytes_per_sec: 2.0 * 1024.0 * 1024.0,
+            min_call_interval: MIN_CALL_INTERVAL,
         }
     }
 }
@@ -142,10 +146,6 @@ impl ShardTask {
             if self.settings.deaggregate {
                 *records = crate::kpl::expand(std::mem::take(records));
             }
-            match self.permits.acquire().await {
-                Ok(p) => p.forget(),
-                Err(_) => return false,
-            }
         }
         self.events.send((self.index, ev)).await.is_ok()
     }
@@ -164,7 +164,7 @@ impl ShardTask {
         let later = |k: Option<i64>, t: i64| Some(k.map_or(t, |k| k.max(t)));
         let mut iterator = Some(api.iterator(&self.shard_id, &start).await?);
         let mut last_data = Instant::now();
-        let mut pacer = Pacer::new(self.settings.bytes_per_sec);
+        let mut pacer = Pacer::new(&self.settings);
         let closed = loop {
             let Some(it) = iterator.take() else {
                 break true;
@@ -172,6 +172,11 @@ impl ShardTask {
             if rules.deadline.is_some_and(|d| Instant::now() >= d) {
                 break false;
             }
+            // A page slot before the call: a shard never holds more than
+            // PAGES_IN_FLIGHT pages, counting the one being fetched.
+            let Ok(slot) = self.permits.acquire().await else {
+                return Ok(());
+            };
             pacer.wait().await;
             let asked_ms = crate::now_ms();
             let page = match api.get_records(&it, self.settings.batch_size).await {
@@ -229,6 +234,7 @@ impl ShardTask {
             }
             if !batch.is_empty() {
                 last_data = Instant::now();
+                slot.forget(); // the merge gives it back when the page is written
                 if !self.send(ShardEvent::Page(batch)).await {
                     return Ok(());
                 }
@@ -289,10 +295,15 @@ impl ShardTask {
         };
         let mut emitted: Option<String> = None;
         let mut iterator = Some(api.iterator(&self.shard_id, &start).await?);
-        let mut pacer = Pacer::new(self.settings.bytes_per_sec);
+        let mut pacer = Pacer::new(&self.settings);
         loop {
             let Some(it) = iterator.take() else {
                 return Err(missing(&last, &emitted));
+            };
+            // A page slot before the call: a shard never holds more than
+            // PAGES_IN_FLIGHT pages, counting the one being fetched.
+            let Ok(slot) = self.permits.acquire().await else {
+                return Ok(());
             };
             pacer.wait().await;
             let page = match api.get_records(&it, self.settings.batch_size).await {
@@ -331,6 +342,9 @@ impl ShardTask {
                     break;
                 }
             }
+            if !batch.is_empty() {
+                slot.forget();
+            }
             if !batch.is_empty() && !self.send(ShardEvent::Page(batch)).await {
                 return Ok(());
             }
@@ -360,20 +374,22 @@ fn missing(last: &str, emitted: &Option<String>) -> anyhow::Error {
 struct Pacer {
     next: Option<Instant>,
     bytes_per_sec: f64,
+    every: Duration,
 }
 
 impl Pacer {
-    fn new(bytes_per_sec: f64) -> Self {
+    fn new(s: &ReadSettings) -> Self {
         Pacer {
             next: None,
-            bytes_per_sec: bytes_per_sec.max(1.0),
+            bytes_per_sec: s.bytes_per_sec.max(1.0),
+            every: s.min_call_interval,
         }
     }
     async fn wait(&mut self) {
         if let Some(t) = self.next {
             tokio::time::sleep_until(t).await;
         }
-        self.next = Some(Instant::now() + MIN_CALL_INTERVAL);
+        self.next = Some(Instant::now() + self.every);
     }
     /// Accounts for a page just received.
     fn paid(&mut self, page: &Page) {
