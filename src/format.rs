@@ -196,20 +196,31 @@ impl Formatter {
 /// Tab, newline, carriage return and backslash become `\t`, `\n`, `\r`, `\\`,
 /// so a record can never split or add a line; all other bytes pass unchanged.
 pub fn write_escaped(out: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
+    // Most records have none of these bytes: SIMD searches skip the plain runs.
     let mut start = 0;
-    for (i, b) in bytes.iter().enumerate() {
-        let esc: &[u8] = match b {
+    while let Some(i) = next_special(&bytes[start..]) {
+        let at = start + i;
+        let esc: &[u8] = match bytes[at] {
             b'\t' => b"\\t",
             b'\n' => b"\\n",
             b'\r' => b"\\r",
-            b'\\' => b"\\\\",
-            _ => continue,
+            _ => b"\\\\",
         };
-        out.write_all(&bytes[start..i])?;
+        out.write_all(&bytes[start..at])?;
         out.write_all(esc)?;
-        start = i + 1;
+        start = at + 1;
     }
     out.write_all(&bytes[start..])
+}
+
+/// The first tab, newline, carriage return or backslash.
+fn next_special(b: &[u8]) -> Option<usize> {
+    let three = memchr::memchr3(b'\t', b'\n', b'\\', b);
+    let limit = three.unwrap_or(b.len());
+    match memchr::memchr(b'\r', &b[..limit]) {
+        Some(r) => Some(r),
+        None => three,
+    }
 }
 
 fn write_rfc3339(out: &mut impl Write, ms: i64) -> io::Result<()> {
@@ -255,6 +266,11 @@ mod tests {
             line(&f, &rec("plain ünïcode".as_bytes(), "k")),
             "k\tplain ünïcode\n"
         );
+        // Carriage returns before and after the other special bytes, and long plain runs.
+        let long = "x".repeat(1000);
+        let data = format!("\r{long}\\{long}\t\r\n{long}\r");
+        let want = format!("k\t\\r{long}\\\\{long}\\t\\r\\n{long}\\r\n");
+        assert_eq!(line(&f, &rec(data.as_bytes(), "k")), want);
     }
 
     #[test]

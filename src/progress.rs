@@ -29,7 +29,7 @@ pub struct Counting<W> {
 impl<W: Write> Write for Counting<W> {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(b)?;
-        let lines = b[..n].iter().filter(|c| **c == b'\n').count() as u64;
+        let lines = memchr::memchr_iter(b'\n', &b[..n]).count() as u64;
         self.progress.add(lines, n as u64);
         Ok(n)
     }

@@ -25,6 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Semaphore};
 
+/// Bytes of output gathered before a write to stdout.
+const OUTPUT_BUFFER: usize = 256 * 1024;
+
 /// What a run did, for the closing line on stderr.
 #[derive(Debug, Default)]
 pub struct Summary {
@@ -591,10 +594,14 @@ async fn pump(
         });
     }
     drop(tx);
-    let merged =
-        tokio::task::spawn_blocking(move || merge(merge_shards, rx, &mut out, &fmt, on_done))
-            .await
-            .context("the output thread panicked")?;
+    let merged = tokio::task::spawn_blocking(move || {
+        // Lines are written field by field into one large buffer; what is
+        // under it (stdout, a child's stdin) gets whole blocks.
+        let mut out = std::io::BufWriter::with_capacity(OUTPUT_BUFFER, &mut out);
+        merge(merge_shards, rx, &mut out, &fmt, on_done)
+    })
+    .await
+    .context("the output thread panicked")?;
     tasks.abort_all();
     if let Some(e) = failure.lock().unwrap().take() {
         return Err(e);

@@ -10,7 +10,7 @@ use kinesis_streaming::error::{exit_for, Exit, ReaderError};
 use kinesis_streaming::iteration::fmt_ms;
 use kinesis_streaming::reader;
 use kinesis_streaming::stream::stream_name;
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::process::{Child, Command as Process, ExitCode, Stdio};
 use std::sync::Arc;
 
@@ -95,13 +95,9 @@ async fn read(cfg: ReaderConfig) -> Result<u8> {
     let (out, mut child, stop): (Box<dyn Write + Send>, Option<Child>, reader::Stop) =
         match cfg.command.split_first() {
             None => {
-                // Block-buffered even on a pipe (Rust's stdout is line-buffered).
-                let stdout = std::io::stdout();
-                let out: Box<dyn Write + Send> = if stdout.is_terminal() {
-                    Box::new(LineFlush(BufWriter::new(stdout)))
-                } else {
-                    Box::new(BufWriter::with_capacity(64 * 1024, stdout))
-                };
+                // The reader buffers its output in large blocks itself (and
+                // flushes before any wait), so stdout gets whole blocks.
+                let out: Box<dyn Write + Send> = Box::new(std::io::stdout());
                 (
                     out,
                     None,
@@ -125,7 +121,7 @@ async fn read(cfg: ReaderConfig) -> Result<u8> {
                     .spawn()
                     .map_err(|e| anyhow::anyhow!("starting {program:?}: {e}"))?;
                 let stdin = c.stdin.take().expect("piped");
-                let out = Box::new(BufWriter::with_capacity(64 * 1024, stdin));
+                let out = Box::new(stdin);
                 let pid = c.id() as i32;
                 (out, Some(c), forward_signals(pid))
             }
@@ -253,17 +249,6 @@ fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
         .unwrap_or(false)
-}
-
-/// On a terminal, show each line as it comes.
-struct LineFlush<W: Write>(W);
-impl<W: Write> Write for LineFlush<W> {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.write(b)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
-    }
 }
 
 async fn interrupted() -> &'static str {
