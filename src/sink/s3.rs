@@ -384,43 +384,52 @@ async fn send_parts(
     let mut number = 0i32;
     let mut parts = Vec::new();
     let mut held = std::collections::VecDeque::from([first, second]);
-    let fail = |e: anyhow::Error| (Some(id.clone()), e);
-    loop {
-        // Take a slot first, then a part: parts wait in the channel (one) and
-        // in the cutter (one), not here.
-        let permit = in_flight
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("never closed");
-        let chunk = match held.pop_front() {
-            Some(c) => c,
-            None => match rx.recv().await {
+    let sent: Result<(), anyhow::Error> = async {
+        loop {
+            // Take a slot first, then a part: parts wait in the channel (one)
+            // and in the cutter (one), not here.
+            let permit = in_flight
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("never closed");
+            let chunk = match held.pop_front() {
                 Some(c) => c,
-                None => break,
-            },
-        };
-        number += 1;
-        if number as u32 > MAX_PARTS {
-            return Err(fail(anyhow!("the input needs more than {MAX_PARTS} parts")));
+                None => match rx.recv().await {
+                    Some(c) => c,
+                    None => break,
+                },
+            };
+            number += 1;
+            if number as u32 > MAX_PARTS {
+                anyhow::bail!("the input needs more than {MAX_PARTS} parts");
+            }
+            summary.object_bytes += chunk.data.len() as u64;
+            let (store, key, id) = (store.clone(), key.to_string(), id.clone());
+            tasks.spawn(async move {
+                let r = store
+                    .upload_part(&key, &id, number, chunk.data.clone())
+                    .await;
+                drop(chunk);
+                drop(permit);
+                r.with_context(|| format!("uploading part {number}"))
+            });
+            // Collect finished parts as we go, and stop at the first failure.
+            while let Some(done) = tasks.try_join_next() {
+                parts.push(done??);
+            }
         }
-        summary.object_bytes += chunk.data.len() as u64;
-        let (store, key, id) = (store.clone(), key.to_string(), id.clone());
-        tasks.spawn(async move {
-            let r = store
-                .upload_part(&key, &id, number, chunk.data.clone())
-                .await;
-            drop(chunk);
-            drop(permit);
-            r.with_context(|| format!("uploading part {number}"))
-        });
-        // Collect finished parts as we go, and stop at the first failure.
-        while let Some(done) = tasks.try_join_next() {
-            parts.push(done.map_err(|e| fail(anyhow!(e)))?.map_err(fail)?);
+        while let Some(done) = tasks.join_next().await {
+            parts.push(done??);
         }
+        Ok(())
     }
-    while let Some(done) = tasks.join_next().await {
-        parts.push(done.map_err(|e| fail(anyhow!(e)))?.map_err(fail)?);
+    .await;
+    if let Err(e) = sent {
+        // Let the parts still on their way land (or fail) before the upload is
+        // aborted: a part that finishes after the abort would stay billable.
+        while tasks.join_next().await.is_some() {}
+        return Err((Some(id), e));
     }
     parts.sort_by_key(|p| p.number);
     Ok(Some((id, parts)))
@@ -520,12 +529,10 @@ mod tests {
             }
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             let etag = format!("\"{}\"", md5_hex(&body));
-            self.uploads
-                .lock()
-                .unwrap()
-                .get_mut(id)
-                .unwrap()
-                .insert(n, body);
+            match self.uploads.lock().unwrap().get_mut(id) {
+                Some(parts) => parts.insert(n, body),
+                None => anyhow::bail!("NoSuchUpload: {id}"),
+            };
             Ok(Part {
                 number: n,
                 etag,
