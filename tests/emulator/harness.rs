@@ -103,6 +103,15 @@ pub fn reader_kl(args: &[&str]) -> Output {
     reader_env(args, &[("AWS_ENDPOINT_URL_KINESIS", kinesis_local())])
 }
 
+/// Polls `cond` until it holds; fails the test after `secs` seconds.
+pub fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A name no other test uses.
 pub fn unique(prefix: &str) -> String {
     format!(

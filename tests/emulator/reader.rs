@@ -256,18 +256,9 @@ async fn rerun_without_wait_takes_over_and_the_old_run_cannot_fix_anything() {
     slow.extend(["--until", "timeouts", "--iteration-timeout", "4s"]);
     let first = spawn_reader(&slow);
     // Wait until the first run holds the lease.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let st = status(&stream, &table, "T");
-        if st.as_array().is_some_and(|a| !a.is_empty()) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "first run never opened the iteration"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_until("the first run opens the iteration", 10, || {
+        !status(&stream, &table, "T").as_array().unwrap().is_empty()
+    });
     let mut take = args(&stream, &table, "T", "0");
     take.push("--rerun-without-wait");
     let second = reader(&take);
@@ -531,14 +522,9 @@ async fn sigterm_releases_the_iteration_as_failed_so_next_resumes_it_at_once() {
     let mut a = args(&stream, &table, "G", "next");
     a.extend(["--until", "timeouts", "--iteration-timeout", "30s"]);
     let child = spawn_reader(&a);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while status(&stream, &table, "G").as_array().unwrap().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the run never opened its iteration"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_until("the run opens its iteration", 10, || {
+        !status(&stream, &table, "G").as_array().unwrap().is_empty()
+    });
     std::thread::sleep(std::time::Duration::from_millis(300));
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -782,14 +768,7 @@ async fn exec_mode_forwards_sigterm_and_exits_with_the_childs_status() {
     let mut a = args(&stream, &table, "S", "next");
     a.extend(["--", "sh", "-c", script.as_str()]);
     let child = spawn_reader(&a);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
-    while !ready.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the command never finished reading"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    wait_until("the command finishes reading", 15, || ready.exists());
     std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
