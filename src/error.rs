@@ -87,6 +87,16 @@ where
     }
 }
 
+/// Resolves at SIGINT or SIGTERM, naming it: both binaries stop cleanly on either.
+pub async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
 /// The exit code for an error chain: a broken pipe (the reader of our stdout
 /// went away, as with `| head`) is a normal end.
 pub fn exit_for(err: &anyhow::Error) -> Exit {

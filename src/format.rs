@@ -131,7 +131,9 @@ impl Formatter {
                 Field::SequenceNumber => out.write_all(r.sequence_number.as_bytes())?,
                 Field::SubSequenceNumber => write!(out, "{}", r.sub_sequence_number.unwrap_or(0))?,
                 Field::PartitionKey => self.encode(out, r.partition_key.as_bytes())?,
-                Field::ArrivalTimestamp => write_rfc3339(out, r.arrival_ms)?,
+                Field::ArrivalTimestamp => {
+                    write!(out, "{}", crate::iteration::rfc3339(r.arrival_ms))?
+                }
                 Field::ArrivalMillis => write!(out, "{}", r.arrival_ms)?,
                 Field::Data => self.encode(out, &r.data)?,
                 Field::Stream => out.write_all(self.stream.as_bytes())?,
@@ -221,11 +223,6 @@ fn next_special(b: &[u8]) -> Option<usize> {
         Some(r) => Some(r),
         None => three,
     }
-}
-
-fn write_rfc3339(out: &mut impl Write, ms: i64) -> io::Result<()> {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    write!(out, "{}", humantime::format_rfc3339_millis(t))
 }
 
 #[cfg(test)]

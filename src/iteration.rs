@@ -483,10 +483,16 @@ fn check_same_stream(h: &IterationHeader, s: &StreamInfo, key: &LogicalKey) -> R
     Ok(())
 }
 
-/// RFC 3339 with milliseconds, UTC.
+/// Epoch milliseconds as RFC 3339 with milliseconds, UTC (written without allocating).
+pub fn rfc3339(ms: i64) -> humantime::Rfc3339Timestamp {
+    humantime::format_rfc3339_millis(
+        std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64),
+    )
+}
+
+/// [`rfc3339`] as a string.
 pub fn fmt_ms(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(t).to_string()
+    rfc3339(ms).to_string()
 }
 
 #[cfg(test)]

@@ -101,7 +101,7 @@ async fn read(cfg: ReaderConfig) -> Result<u8> {
                 (
                     out,
                     None,
-                    Box::pin(async { interrupted().await.to_string() }),
+                    Box::pin(async { kinesis_streaming::error::interrupted().await.to_string() }),
                 )
             }
             Some((program, args)) => {
@@ -249,23 +249,6 @@ fn on_path(program: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
         .unwrap_or(false)
-}
-
-async fn interrupted() -> &'static str {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
-    }
 }
 
 /// Who holds a lease: host, process and start time, so `status` says who.

@@ -94,7 +94,8 @@ async fn write(
                 || env("AWS_ENDPOINT_URL_S3").is_some();
             let store: Arc<dyn s3sink::ObjectStore> =
                 Arc::new(S3Objects::new(&sdk, &bucket, path_style));
-            let stop = Box::pin(async { interrupted().await.to_string() });
+            let stop =
+                Box::pin(async { kinesis_streaming::error::interrupted().await.to_string() });
             let (s, mut bad) =
                 s3sink::upload(store.clone(), &key, std::io::stdin(), &opts, bad, stop).await?;
             bad.finish()?;
@@ -190,7 +191,7 @@ async fn write(
             let input = std::io::BufReader::with_capacity(256 * 1024, std::io::stdin());
             let (s, mut bad) = tokio::select! {
                 r = dynamodb::load(items, input, &opts, bad) => r?,
-                why = interrupted() => return Err(ReaderError::Interrupted(format!(
+                why = kinesis_streaming::error::interrupted() => return Err(ReaderError::Interrupted(format!(
                     "stopped by {why}; the items written so far stay (put and add are idempotent: \
                      run the same input again)"
                 )).into()),
@@ -215,14 +216,5 @@ async fn write(
                 ("skipped_lines", bad.skipped),
             ])
         }
-    }
-}
-
-async fn interrupted() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
     }
 }

@@ -236,12 +236,7 @@ pub fn writer_env(args: &[&str], input: &[u8], env: &[(&str, &str)]) -> Output {
 
 /// Starts `kinesis-writer` with piped stdin (the caller writes and closes it).
 pub fn spawn_writer(args: &[&str]) -> Child {
-    command(WRITER, args, &[])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    spawn(WRITER, args, Stdio::piped())
 }
 
 pub async fn s3() -> aws_sdk_s3::Client {
@@ -301,8 +296,13 @@ pub fn reader_env(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// Starts `kinesis-reader` with piped stdout and stderr.
 pub fn spawn_reader(args: &[&str]) -> Child {
-    command(READER, args, &[])
-        .stdin(Stdio::null())
+    spawn(READER, args, Stdio::null())
+}
+
+/// Starts one of the binaries with piped stdout and stderr.
+fn spawn(bin: &str, args: &[&str], stdin: Stdio) -> Child {
+    command(bin, args, &[])
+        .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
