@@ -133,6 +133,26 @@ pub enum Lease {
     Succeeded,
 }
 
+/// Who holds a lease, and on what. A run that reads a whole iteration leases
+/// the iteration itself (its header); a map task of a planned iteration
+/// leases only its own set of shards (`task` names that set), so the map
+/// tasks of one iteration run side by side while two attempts of the same
+/// task never do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Holder {
+    pub owner: String,
+    pub task: Option<String>,
+}
+
+impl Holder {
+    pub fn whole(owner: &str) -> Self {
+        Holder {
+            owner: owner.to_string(),
+            task: None,
+        }
+    }
+}
+
 #[async_trait]
 pub trait CheckpointStore: Send + Sync {
     /// The highest-numbered iteration of a logical name.
@@ -162,15 +182,16 @@ pub trait CheckpointStore: Send + Sync {
         &self,
         key: &LogicalKey,
         n: u64,
-        owner: &str,
+        holder: &Holder,
         shards: &[ShardCheckpoint],
     ) -> Result<(), StoreError>;
     /// Takes the lease if free, expired or ours; with `takeover`, in any case.
+    /// A task's lease needs the iteration to exist; it leaves the header alone.
     async fn acquire(
         &self,
         key: &LogicalKey,
         n: u64,
-        owner: &str,
+        holder: &Holder,
         now_ms: i64,
         expires_ms: i64,
         takeover: bool,
@@ -180,7 +201,7 @@ pub trait CheckpointStore: Send + Sync {
         &self,
         key: &LogicalKey,
         n: u64,
-        owner: &str,
+        holder: &Holder,
         expires_ms: i64,
     ) -> Result<(), StoreError>;
     /// Fixes a shard's end while we hold the lease; `Conflict` otherwise.
@@ -188,25 +209,35 @@ pub trait CheckpointStore: Send + Sync {
         &self,
         key: &LogicalKey,
         n: u64,
-        owner: &str,
+        holder: &Holder,
         shard_id: &str,
         end: &ShardEnd,
     ) -> Result<(), StoreError>;
-    /// Sets the final state and releases our lease.
+    /// Releases our lease. For the whole iteration it also sets the state
+    /// (`Open` releases it without an outcome); a task's lease is only
+    /// released: an iteration's outcome is decided for the whole of it.
     async fn finish(
         &self,
         key: &LogicalKey,
         n: u64,
-        owner: &str,
+        holder: &Holder,
         state: IterationState,
         now_ms: i64,
     ) -> Result<(), StoreError>;
 }
 
+/// One iteration in the in-memory store: header, shards, and task leases
+/// (owner, expiry) by task name.
+#[derive(Clone, Debug)]
+struct MemoryIteration {
+    header: IterationHeader,
+    shards: BTreeMap<String, ShardCheckpoint>,
+    tasks: BTreeMap<String, (String, i64)>,
+}
+
 /// An in-memory store with the same conditional semantics, for unit tests of
 /// the iteration logic. Never a replacement for the emulator tests.
-type MemoryIterations =
-    BTreeMap<(LogicalKey, u64), (IterationHeader, BTreeMap<String, ShardCheckpoint>)>;
+type MemoryIterations = BTreeMap<(LogicalKey, u64), MemoryIteration>;
 
 #[derive(Default)]
 pub struct MemoryStore {
@@ -217,28 +248,27 @@ impl MemoryStore {
     fn with<T>(&self, f: impl FnOnce(&mut MemoryIterations) -> T) -> T {
         f(&mut self.inner.lock().unwrap())
     }
-}
 
-impl MemoryStore {
-    /// Runs `f` on iteration `n` while `owner` holds its lease; `Conflict` otherwise.
+    /// Runs `f` on iteration `n` while `holder` holds its lease; `Conflict` otherwise.
     fn leased<T>(
         &self,
         key: &LogicalKey,
         n: u64,
-        owner: &str,
-        f: impl FnOnce(
-            &mut IterationHeader,
-            &mut BTreeMap<String, ShardCheckpoint>,
-        ) -> Result<T, StoreError>,
+        holder: &Holder,
+        f: impl FnOnce(&mut MemoryIteration) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         self.with(|m| {
-            let (h, s) = m
+            let it = m
                 .get_mut(&(key.clone(), n))
                 .ok_or_else(|| conflict("no iteration"))?;
-            if h.owner.as_deref() != Some(owner) {
+            let owner = match &holder.task {
+                None => it.header.owner.as_deref(),
+                Some(t) => it.tasks.get(t).map(|(o, _)| o.as_str()),
+            };
+            if owner != Some(holder.owner.as_str()) {
                 return Err(conflict("lease lost"));
             }
-            f(h, s)
+            f(it)
         })
     }
 }
@@ -253,7 +283,7 @@ impl CheckpointStore for MemoryStore {
         Ok(self.with(|m| {
             m.iter()
                 .filter(|((k, _), _)| k == key)
-                .map(|(_, (h, _))| h.clone())
+                .map(|(_, it)| it.header.clone())
                 .next_back()
         }))
     }
@@ -262,7 +292,7 @@ impl CheckpointStore for MemoryStore {
         key: &LogicalKey,
         n: u64,
     ) -> Result<Option<IterationHeader>, StoreError> {
-        Ok(self.with(|m| m.get(&(key.clone(), n)).map(|(h, _)| h.clone())))
+        Ok(self.with(|m| m.get(&(key.clone(), n)).map(|it| it.header.clone())))
     }
     async fn lowest_unfinished(
         &self,
@@ -273,7 +303,7 @@ impl CheckpointStore for MemoryStore {
         Ok(self.with(|m| {
             (from..=to).find(|n| {
                 m.get(&(key.clone(), *n))
-                    .is_some_and(|(h, _)| h.state != IterationState::Succeeded)
+                    .is_some_and(|it| it.header.state != IterationState::Succeeded)
             })
         }))
     }
@@ -281,14 +311,14 @@ impl CheckpointStore for MemoryStore {
         Ok(self.with(|m| {
             m.iter()
                 .filter(|((k, _), _)| k == key)
-                .map(|(_, (h, _))| h.clone())
+                .map(|(_, it)| it.header.clone())
                 .collect()
         }))
     }
     async fn shards(&self, key: &LogicalKey, n: u64) -> Result<Vec<ShardCheckpoint>, StoreError> {
         Ok(self.with(|m| {
             m.get(&(key.clone(), n))
-                .map(|(_, s)| s.values().cloned().collect())
+                .map(|it| it.shards.values().cloned().collect())
                 .unwrap_or_default()
         }))
     }
@@ -303,11 +333,18 @@ impl CheckpointStore for MemoryStore {
             if m.contains_key(&k) {
                 return Err(conflict(format!("iteration {} exists", header.number)));
             }
-            let s = shards
+            let shards = shards
                 .iter()
                 .map(|s| (s.shard_id.clone(), s.clone()))
                 .collect();
-            m.insert(k, (header.clone(), s));
+            m.insert(
+                k,
+                MemoryIteration {
+                    header: header.clone(),
+                    shards,
+                    tasks: BTreeMap::new(),
+                },
+            );
             Ok(())
         })
     }
@@ -315,12 +352,14 @@ impl CheckpointStore for MemoryStore {
         &self,
         key: &LogicalKey,
         n: u64,
-        owner: &str,
+        holder: &Holder,
         shards: &[ShardCheckpoint],
     ) -> Result<(), StoreError> {
-        self.leased(key, n, owner, |_, s| {
+        self.leased(key, n, holder, |it| {
             for sh in shards {
-                s.entry(sh.shard_id.clone()).or_insert_with(|| sh.clone());
+                it.shards
+                    .entry(sh.shard_id.clone())
+                    .or_insert_with(|| sh.clone());
             }
             Ok(())
         })
@@ -329,44 +368,64 @@ impl CheckpointStore for MemoryStore {
         &self,
         key: &LogicalKey,
         n: u64,
-        owner: &str,
+        holder: &Holder,
         now_ms: i64,
         expires_ms: i64,
         takeover: bool,
     ) -> Result<Lease, StoreError> {
         self.with(|m| {
-            let (h, _) = m
+            let it = m
                 .get_mut(&(key.clone(), n))
                 .ok_or_else(|| conflict("no iteration"))?;
-            if h.state == IterationState::Succeeded {
+            if it.header.state == IterationState::Succeeded {
                 return Ok(Lease::Succeeded);
             }
-            let free = match &h.owner {
-                None => true,
-                Some(o) => o == owner || h.lease_expires_ms < now_ms,
+            let (owner, expires) = match &holder.task {
+                None => (it.header.owner.clone(), it.header.lease_expires_ms),
+                Some(t) => match it.tasks.get(t) {
+                    Some((o, e)) => (Some(o.clone()), *e),
+                    None => (None, 0),
+                },
             };
-            if free || takeover {
-                h.owner = Some(owner.to_string());
-                h.lease_expires_ms = expires_ms;
-                h.state = IterationState::Open;
-                Ok(Lease::Acquired)
-            } else {
-                Ok(Lease::HeldBy {
-                    owner: h.owner.clone().unwrap_or_default(),
-                    expires_ms: h.lease_expires_ms,
-                })
+            let free = match &owner {
+                None => true,
+                Some(o) => *o == holder.owner || expires < now_ms,
+            };
+            if !(free || takeover) {
+                return Ok(Lease::HeldBy {
+                    owner: owner.unwrap_or_default(),
+                    expires_ms: expires,
+                });
             }
+            match &holder.task {
+                None => {
+                    it.header.owner = Some(holder.owner.clone());
+                    it.header.lease_expires_ms = expires_ms;
+                    it.header.state = IterationState::Open;
+                }
+                Some(t) => {
+                    it.tasks
+                        .insert(t.clone(), (holder.owner.clone(), expires_ms));
+                }
+            }
+            Ok(Lease::Acquired)
         })
     }
     async fn renew(
         &self,
         key: &LogicalKey,
         n: u64,
-        owner: &str,
+        holder: &Holder,
         expires_ms: i64,
     ) -> Result<(), StoreError> {
-        self.leased(key, n, owner, |h, _| {
-            h.lease_expires_ms = expires_ms;
+        self.leased(key, n, holder, |it| {
+            match &holder.task {
+                None => it.header.lease_expires_ms = expires_ms,
+                Some(t) => {
+                    it.tasks
+                        .insert(t.clone(), (holder.owner.clone(), expires_ms));
+                }
+            }
             Ok(())
         })
     }
@@ -374,12 +433,13 @@ impl CheckpointStore for MemoryStore {
         &self,
         key: &LogicalKey,
         n: u64,
-        owner: &str,
+        holder: &Holder,
         shard_id: &str,
         end: &ShardEnd,
     ) -> Result<(), StoreError> {
-        self.leased(key, n, owner, |_, s| {
-            let sh = s
+        self.leased(key, n, holder, |it| {
+            let sh = it
+                .shards
                 .get_mut(shard_id)
                 .ok_or_else(|| conflict("no such shard"))?;
             if sh.end.is_some() {
@@ -393,14 +453,24 @@ impl CheckpointStore for MemoryStore {
         &self,
         key: &LogicalKey,
         n: u64,
-        owner: &str,
+        holder: &Holder,
         state: IterationState,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        self.leased(key, n, owner, |h, _| {
-            h.owner = None;
-            h.state = state;
-            h.finished_ms = Some(now_ms);
+        self.leased(key, n, holder, |it| {
+            match &holder.task {
+                Some(t) => {
+                    it.tasks.remove(t);
+                }
+                None => {
+                    let h = &mut it.header;
+                    h.owner = None;
+                    h.state = state;
+                    if state != IterationState::Open {
+                        h.finished_ms = Some(now_ms);
+                    }
+                }
+            }
             Ok(())
         })
     }

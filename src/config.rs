@@ -7,7 +7,7 @@ use crate::error::ReaderError;
 use crate::format::{parse_fields, DataEncoding, Field, OutputFormat};
 use crate::iteration::{IterationRequest, StartSpec};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
@@ -42,6 +42,16 @@ pub enum Command {
         #[arg(long, default_value_t = 20)]
         last: usize,
     },
+    /// Open an iteration for map tasks (its shards and starts are fixed) and print its
+    /// manifest: one line per group of shards, for NLineInputFormat or `--shards-from-stdin`.
+    Plan {
+        /// Shards per manifest line (per map task).
+        #[arg(long, default_value_t = 1)]
+        shards_per_line: usize,
+    },
+    /// After a distributed job: mark a planned iteration succeeded (every shard must have a
+    /// fixed end), so that `--iteration next` moves on to the one after it.
+    Finish,
 }
 
 /// Settings every sub-command shares.
@@ -79,13 +89,13 @@ pub struct CommonArgs {
 #[derive(Args, Debug)]
 pub struct ReadArgs {
     /// Iteration number, or `next` [kinesis.checkpoint.iteration.no].
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub iteration: Option<String>,
     /// Take over an iteration another run holds, at once [kinesis.rerun.iteration.without.wait].
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub rerun_without_wait: bool,
     /// Where the first iteration starts: trim-horizon, latest, at-timestamp=RFC3339.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub start_position: Option<String>,
     /// End rule: `snapshot` (what was in the stream at the start) or `timeouts` (EMR's).
     #[arg(long, value_enum)]
@@ -123,15 +133,80 @@ pub struct ReadArgs {
     #[arg(long, value_enum, default_value_t = OutputFormat::Tsv)]
     pub format: OutputFormat,
     /// How long to wait for another run's lease on the iteration before exiting with code 3.
-    #[arg(long, default_value = "5m")]
+    #[arg(long, global = true, default_value = "5m")]
     pub lease_wait: String,
     /// How long a lease lasts without renewal (a crashed run blocks its iteration this long).
-    #[arg(long, default_value = "30s")]
+    #[arg(long, global = true, default_value = "30s")]
     pub lease_duration: String,
+    /// Map mode: read only the shards named by the manifest lines on stdin (from `plan`;
+    /// Hadoop's `<offset><TAB><line>` form too). Stream, logical name and iteration come
+    /// from the manifest.
+    #[arg(long, conflicts_with = "task")]
+    pub shards_from_stdin: bool,
+    /// Map mode: read task I's share (of N) of a planned iteration's shards. Under Hadoop
+    /// with several map tasks, mapreduce_task_partition / mapreduce_job_maps set it.
+    #[arg(long, value_name = "I/N")]
+    pub task: Option<String>,
+    /// Write Hadoop `reporter:` counter and status lines on stderr even outside a Hadoop task.
+    #[arg(long)]
+    pub hadoop_reporter: bool,
     /// Exec mode: run this command with the records on its stdin (after `--`); the iteration
     /// succeeds only if it exits 0, and its exit status is the reader's.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// Map mode: a map task reads part of a planned iteration (see `manifest.rs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MapMode {
+    /// `--shards-from-stdin`: the shards named by manifest lines.
+    Manifest(BTreeSet<String>),
+    /// `--task i/n`, or Hadoop's task partition and map count.
+    Task { index: usize, count: usize },
+}
+
+/// Hadoop's jobconf names for a task's partition and the job's map count
+/// (current, then Hadoop 1).
+const TASK_PARTITION: [&str; 2] = ["mapreduce.task.partition", "mapred.task.partition"];
+const JOB_MAPS: [&str; 2] = ["mapreduce.job.maps", "mapred.map.tasks"];
+
+/// Makes a manifest's stream, logical name and iteration the settings of
+/// this run; one that is also set otherwise must agree with it.
+pub fn apply_manifest(
+    c: &mut CommonArgs,
+    r: &mut ReadArgs,
+    l: &Layers,
+    a: &crate::manifest::Assignment,
+) -> Result<(), ReaderError> {
+    let agree = |given: Option<(String, String)>, want: &str, what: &str| match given {
+        Some((v, src)) if v != want && crate::stream::stream_name(&v) != want => Err(usage(
+            format!("{src} does not match the manifest on stdin, which is for {what} {want:?}"),
+        )),
+        _ => Ok(()),
+    };
+    agree(
+        l.get("stream", c.stream.as_deref(), &[names::STREAM])?,
+        &a.stream,
+        "stream",
+    )?;
+    agree(
+        l.get(
+            "logical-name",
+            c.logical_name.as_deref(),
+            &[names::LOGICAL_NAME],
+        )?,
+        &a.logical_name,
+        "logical name",
+    )?;
+    let n = a.iteration.to_string();
+    match l.get("iteration", r.iteration.as_deref(), &[names::ITERATION])? {
+        Some((v, _)) if v == "next" => {}
+        given => agree(given, &n, "iteration")?,
+    }
+    c.stream.get_or_insert_with(|| a.stream.clone());
+    c.logical_name.get_or_insert_with(|| a.logical_name.clone());
+    r.iteration = Some(n);
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -365,6 +440,37 @@ pub struct ReaderConfig {
     pub fields: Vec<Field>,
     pub encoding: DataEncoding,
     pub format: OutputFormat,
+    /// Map mode: this run reads only part of a planned iteration.
+    pub map: Option<MapMode>,
+}
+
+/// Which part of an iteration this run reads: the manifest's shards, `--task`,
+/// or Hadoop's task partition when the job has more than one map task.
+fn map_mode(
+    r: &ReadArgs,
+    l: &Layers,
+    assignment: Option<&crate::manifest::Assignment>,
+) -> Result<Option<MapMode>, ReaderError> {
+    if let Some(a) = assignment {
+        return Ok(Some(MapMode::Manifest(a.shards.clone())));
+    }
+    if let Some(t) = &r.task {
+        let (index, count) =
+            crate::manifest::parse_task(t).map_err(|e| usage(format!("--task {e}")))?;
+        return Ok(Some(MapMode::Task { index, count }));
+    }
+    let number = |names: &[&str]| -> Result<Option<usize>, ReaderError> {
+        parsed(l.get("", None, names)?, |v| {
+            v.parse::<usize>()
+                .map_err(|_| "expected a whole number".to_string())
+        })
+    };
+    match (number(&JOB_MAPS)?, number(&TASK_PARTITION)?) {
+        (Some(count), Some(index)) if count > 1 && index < count => {
+            Ok(Some(MapMode::Task { index, count }))
+        }
+        _ => Ok(None),
+    }
 }
 
 /// EMR's default iteration timeout, used by `--until timeouts` when none is given.
@@ -444,7 +550,13 @@ pub fn logical_name(c: &CommonArgs, l: &Layers) -> Result<Option<String>, Reader
 }
 
 impl ReaderConfig {
-    pub fn resolve(c: &CommonArgs, r: &ReadArgs, l: &Layers) -> Result<Self, ReaderError> {
+    /// `assignment`: the manifest read from stdin with `--shards-from-stdin`.
+    pub fn resolve(
+        c: &CommonArgs,
+        r: &ReadArgs,
+        l: &Layers,
+        assignment: Option<&crate::manifest::Assignment>,
+    ) -> Result<Self, ReaderError> {
         let stream = stream_setting(c, l)?;
         let aws = aws_settings(c, l)?;
         let table = table_settings(c, l)?;
@@ -537,6 +649,14 @@ impl ReaderConfig {
                 )))
             }
         };
+        let map = map_mode(r, l, assignment)?;
+        if map.is_some() && checkpoint.is_none() {
+            return Err(usage(
+                "map mode (--shards-from-stdin, --task, or Hadoop's task partition) reads a \
+                 planned iteration: it needs a checkpoint table"
+                    .into(),
+            ));
+        }
         let fields = match &r.fields {
             Some(f) => parse_fields(f).map_err(|e| usage(format!("--fields: {e}")))?,
             None => vec![Field::PartitionKey, Field::Data],
@@ -561,6 +681,7 @@ impl ReaderConfig {
             fields,
             encoding: r.data_encoding,
             format: r.format,
+            map,
         })
     }
 }
@@ -579,7 +700,7 @@ mod tests {
             .collect();
         let lookup = move |k: &str| env.get(k).cloned();
         let layers = Layers::new(&cli.common.define, &lookup)?;
-        ReaderConfig::resolve(&cli.common, &cli.read, &layers)
+        ReaderConfig::resolve(&cli.common, &cli.read, &layers, None)
     }
 
     #[test]

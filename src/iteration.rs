@@ -11,7 +11,7 @@
 //! (conditional write) and takes its lease.
 
 use crate::checkpoint::{
-    CheckpointStore, IterationHeader, IterationState, Lease, LogicalKey, ShardCheckpoint,
+    CheckpointStore, Holder, IterationHeader, IterationState, Lease, LogicalKey, ShardCheckpoint,
     StoreError,
 };
 use crate::error::ReaderError;
@@ -191,11 +191,22 @@ pub enum IterationRequest {
 #[derive(Clone, Debug)]
 pub struct LeaseOptions {
     pub owner: String,
+    /// Map mode: the lease covers only this task's shards (see [`Holder`]).
+    pub task: Option<String>,
     pub duration: Duration,
     /// How long to wait for another run's lease before giving up (exit code 3).
     pub wait: Duration,
     /// `--rerun-without-wait`: take the lease over at once.
     pub takeover: bool,
+}
+
+impl LeaseOptions {
+    pub fn holder(&self) -> Holder {
+        Holder {
+            owner: self.owner.clone(),
+            task: self.task.clone(),
+        }
+    }
 }
 
 /// An opened iteration: its header, its shards, and whether we hold its lease
@@ -228,7 +239,8 @@ pub async fn resolve(
         }
         (IterationRequest::Number(0), None) => Ok(0),
         (IterationRequest::Number(n), None) => Err(ReaderError::Usage(format!(
-            "iteration {n} of logical name {:?} cannot be opened: it has no iterations yet and              its first is 0 (use --iteration 0 or --iteration next)",
+            "iteration {n} of logical name {:?} cannot be opened: it has no iterations yet and \
+             its first is 0 (use --iteration 0 or --iteration next)",
             key.logical_name
         ))
         .into()),
@@ -261,6 +273,15 @@ pub async fn open(
 ) -> Result<Opened> {
     let header = match store.header(key, n).await? {
         Some(h) => h,
+        // A map task reads a planned iteration; it never creates one.
+        None if lease.task.is_some() => {
+            return Err(ReaderError::Usage(format!(
+                "iteration {n} of logical name {:?} has not been planned: run `kinesis-reader \
+                 plan` first (a map task reads only the shards of a planned iteration)",
+                key.logical_name
+            ))
+            .into())
+        }
         None => match create(store, key, n, stream, listed, start, lease, now).await? {
             Some(opened) => return Ok(opened),
             // Another run created it first: fall through to the lease.
@@ -285,7 +306,7 @@ pub async fn open(
         let t = now();
         let expires = t + lease.duration.as_millis() as i64;
         match store
-            .acquire(key, n, &lease.owner, t, expires, lease.takeover)
+            .acquire(key, n, &lease.holder(), t, expires, lease.takeover)
             .await
             .context("taking the iteration's lease")?
         {
@@ -314,9 +335,10 @@ pub async fn open(
                 let waited = Duration::from_millis((t - waited_since).max(0) as u64);
                 if waited >= lease.wait {
                     return Err(ReaderError::IterationOwned(format!(
-                        "iteration {n} of logical name {:?} is being run by {owner} \
+                        "{} of logical name {:?} is being run by {owner} \
                          (lease until {}); waited {}; rerun later, or take it over \
                          with --rerun-without-wait",
+                        what(n, lease),
                         key.logical_name,
                         fmt_ms(expires_ms),
                         humantime::format_duration(Duration::from_secs(waited.as_secs()))
@@ -325,8 +347,9 @@ pub async fn open(
                 }
                 if waited.is_zero() {
                     log::warn!(
-                        "iteration {n} of {:?} is held by {owner} until {}; waiting for it \
-                         to finish or its lease to expire (--rerun-without-wait takes it over)",
+                        "{} of {:?} is held by {owner} until {}; waiting for it to finish \
+                         or its lease to expire (--rerun-without-wait takes it over)",
+                        what(n, lease),
                         key.logical_name,
                         fmt_ms(expires_ms)
                     );
@@ -339,6 +362,98 @@ pub async fn open(
             }
         }
     }
+}
+
+/// What a lease covers, for messages.
+fn what(n: u64, lease: &LeaseOptions) -> String {
+    match &lease.task {
+        None => format!("iteration {n}"),
+        Some(t) => format!("task {t} of iteration {n}"),
+    }
+}
+
+/// `plan`: opens iteration `n` (creating it if needed, so its shards and
+/// their starts are fixed) and releases it at once without an outcome, so
+/// that map tasks can lease its shards.
+#[allow(clippy::too_many_arguments)]
+pub async fn plan(
+    store: &dyn CheckpointStore,
+    key: &LogicalKey,
+    n: u64,
+    stream: &StreamInfo,
+    listed: &[ShardInfo],
+    start: &StartSpec,
+    lease: &LeaseOptions,
+    now: &dyn Fn() -> i64,
+) -> Result<Opened> {
+    let opened = open(store, key, n, stream, listed, start, lease, now).await?;
+    if opened.leased {
+        store
+            .finish(key, n, &lease.holder(), IterationState::Open, now())
+            .await
+            .context("releasing the planned iteration")?;
+    }
+    Ok(opened)
+}
+
+/// After a distributed job: marks a planned iteration succeeded once every
+/// shard has a fixed end, so that `next` moves on. Returns false if it had
+/// succeeded already.
+#[allow(clippy::too_many_arguments)]
+pub async fn confirm(
+    store: &dyn CheckpointStore,
+    key: &LogicalKey,
+    n: u64,
+    stream: &StreamInfo,
+    listed: &[ShardInfo],
+    lease: &LeaseOptions,
+    now: &dyn Fn() -> i64,
+) -> Result<bool> {
+    if store.header(key, n).await?.is_none() {
+        return Err(ReaderError::Usage(format!(
+            "iteration {n} of logical name {:?} does not exist",
+            key.logical_name
+        ))
+        .into());
+    }
+    let opened = open(
+        store,
+        key,
+        n,
+        stream,
+        listed,
+        &StartSpec::TrimHorizon,
+        lease,
+        now,
+    )
+    .await?;
+    if !opened.leased {
+        return Ok(false);
+    }
+    let unfixed: Vec<&str> = opened
+        .shards
+        .iter()
+        .filter(|s| s.end.is_none())
+        .map(|s| s.shard_id.as_str())
+        .collect();
+    let holder = lease.holder();
+    if !unfixed.is_empty() {
+        store
+            .finish(key, n, &holder, IterationState::Open, now())
+            .await?;
+        return Err(anyhow!(
+            "iteration {n} of {:?} is not complete: {} of its {} shards have no fixed end \
+             ({}); run the map tasks for them (or `kinesis-reader --iteration {n}`) first",
+            key.logical_name,
+            unfixed.len(),
+            opened.shards.len(),
+            unfixed.join(", ")
+        ));
+    }
+    store
+        .finish(key, n, &holder, IterationState::Succeeded, now())
+        .await?;
+    Ok(true)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -460,7 +575,7 @@ async fn complete_plan(
         have.len(),
         missing.len()
     );
-    store.add_shards(key, n, &lease.owner, &missing).await?;
+    store.add_shards(key, n, &lease.holder(), &missing).await?;
     Ok(store.shards(key, n).await?)
 }
 
@@ -641,6 +756,7 @@ mod tests {
     fn lease(owner: &str, takeover: bool) -> LeaseOptions {
         LeaseOptions {
             owner: owner.into(),
+            task: None,
             duration: Duration::from_secs(30),
             wait: Duration::ZERO,
             takeover,
@@ -670,14 +786,150 @@ mod tests {
                 ..done(s, Some("5"), false).end.unwrap()
             };
             store
-                .fix_shard(&key(), o.header.number, owner, &s.shard_id, &end)
+                .fix_shard(
+                    &key(),
+                    o.header.number,
+                    &Holder::whole(owner),
+                    &s.shard_id,
+                    &end,
+                )
                 .await
                 .unwrap();
         }
         store
-            .finish(&key(), o.header.number, owner, state, 2_000)
+            .finish(&key(), o.header.number, &Holder::whole(owner), state, 2_000)
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn map_tasks_lease_their_shards_side_by_side_and_finish_confirms_the_whole() {
+        let store = MemoryStore::default();
+        let listed = [shard("s0", &[], "1", None), shard("s1", &[], "1", None)];
+        let task = |owner: &str, t: &str| LeaseOptions {
+            task: Some(t.into()),
+            ..lease(owner, false)
+        };
+        let open_task = |l: LeaseOptions| {
+            let store = &store;
+            let listed = &listed;
+            async move {
+                open(
+                    store,
+                    &key(),
+                    0,
+                    &stream(),
+                    listed,
+                    &StartSpec::TrimHorizon,
+                    &l,
+                    &NOW,
+                )
+                .await
+            }
+        };
+        // A task cannot start an iteration nobody planned.
+        let e = open_task(task("a", "s0")).await.unwrap_err();
+        assert!(e.to_string().contains("has not been planned"), "{e}");
+        let planned = plan(
+            &store,
+            &key(),
+            0,
+            &stream(),
+            &listed,
+            &StartSpec::TrimHorizon,
+            &lease("planner", false),
+            &NOW,
+        )
+        .await
+        .unwrap();
+        assert_eq!(planned.shards.len(), 2);
+        let h = store.header(&key(), 0).await.unwrap().unwrap();
+        assert_eq!((h.owner, h.state), (None, IterationState::Open));
+        // Two tasks of the same iteration hold their leases at once...
+        let a = open_task(task("a", "s0")).await.unwrap();
+        let b = open_task(task("b", "s1")).await.unwrap();
+        assert!(a.leased && b.leased);
+        // ...a second attempt of task s0 waits for the first (here: gives up at once)...
+        let e = open_task(task("a2", "s0")).await.unwrap_err();
+        assert!(e.to_string().contains("task s0 of iteration 0"), "{e}");
+        // ...and fixes nothing without the lease.
+        let end = done(&a.shards[0], Some("5"), false).end.unwrap();
+        let a_holder = task("a", "s0").holder();
+        assert!(store
+            .fix_shard(&key(), 0, &task("a2", "s0").holder(), "s0", &end)
+            .await
+            .is_err());
+        store
+            .fix_shard(&key(), 0, &a_holder, "s0", &end)
+            .await
+            .unwrap();
+        store
+            .finish(&key(), 0, &a_holder, IterationState::Succeeded, 2)
+            .await
+            .unwrap();
+        // A task's end does not decide the iteration.
+        let h = store.header(&key(), 0).await.unwrap().unwrap();
+        assert_eq!(h.state, IterationState::Open);
+        // The retry of s0 gets the lease and finds its end fixed: a replay.
+        let again = open_task(task("a2", "s0")).await.unwrap();
+        assert!(again.leased);
+        assert!(again
+            .shards
+            .iter()
+            .any(|s| s.shard_id == "s0" && s.end.is_some()));
+        // finish refuses while s1 has no end, then confirms; `next` moves on.
+        let e = confirm(
+            &store,
+            &key(),
+            0,
+            &stream(),
+            &listed,
+            &lease("driver", false),
+            &NOW,
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("s1"), "{e}");
+        assert_eq!(
+            resolve(&store, &key(), IterationRequest::Next)
+                .await
+                .unwrap(),
+            0
+        );
+        let b_holder = task("b", "s1").holder();
+        let end = done(&b.shards[1], None, false).end.unwrap();
+        store
+            .fix_shard(&key(), 0, &b_holder, "s1", &end)
+            .await
+            .unwrap();
+        assert!(confirm(
+            &store,
+            &key(),
+            0,
+            &stream(),
+            &listed,
+            &lease("driver", false),
+            &NOW
+        )
+        .await
+        .unwrap());
+        assert_eq!(
+            resolve(&store, &key(), IterationRequest::Next)
+                .await
+                .unwrap(),
+            1
+        );
+        assert!(!confirm(
+            &store,
+            &key(),
+            0,
+            &stream(),
+            &listed,
+            &lease("driver", false),
+            &NOW
+        )
+        .await
+        .unwrap());
     }
 
     #[tokio::test]
@@ -728,7 +980,9 @@ mod tests {
         let o = open_as(&store, 0, "b", true).await.unwrap();
         let end = done(&o.shards[0], Some("3"), false).end.unwrap();
         assert!(matches!(
-            store.fix_shard(&key(), 0, "a", "s0", &end).await,
+            store
+                .fix_shard(&key(), 0, &Holder::whole("a"), "s0", &end)
+                .await,
             Err(StoreError::Conflict(_))
         ));
         finish_all(&store, &o, "b", IterationState::Succeeded).await;
@@ -787,7 +1041,7 @@ mod tests {
             &self,
             k: &LogicalKey,
             n: u64,
-            o: &str,
+            o: &Holder,
             s: &[ShardCheckpoint],
         ) -> Result<(), StoreError> {
             self.0.add_shards(k, n, o, s).await
@@ -796,21 +1050,27 @@ mod tests {
             &self,
             k: &LogicalKey,
             n: u64,
-            o: &str,
+            o: &Holder,
             now: i64,
             exp: i64,
             t: bool,
         ) -> Result<Lease, StoreError> {
             self.0.acquire(k, n, o, now, exp, t).await
         }
-        async fn renew(&self, k: &LogicalKey, n: u64, o: &str, exp: i64) -> Result<(), StoreError> {
+        async fn renew(
+            &self,
+            k: &LogicalKey,
+            n: u64,
+            o: &Holder,
+            exp: i64,
+        ) -> Result<(), StoreError> {
             self.0.renew(k, n, o, exp).await
         }
         async fn fix_shard(
             &self,
             k: &LogicalKey,
             n: u64,
-            o: &str,
+            o: &Holder,
             id: &str,
             e: &ShardEnd,
         ) -> Result<(), StoreError> {
@@ -820,7 +1080,7 @@ mod tests {
             &self,
             k: &LogicalKey,
             n: u64,
-            o: &str,
+            o: &Holder,
             st: IterationState,
             now: i64,
         ) -> Result<(), StoreError> {
@@ -858,9 +1118,15 @@ mod tests {
         let store = MemoryStore::default();
         let o = open_as(&store, 0, "a", false).await.unwrap();
         let end = done(&o.shards[0], Some("3"), false).end.unwrap();
-        store.fix_shard(&key(), 0, "a", "s0", &end).await.unwrap();
+        store
+            .fix_shard(&key(), 0, &Holder::whole("a"), "s0", &end)
+            .await
+            .unwrap();
         let later = done(&o.shards[0], Some("9"), false).end.unwrap();
-        assert!(store.fix_shard(&key(), 0, "a", "s0", &later).await.is_err());
+        assert!(store
+            .fix_shard(&key(), 0, &Holder::whole("a"), "s0", &later)
+            .await
+            .is_err());
         let s = store.shards(&key(), 0).await.unwrap();
         assert_eq!(
             s[0].end.as_ref().unwrap().last_sequence.as_deref(),

@@ -28,6 +28,7 @@ pub mod expiry;
 pub mod format;
 pub mod iteration;
 pub mod kpl;
+pub mod manifest;
 pub mod merge;
 pub mod position;
 pub mod progress;

@@ -3,9 +3,9 @@
 //! boundary as soon as its records are delivered, and close the iteration.
 
 use crate::checkpoint::{
-    CheckpointStore, IterationState, LogicalKey, ShardCheckpoint, ShardEnd, StoreError,
+    CheckpointStore, Holder, IterationState, LogicalKey, ShardCheckpoint, ShardEnd, StoreError,
 };
-use crate::config::{ReaderConfig, Until};
+use crate::config::{MapMode, ReaderConfig, Until};
 use crate::error::ReaderError;
 use crate::expiry::{self, OnExpired};
 use crate::format::Formatter;
@@ -89,6 +89,59 @@ impl Prepared {
     }
 }
 
+/// A checkpointed run's stream, iteration number and lease.
+struct Located {
+    info: StreamInfo,
+    listed: Vec<ShardInfo>,
+    key: LogicalKey,
+    n: u64,
+    lease: LeaseOptions,
+}
+
+async fn locate(
+    api: &dyn StreamApi,
+    store: &dyn CheckpointStore,
+    cfg: &ReaderConfig,
+    owner: &str,
+) -> Result<Located> {
+    let cp = cfg
+        .checkpoint
+        .as_ref()
+        .ok_or_else(|| ReaderError::Usage("this needs a checkpoint table".into()))?;
+    let info = api.describe().await.map_err(stream_error)?;
+    let listed = api.list_shards().await.map_err(stream_error)?;
+    let key = LogicalKey {
+        stream: info.name.clone(),
+        logical_name: cp.logical_name.clone(),
+    };
+    let n = iteration::resolve(store, &key, cp.iteration).await?;
+    let task = cfg.map.as_ref().map(|m| match m {
+        MapMode::Manifest(shards) => crate::manifest::task_name(shards),
+        MapMode::Task { index, count } => format!("task-{index}-of-{count}"),
+    });
+    let lease = LeaseOptions {
+        owner: owner.to_string(),
+        task,
+        duration: cp.lease_duration,
+        wait: cp.lease_wait,
+        takeover: cp.takeover,
+    };
+    Ok(Located {
+        info,
+        listed,
+        key,
+        n,
+        lease,
+    })
+}
+
+fn opening(n: u64, key: &LogicalKey) -> String {
+    format!(
+        "opening iteration {n} of logical name {:?}",
+        key.logical_name
+    )
+}
+
 /// Looks at the stream and opens the iteration (waiting for its lease).
 pub async fn prepare(
     api: Arc<dyn StreamApi>,
@@ -97,49 +150,159 @@ pub async fn prepare(
     owner: &str,
 ) -> Result<Prepared> {
     let started = Instant::now();
-    let info = api.describe().await.map_err(stream_error)?;
-    let listed = api.list_shards().await.map_err(stream_error)?;
-    let iteration = match (store, &cfg.checkpoint) {
-        (Some(store), Some(cp)) => {
-            let key = LogicalKey {
-                stream: info.name.clone(),
-                logical_name: cp.logical_name.clone(),
-            };
-            let n = iteration::resolve(store.as_ref(), &key, cp.iteration).await?;
-            let lease = LeaseOptions {
-                owner: owner.to_string(),
-                duration: cp.lease_duration,
-                wait: cp.lease_wait,
-                takeover: cp.takeover,
-            };
-            let opened = iteration::open(
-                store.as_ref(),
-                &key,
-                n,
-                &info,
-                &listed,
-                &cfg.start,
-                &lease,
-                &crate::now_ms,
-            )
-            .await
-            .with_context(|| {
-                format!(
-                    "opening iteration {n} of logical name {:?}",
-                    key.logical_name
-                )
-            })?;
-            Some((store, key, opened, lease))
-        }
-        _ => None,
+    let Some(store) = store.filter(|_| cfg.checkpoint.is_some()) else {
+        let info = api.describe().await.map_err(stream_error)?;
+        let listed = api.list_shards().await.map_err(stream_error)?;
+        return Ok(Prepared {
+            api,
+            info,
+            listed,
+            iteration: None,
+            started,
+        });
     };
+    let Located {
+        info,
+        listed,
+        key,
+        n,
+        lease,
+    } = locate(api.as_ref(), store.as_ref(), cfg, owner).await?;
+    let mut opened = iteration::open(
+        store.as_ref(),
+        &key,
+        n,
+        &info,
+        &listed,
+        &cfg.start,
+        &lease,
+        &crate::now_ms,
+    )
+    .await
+    .with_context(|| opening(n, &key))?;
+    if let Some(m) = &cfg.map {
+        if let Err(e) = select(&mut opened, m, &key) {
+            if opened.leased {
+                let _ = store
+                    .finish(
+                        &key,
+                        n,
+                        &lease.holder(),
+                        IterationState::Open,
+                        crate::now_ms(),
+                    )
+                    .await;
+            }
+            return Err(e);
+        }
+    }
     Ok(Prepared {
         api,
         info,
         listed,
-        iteration,
+        iteration: Some((store, key, opened, lease)),
         started,
     })
+}
+
+/// What `plan` did: the iteration, its manifest, and how many of its shards
+/// are fixed already (a replay).
+pub struct Planned {
+    pub iteration: u64,
+    pub logical_name: String,
+    pub lines: Vec<crate::manifest::ManifestLine>,
+    pub shards: usize,
+    pub fixed: usize,
+    pub state: IterationState,
+}
+
+/// `plan`: opens the iteration for map tasks and returns its manifest.
+pub async fn plan(
+    api: &dyn StreamApi,
+    store: &dyn CheckpointStore,
+    cfg: &ReaderConfig,
+    owner: &str,
+    per_line: usize,
+) -> Result<Planned> {
+    let l = locate(api, store, cfg, owner).await?;
+    let opened = iteration::plan(
+        store,
+        &l.key,
+        l.n,
+        &l.info,
+        &l.listed,
+        &cfg.start,
+        &l.lease,
+        &crate::now_ms,
+    )
+    .await
+    .with_context(|| opening(l.n, &l.key))?;
+    let ids: Vec<String> = opened.shards.iter().map(|s| s.shard_id.clone()).collect();
+    Ok(Planned {
+        iteration: l.n,
+        logical_name: l.key.logical_name.clone(),
+        lines: crate::manifest::manifest(&l.key.stream, &l.key.logical_name, l.n, &ids, per_line),
+        shards: ids.len(),
+        fixed: opened.shards.iter().filter(|s| s.end.is_some()).count(),
+        state: opened.header.state,
+    })
+}
+
+/// `finish`: marks a planned iteration succeeded (false: it had already).
+pub async fn confirm(
+    api: &dyn StreamApi,
+    store: &dyn CheckpointStore,
+    cfg: &ReaderConfig,
+    owner: &str,
+) -> Result<(u64, bool)> {
+    let l = locate(api, store, cfg, owner).await?;
+    let done = iteration::confirm(
+        store,
+        &l.key,
+        l.n,
+        &l.info,
+        &l.listed,
+        &l.lease,
+        &crate::now_ms,
+    )
+    .await?;
+    Ok((l.n, done))
+}
+
+/// Map mode: keeps only this task's shards of the opened iteration.
+fn select(opened: &mut Opened, m: &MapMode, key: &LogicalKey) -> Result<()> {
+    let n = opened.header.number;
+    let wanted = match m {
+        MapMode::Manifest(shards) => shards.clone(),
+        MapMode::Task { index, count } => {
+            let ids: Vec<String> = opened.shards.iter().map(|s| s.shard_id.clone()).collect();
+            crate::manifest::task_share(&ids, *index, *count)
+        }
+    };
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|w| !opened.shards.iter().any(|s| &&s.shard_id == w))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(ReaderError::Usage(format!(
+            "shard{} {} {} not part of iteration {n} of {:?}, whose shards are {}: the manifest \
+             comes from another plan",
+            if missing.len() == 1 { "" } else { "s" },
+            missing.join(", "),
+            if missing.len() == 1 { "is" } else { "are" },
+            key.logical_name,
+            opened
+                .shards
+                .iter()
+                .map(|s| s.shard_id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .into());
+    }
+    opened.shards.retain(|s| wanted.contains(&s.shard_id));
+    Ok(())
 }
 
 /// Reads the prepared run to its end. With `hold`, a successful iteration is
@@ -181,7 +344,7 @@ pub struct Held {
     store: Arc<dyn CheckpointStore>,
     key: LogicalKey,
     n: u64,
-    owner: String,
+    holder: Holder,
     renewal: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -203,7 +366,7 @@ impl Held {
             IterationState::Failed
         };
         self.store
-            .finish(&self.key, self.n, &self.owner, state, crate::now_ms())
+            .finish(&self.key, self.n, &self.holder, state, crate::now_ms())
             .await
             .with_context(|| format!("recording iteration {} as {}", self.n, state.as_str()))
     }
@@ -324,14 +487,14 @@ async fn run_iteration(
         Some(n),
     );
     let renewal = opened.leased.then(|| {
-        let (store, key, owner) = (store.clone(), key.clone(), lease.owner.clone());
+        let (store, key, holder) = (store.clone(), key.clone(), lease.holder());
         let every = lease.duration / 3;
         let duration = lease.duration;
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
                 let exp = crate::now_ms() + duration.as_millis() as i64;
-                if let Err(e) = store.renew(&key, n, &owner, exp).await {
+                if let Err(e) = store.renew(&key, n, &holder, exp).await {
                     log::warn!("iteration {n}: could not renew the lease: {e:#}");
                     if matches!(e, StoreError::Conflict(_)) {
                         return;
@@ -357,7 +520,7 @@ async fn run_iteration(
                     .finish(
                         &key,
                         n,
-                        &lease.owner,
+                        &lease.holder(),
                         IterationState::Failed,
                         crate::now_ms(),
                     )
@@ -367,7 +530,7 @@ async fn run_iteration(
         }
     };
     let fixer = {
-        let (store, key, owner) = (store.clone(), key.clone(), lease.owner.clone());
+        let (store, key, holder) = (store.clone(), key.clone(), lease.holder());
         let ids: Vec<String> = shards.iter().map(|s| s.shard_id.clone()).collect();
         let leased = opened.leased;
         move |i: usize, outcome: Option<Outcome>| -> Result<()> {
@@ -375,8 +538,8 @@ async fn run_iteration(
             if !leased {
                 return Ok(());
             }
-            let end = end_from(o, &owner, skipped.get(&i));
-            match handle.block_on(store.fix_shard(&key, n, &owner, &ids[i], &end)) {
+            let end = end_from(o, &holder.owner, skipped.get(&i));
+            match handle.block_on(store.fix_shard(&key, n, &holder, &ids[i], &end)) {
                 Ok(()) => Ok(()),
                 Err(StoreError::Conflict(c)) => Err(ReaderError::IterationOwned(format!(
                     "iteration {n} of {:?}: shard {} could not be fixed because another run \
@@ -411,7 +574,7 @@ async fn run_iteration(
                 store,
                 key,
                 n,
-                owner: lease.owner,
+                holder: lease.holder(),
                 renewal,
             }),
         });
@@ -430,7 +593,7 @@ async fn run_iteration(
             IterationState::Failed
         };
         if let Err(e) = store
-            .finish(&key, n, &lease.owner, state, crate::now_ms())
+            .finish(&key, n, &lease.holder(), state, crate::now_ms())
             .await
         {
             log::warn!(

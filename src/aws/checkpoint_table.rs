@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | iteration header | `<stream>/<logical name>` | iteration number, 10 digits (`0000000007`) |
 //! | shard of an iteration | `<stream>/<logical name>/<iteration, 10 digits>` | shard id |
+//! | a map task's lease | `<stream>/<logical name>/<iteration, 10 digits>/tasks` | task name |
 //!
 //! Headers of one logical name share a partition key and sort by number, so
 //! the latest iteration is one Query (descending, limit 1) and `next` reads
@@ -17,8 +18,8 @@
 
 use super::{code, full};
 use crate::checkpoint::{
-    CheckpointStore, IterationHeader, IterationState, Lease, LogicalKey, ShardCheckpoint, ShardEnd,
-    StoreError,
+    CheckpointStore, Holder, IterationHeader, IterationState, Lease, LogicalKey, ShardCheckpoint,
+    ShardEnd, StoreError,
 };
 use crate::config::TableSettings;
 use crate::error::ReaderError;
@@ -113,6 +114,10 @@ fn shard_pk(k: &LogicalKey, i: u64) -> String {
     format!("{}/{}/{i:010}", k.stream, k.logical_name)
 }
 
+fn tasks_pk(k: &LogicalKey, i: u64) -> String {
+    format!("{}/tasks", shard_pk(k, i))
+}
+
 fn get_s<'a>(item: &'a Item, k: &str) -> Option<&'a str> {
     item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
 }
@@ -176,6 +181,14 @@ impl DynamoStore {
             (self.t.hash_key.clone(), s(pk)),
             (self.t.range_key.clone(), s(sk)),
         ])
+    }
+
+    /// The item that holds a lease: the header, or the task's own item.
+    fn lease_key(&self, k: &LogicalKey, i: u64, h: &Holder) -> Item {
+        match &h.task {
+            None => self.key(header_pk(k), iteration_sk(i)),
+            Some(t) => self.key(tasks_pk(k, i), t.clone()),
+        }
     }
 
     /// Creates the table (on-demand) unless it exists, then waits until it is
@@ -522,9 +535,11 @@ impl DynamoStore {
             .build()
     }
 
-    async fn update_header(
+    /// A conditional UpdateItem of the item at `key` (of iteration `i`).
+    #[allow(clippy::too_many_arguments)]
+    async fn update_at(
         &self,
-        k: &LogicalKey,
+        key: Item,
         i: u64,
         update: &str,
         condition: &str,
@@ -535,9 +550,11 @@ impl DynamoStore {
             .client
             .update_item()
             .table_name(&self.t.table)
-            .set_key(Some(self.key(header_pk(k), iteration_sk(i))))
-            .update_expression(update)
-            .condition_expression(condition);
+            .set_key(Some(key))
+            .update_expression(update);
+        if !condition.is_empty() {
+            req = req.condition_expression(condition);
+        }
         // DynamoDB rejects names that the expressions do not use.
         if condition.contains("#h") {
             req = req.expression_attribute_names("#h", &self.t.hash_key);
@@ -703,11 +720,11 @@ impl CheckpointStore for DynamoStore {
         &self,
         k: &LogicalKey,
         i: u64,
-        owner: &str,
+        holder: &Holder,
         shards: &[ShardCheckpoint],
     ) -> Result<(), StoreError> {
         for chunk in shards.chunks(TRANSACTION_ITEMS - 1) {
-            let mut items = vec![self.lease_check(k, i, owner)];
+            let mut items = vec![self.lease_check(k, i, holder)];
             items.extend(
                 chunk
                     .iter()
@@ -723,54 +740,100 @@ impl CheckpointStore for DynamoStore {
         &self,
         k: &LogicalKey,
         i: u64,
-        owner: &str,
+        holder: &Holder,
         now_ms: i64,
         expires_ms: i64,
         takeover: bool,
     ) -> Result<Lease, StoreError> {
-        let condition = if takeover {
-            "attribute_exists(#h) AND #st <> :ok"
-        } else {
-            "attribute_exists(#h) AND #st <> :ok AND (attribute_not_exists(#o) OR #o = :me \
-             OR #exp < :now)"
-        };
-        let r = self
-            .update_header(
-                k,
-                i,
+        let free = "(attribute_not_exists(#o) OR #o = :me OR #exp < :now)";
+        let (update, condition) = match (&holder.task, takeover) {
+            (None, true) => (
                 "SET #o = :me, #exp = :exp, #st = :open",
-                condition,
-                &[("#o", "owner"), ("#exp", "lease_expires"), ("#st", "state")],
-                vec![
-                    (":me", s(owner)),
-                    (":exp", n(expires_ms)),
-                    (":open", s("open")),
-                    (":ok", s("succeeded")),
-                    (":now", n(now_ms)),
-                ]
-                .into_iter()
-                .filter(|(name, _)| !takeover || *name != ":now")
-                .collect(),
+                "attribute_exists(#h) AND #st <> :ok".to_string(),
+            ),
+            (None, false) => (
+                "SET #o = :me, #exp = :exp, #st = :open",
+                format!("attribute_exists(#h) AND #st <> :ok AND {free}"),
+            ),
+            // A task's item is created by its first lease; the header is
+            // only read (it must exist, and a succeeded iteration needs no lease).
+            (Some(_), _) => {
+                match self.header(k, i).await? {
+                    None => {
+                        return Err(StoreError::Conflict(format!(
+                            "iteration {i} does not exist"
+                        )))
+                    }
+                    Some(h) if h.state == IterationState::Succeeded => return Ok(Lease::Succeeded),
+                    Some(_) => {}
+                }
+                (
+                    "SET #o = :me, #exp = :exp",
+                    if takeover {
+                        String::new()
+                    } else {
+                        free.to_string()
+                    },
+                )
+            }
+        };
+        let mut names = vec![("#o", "owner"), ("#exp", "lease_expires")];
+        let mut values = vec![(":me", s(&holder.owner)), (":exp", n(expires_ms))];
+        if update.contains("#st") {
+            names.push(("#st", "state"));
+            values.push((":open", s("open")));
+            values.push((":ok", s("succeeded")));
+        }
+        if condition.contains(":now") {
+            values.push((":now", n(now_ms)));
+        }
+        let r = self
+            .update_at(
+                self.lease_key(k, i, holder),
+                i,
+                update,
+                &condition,
+                &names,
+                values,
             )
             .await;
         match r {
             Ok(()) => Ok(Lease::Acquired),
             Err(StoreError::Conflict(_)) => {
-                let h = self
-                    .header(k, i)
-                    .await?
-                    .ok_or_else(|| StoreError::Other(anyhow!("iteration {i} does not exist")))?;
-                Ok(match (h.state, h.owner) {
-                    (IterationState::Succeeded, _) => Lease::Succeeded,
-                    (_, Some(o)) => Lease::HeldBy {
-                        owner: o,
-                        expires_ms: h.lease_expires_ms,
-                    },
+                let (owner, expires_ms) = match &holder.task {
+                    None => {
+                        let h = self.header(k, i).await?.ok_or_else(|| {
+                            StoreError::Other(anyhow!("iteration {i} does not exist"))
+                        })?;
+                        if h.state == IterationState::Succeeded {
+                            return Ok(Lease::Succeeded);
+                        }
+                        (h.owner, h.lease_expires_ms)
+                    }
+                    Some(_) => {
+                        bump(&self.usage.get_item, 1);
+                        let out = self
+                            .client
+                            .get_item()
+                            .table_name(&self.t.table)
+                            .set_key(Some(self.lease_key(k, i, holder)))
+                            .consistent_read(true)
+                            .send()
+                            .await
+                            .map_err(|e| {
+                                full(e).context(format!("reading a task of iteration {i}"))
+                            })?;
+                        let item = out.item();
+                        (
+                            item.and_then(|it| get_s(it, "owner")).map(str::to_string),
+                            item.and_then(|it| get_n(it, "lease_expires")).unwrap_or(0),
+                        )
+                    }
+                };
+                Ok(Lease::HeldBy {
                     // Released between our write and our read: try again.
-                    (_, None) => Lease::HeldBy {
-                        owner: "nobody".into(),
-                        expires_ms: 0,
-                    },
+                    owner: owner.unwrap_or_else(|| "nobody".into()),
+                    expires_ms,
                 })
             }
             Err(e) => Err(e),
@@ -781,16 +844,16 @@ impl CheckpointStore for DynamoStore {
         &self,
         k: &LogicalKey,
         i: u64,
-        owner: &str,
+        holder: &Holder,
         expires_ms: i64,
     ) -> Result<(), StoreError> {
-        self.update_header(
-            k,
+        self.update_at(
+            self.lease_key(k, i, holder),
             i,
             "SET #exp = :exp",
             "#o = :me",
             &[("#o", "owner"), ("#exp", "lease_expires")],
-            vec![(":me", s(owner)), (":exp", n(expires_ms))],
+            vec![(":me", s(&holder.owner)), (":exp", n(expires_ms))],
         )
         .await
     }
@@ -799,7 +862,7 @@ impl CheckpointStore for DynamoStore {
         &self,
         k: &LogicalKey,
         i: u64,
-        owner: &str,
+        holder: &Holder,
         shard_id: &str,
         end: &ShardEnd,
     ) -> Result<(), StoreError> {
@@ -823,7 +886,7 @@ impl CheckpointStore for DynamoStore {
             .build()
             .expect("complete");
         let items = vec![
-            self.lease_check(k, i, owner),
+            self.lease_check(k, i, holder),
             TransactWriteItem::builder().update(update).build(),
         ];
         self.transact(items, &format!("fixing shard {shard_id} of iteration {i}"))
@@ -834,42 +897,69 @@ impl CheckpointStore for DynamoStore {
         &self,
         k: &LogicalKey,
         i: u64,
-        owner: &str,
+        holder: &Holder,
         state: IterationState,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        self.update_header(
-            k,
-            i,
-            "SET #st = :st, #fin = :now REMOVE #o, #exp",
-            "#o = :me",
-            &[
-                ("#o", "owner"),
-                ("#exp", "lease_expires"),
-                ("#st", "state"),
-                ("#fin", "finished_at"),
-            ],
-            vec![
-                (":me", s(owner)),
-                (":st", s(state.as_str())),
-                (":now", n(now_ms)),
-            ],
-        )
-        .await
+        let key = self.lease_key(k, i, holder);
+        if holder.task.is_some() {
+            // A task's lease item goes away; the iteration's state is not the task's to set.
+            bump(&self.usage.update_item, 1);
+            return match self
+                .client
+                .delete_item()
+                .table_name(&self.t.table)
+                .set_key(Some(key))
+                .condition_expression("#o = :me")
+                .expression_attribute_names("#o", "owner")
+                .expression_attribute_values(":me", s(&holder.owner))
+                .send()
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(e) if is_condition_failure(&e) => Err(StoreError::Conflict(format!(
+                    "iteration {i}: task lease lost"
+                ))),
+                Err(e) => Err(StoreError::Other(full(e).context(format!(
+                    "releasing a task of iteration {i} in table {}",
+                    self.t.table
+                )))),
+            };
+        }
+        let names = [
+            ("#o", "owner"),
+            ("#exp", "lease_expires"),
+            ("#st", "state"),
+            ("#fin", "finished_at"),
+        ];
+        let mut values = vec![(":me", s(&holder.owner)), (":st", s(state.as_str()))];
+        // Released without an outcome (`plan`): no finishing time.
+        let update = if state == IterationState::Open {
+            "SET #st = :st REMOVE #o, #exp"
+        } else {
+            values.push((":now", n(now_ms)));
+            "SET #st = :st, #fin = :now REMOVE #o, #exp"
+        };
+        let names: Vec<(&str, &str)> = names
+            .into_iter()
+            .filter(|(a, _)| update.contains(a))
+            .collect();
+        self.update_at(key, i, update, "#o = :me", &names, values)
+            .await
     }
 }
 
 impl DynamoStore {
     /// A transaction item that holds only while `owner` has the lease.
-    fn lease_check(&self, k: &LogicalKey, i: u64, owner: &str) -> TransactWriteItem {
+    fn lease_check(&self, k: &LogicalKey, i: u64, holder: &Holder) -> TransactWriteItem {
         TransactWriteItem::builder()
             .condition_check(
                 ConditionCheck::builder()
                     .table_name(&self.t.table)
-                    .set_key(Some(self.key(header_pk(k), iteration_sk(i))))
+                    .set_key(Some(self.lease_key(k, i, holder)))
                     .condition_expression("#o = :me")
                     .expression_attribute_names("#o", "owner")
-                    .expression_attribute_values(":me", s(owner))
+                    .expression_attribute_values(":me", s(&holder.owner))
                     .build()
                     .expect("complete"),
             )

@@ -2,12 +2,13 @@
 
 use anyhow::Result;
 use kinesis_streaming::aws::{self, checkpoint_table::DynamoStore, kinesis::KinesisStream};
-use kinesis_streaming::checkpoint::{CheckpointStore, LogicalKey};
+use kinesis_streaming::checkpoint::{CheckpointStore, IterationState, LogicalKey};
 use kinesis_streaming::config::{
     self, exported, mangle, names, Cli, Command, Layers, ReaderConfig,
 };
 use kinesis_streaming::error::{exit_for, Exit, ReaderError};
-use kinesis_streaming::iteration::fmt_ms;
+use kinesis_streaming::iteration::{fmt_ms, IterationRequest};
+use kinesis_streaming::manifest;
 use kinesis_streaming::reader;
 use kinesis_streaming::stream::stream_name;
 use std::io::{IsTerminal, Write};
@@ -18,7 +19,7 @@ fn main() -> ExitCode {
     kinesis_streaming::error::main_with::<Cli, _, _>("kinesis-reader", run)
 }
 
-async fn run(cli: Cli) -> Result<u8> {
+async fn run(mut cli: Cli) -> Result<u8> {
     let env = |k: &str| std::env::var(k).ok();
     let layers = Layers::new(&cli.common.define, &env)?;
     match cli.command {
@@ -62,14 +63,99 @@ async fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
+        Some(Command::Plan { shards_per_line }) => {
+            if shards_per_line == 0 {
+                return Err(
+                    ReaderError::Usage("--shards-per-line must be at least 1".into()).into(),
+                );
+            }
+            let cfg = ReaderConfig::resolve(&cli.common, &cli.read, &layers, None)?;
+            let (api, store) = clients(&cfg).await?;
+            let p = reader::plan(
+                api.as_ref(),
+                store.as_ref(),
+                &cfg,
+                &owner_id(),
+                shards_per_line,
+            )
+            .await?;
+            let mut out = std::io::stdout().lock();
+            for line in &p.lines {
+                writeln!(out, "{}", line.to_line())?;
+            }
+            out.flush()?;
+            eprintln!(
+                "kinesis-reader: iteration {} of {:?} planned: {} shards in {} manifest lines{}",
+                p.iteration,
+                p.logical_name,
+                p.shards,
+                p.lines.len(),
+                match (p.state, p.fixed) {
+                    (IterationState::Succeeded, _) =>
+                        " (it has succeeded: map tasks replay it)".to_string(),
+                    (_, 0) => String::new(),
+                    (_, f) => format!(
+                        " ({f} with fixed ends, replayed; the iteration runs again because it \
+                         has not been marked succeeded — `kinesis-reader finish` after the job)"
+                    ),
+                }
+            );
+            Ok(0)
+        }
+        Some(Command::Finish) => {
+            let cfg = ReaderConfig::resolve(&cli.common, &cli.read, &layers, None)?;
+            if !matches!(
+                cfg.checkpoint.as_ref().map(|c| c.iteration),
+                Some(IterationRequest::Number(_))
+            ) {
+                return Err(ReaderError::Usage(
+                    "finish needs the planned iteration's number: --iteration N".into(),
+                )
+                .into());
+            }
+            let (api, store) = clients(&cfg).await?;
+            let (n, done) =
+                reader::confirm(api.as_ref(), store.as_ref(), &cfg, &owner_id()).await?;
+            eprintln!(
+                "kinesis-reader: iteration {n} {}",
+                if done {
+                    "marked succeeded"
+                } else {
+                    "had already succeeded"
+                }
+            );
+            Ok(0)
+        }
         None => {
-            let code = read(ReaderConfig::resolve(&cli.common, &cli.read, &layers)?).await?;
+            let assignment = if cli.read.shards_from_stdin {
+                let input = std::io::read_to_string(std::io::stdin())
+                    .map_err(|e| anyhow::anyhow!("reading the manifest from stdin: {e}"))?;
+                let a = manifest::assignment(&input).map_err(ReaderError::Usage)?;
+                config::apply_manifest(&mut cli.common, &mut cli.read, &layers, &a)?;
+                Some(a)
+            } else {
+                None
+            };
+            let cfg = ReaderConfig::resolve(&cli.common, &cli.read, &layers, assignment.as_ref())?;
+            let code = read(cfg, cli.read.hadoop_reporter).await?;
             Ok(code)
         }
     }
 }
 
-async fn read(cfg: ReaderConfig) -> Result<u8> {
+/// The stream and the checkpoint table (checked) for `plan` and `finish`.
+async fn clients(cfg: &ReaderConfig) -> Result<(Arc<KinesisStream>, Arc<DynamoStore>)> {
+    let cp = cfg
+        .checkpoint
+        .as_ref()
+        .ok_or_else(|| ReaderError::Usage("this needs --checkpoint-table T".into()))?;
+    let sdk = aws::sdk_config(&cfg.aws).await?;
+    let store = Arc::new(DynamoStore::new(&sdk, cp.table.clone()));
+    store.check_table().await?;
+    Ok((Arc::new(KinesisStream::new(&sdk, &cfg.stream)), store))
+}
+
+async fn read(cfg: ReaderConfig, reporter: bool) -> Result<u8> {
     if let Some(program) = cfg.command.first() {
         if !on_path(program) {
             return Err(ReaderError::Usage(format!(
@@ -132,7 +218,8 @@ async fn read(cfg: ReaderConfig) -> Result<u8> {
         inner: out,
         progress: progress.clone(),
     });
-    let hadoop = kinesis_streaming::progress::under_hadoop(&|k: &str| std::env::var(k).ok());
+    let hadoop =
+        reporter || kinesis_streaming::progress::under_hadoop(&|k: &str| std::env::var(k).ok());
     let heartbeat = hadoop
         .then(|| kinesis_streaming::progress::spawn_heartbeat(progress.clone(), "kinesis-reader"));
     let ticker = (std::io::stderr().is_terminal() && !std::io::stdout().is_terminal())
@@ -154,7 +241,12 @@ async fn read(cfg: ReaderConfig) -> Result<u8> {
                     if let Some(h) = s.held.take() {
                         h.finish(status == 0).await?;
                     }
-                    if status != 0 {
+                    if status != 0 && cfg.map.is_some() {
+                        log::warn!(
+                            "the command exited with {status}: this task failed; its shards' \
+                             fixed ends stay, so a retry replays exactly the same records"
+                        );
+                    } else if status != 0 {
                         log::warn!(
                             "the command exited with {status}: the iteration is marked failed \
                              (--iteration next runs it again)"

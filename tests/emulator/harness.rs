@@ -218,7 +218,16 @@ pub fn writer(args: &[&str], input: &[u8]) -> Output {
 }
 
 pub fn writer_env(args: &[&str], input: &[u8], env: &[(&str, &str)]) -> Output {
-    let mut child = command(WRITER, args, env)
+    run_with_input(WRITER, args, input, env)
+}
+
+/// Runs `kinesis-reader` with `input` on its stdin (map mode's manifest).
+pub fn reader_input(args: &[&str], input: &[u8], env: &[(&str, &str)]) -> Output {
+    run_with_input(READER, args, input, env)
+}
+
+fn run_with_input(bin: &str, args: &[&str], input: &[u8], env: &[(&str, &str)]) -> Output {
+    let mut child = command(bin, args, env)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -2,6 +2,7 @@
 //! One test binary; each test uses its own stream, table and logical names.
 
 mod harness;
+mod mapmode;
 mod reader;
 mod reshard;
 mod writer;

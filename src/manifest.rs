@@ -1,0 +1,272 @@
+//! Map mode (issue 5): which shards of a planned iteration one map task reads.
+//!
+//! `kinesis-reader plan` fixes an iteration's shards in the checkpoint table
+//! and prints a manifest, one JSON line per group of shards, for Hadoop's
+//! `NLineInputFormat` (each map task gets one line, as `<offset>\t<line>`).
+//! A map task (`--shards-from-stdin`) reads such lines and leases just those
+//! shards. Without a manifest, `--task i/n` (or Hadoop's task partition and
+//! map count) deals the iteration's shards out round-robin.
+//!
+//! JSON keeps the line free of tabs and safe for any logical name, and says
+//! which stream, logical name and iteration it belongs to, so a task given
+//! a manifest from another plan fails instead of reading the wrong thing.
+
+use md5::{Digest, Md5};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+
+/// One manifest line: some shards of one iteration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestLine {
+    pub stream: String,
+    pub logical_name: String,
+    pub iteration: u64,
+    pub shards: Vec<String>,
+}
+
+impl ManifestLine {
+    pub fn to_line(&self) -> String {
+        json!({
+            "stream": self.stream,
+            "logical_name": self.logical_name,
+            "iteration": self.iteration,
+            "shards": self.shards,
+        })
+        .to_string()
+    }
+
+    /// Parses a line as `plan` prints it, or as Hadoop hands it to a map task
+    /// (`<byte offset>\t<line>`).
+    pub fn parse(line: &str) -> Result<Self, String> {
+        let line = line.trim_end_matches(['\n', '\r']);
+        let json = match line.split_once('\t') {
+            Some((offset, rest)) if offset.bytes().all(|b| b.is_ascii_digit()) => rest,
+            _ => line,
+        };
+        let v: Value = serde_json::from_str(json).map_err(|e| {
+            format!("not a manifest line from `kinesis-reader plan` ({e}): {json:.80}")
+        })?;
+        let text = |k: &str| -> Result<String, String> {
+            v.get(k)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or_else(|| format!("manifest line has no {k:?}"))
+        };
+        let iteration = v
+            .get("iteration")
+            .and_then(Value::as_u64)
+            .ok_or("manifest line has no \"iteration\" number")?;
+        let shards: Vec<String> = v
+            .get("shards")
+            .and_then(Value::as_array)
+            .ok_or("manifest line has no \"shards\" list")?
+            .iter()
+            .map(|s| s.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or("manifest \"shards\" must be strings")?;
+        if shards.is_empty() {
+            return Err("manifest line lists no shards".into());
+        }
+        Ok(ManifestLine {
+            stream: text("stream")?,
+            logical_name: text("logical_name")?,
+            iteration,
+            shards,
+        })
+    }
+}
+
+/// The manifest of an iteration: its shards in order, `per_line` to a line.
+pub fn manifest(
+    stream: &str,
+    logical_name: &str,
+    iteration: u64,
+    shards: &[String],
+    per_line: usize,
+) -> Vec<ManifestLine> {
+    shards
+        .chunks(per_line.max(1))
+        .map(|c| ManifestLine {
+            stream: stream.to_string(),
+            logical_name: logical_name.to_string(),
+            iteration,
+            shards: c.to_vec(),
+        })
+        .collect()
+}
+
+/// What a map task was given: the union of its manifest lines, which must
+/// all belong to one iteration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    pub stream: String,
+    pub logical_name: String,
+    pub iteration: u64,
+    pub shards: BTreeSet<String>,
+}
+
+/// Reads a map task's input: one or more manifest lines (blank lines are ignored).
+pub fn assignment(input: &str) -> Result<Assignment, String> {
+    let mut found: Option<Assignment> = None;
+    for (i, line) in input.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let m = ManifestLine::parse(line).map_err(|e| format!("stdin line {}: {e}", i + 1))?;
+        match &mut found {
+            None => {
+                found = Some(Assignment {
+                    stream: m.stream,
+                    logical_name: m.logical_name,
+                    iteration: m.iteration,
+                    shards: m.shards.into_iter().collect(),
+                })
+            }
+            Some(a) => {
+                if (&a.stream, &a.logical_name, a.iteration)
+                    != (&m.stream, &m.logical_name, m.iteration)
+                {
+                    return Err(format!(
+                        "stdin line {}: iteration {} of {:?} on stream {}, but the first line \
+                         was iteration {} of {:?} on stream {}; a map task reads one iteration",
+                        i + 1,
+                        m.iteration,
+                        m.logical_name,
+                        m.stream,
+                        a.iteration,
+                        a.logical_name,
+                        a.stream
+                    ));
+                }
+                a.shards.extend(m.shards);
+            }
+        }
+    }
+    found.ok_or_else(|| {
+        "--shards-from-stdin: stdin has no manifest line; pipe in the output of `kinesis-reader \
+         plan` (or give the map task one of its lines)"
+            .to_string()
+    })
+}
+
+/// Task `index` of `count`: every `count`-th shard in shard-id order, so
+/// every attempt of a task gets the same shards.
+pub fn task_share(shard_ids: &[String], index: usize, count: usize) -> BTreeSet<String> {
+    let mut sorted: Vec<&String> = shard_ids.iter().collect();
+    sorted.sort();
+    sorted
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % count.max(1) == index)
+        .map(|(_, s)| s.clone())
+        .collect()
+}
+
+/// `--task i/n`: a zero-based index and a count.
+pub fn parse_task(s: &str) -> Result<(usize, usize), String> {
+    let bad = || format!("{s:?}: expected I/N with 0 <= I < N, e.g. 0/4");
+    let (i, n) = s.split_once('/').ok_or_else(bad)?;
+    let (i, n): (usize, usize) = (
+        i.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if n == 0 || i >= n {
+        return Err(bad());
+    }
+    Ok((i, n))
+}
+
+/// The name of a task's lease: the same for every attempt with the same
+/// shards. One shard: its id; several: the first, how many more, and a hash.
+pub fn task_name(shards: &BTreeSet<String>) -> String {
+    let mut it = shards.iter();
+    let first = it.next().cloned().unwrap_or_default();
+    if shards.len() <= 1 {
+        return first;
+    }
+    let mut h = Md5::new();
+    for s in shards {
+        h.update(s.as_bytes());
+        h.update(b",");
+    }
+    let d = h.finalize();
+    format!(
+        "{first}+{}~{:02x}{:02x}{:02x}{:02x}",
+        shards.len() - 1,
+        d[0],
+        d[1],
+        d[2],
+        d[3]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("shardId-{i:012}")).collect()
+    }
+
+    #[test]
+    fn lines_round_trip_also_with_hadoop_offsets() {
+        let m = manifest("s", "log \"tab\"\there", 7, &ids(5), 2);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[2].shards, ["shardId-000000000004"]);
+        for (offset, line) in m.iter().enumerate() {
+            let text = line.to_line();
+            assert!(!text.contains('\t') && !text.contains('\n'));
+            assert_eq!(&ManifestLine::parse(&text).unwrap(), line);
+            let hadoop = format!("{}\t{text}\n", offset * 100);
+            assert_eq!(&ManifestLine::parse(&hadoop).unwrap(), line);
+        }
+    }
+
+    #[test]
+    fn a_task_reads_the_union_of_its_lines_of_one_iteration() {
+        let m = manifest("s", "l", 3, &ids(4), 1);
+        let input = format!("0\t{}\n\n57\t{}\n", m[1].to_line(), m[3].to_line());
+        let a = assignment(&input).unwrap();
+        assert_eq!(a.iteration, 3);
+        assert_eq!(
+            a.shards.into_iter().collect::<Vec<_>>(),
+            ["shardId-000000000001", "shardId-000000000003"]
+        );
+        let other = manifest("s", "l", 4, &ids(1), 1)[0].to_line();
+        let e = assignment(&format!("{}\n{other}\n", m[0].to_line())).unwrap_err();
+        assert!(e.contains("line 2") && e.contains("one iteration"), "{e}");
+        assert!(assignment("\n").unwrap_err().contains("no manifest line"));
+        assert!(assignment("hello\tworld\n")
+            .unwrap_err()
+            .contains("stdin line 1: not a manifest line"));
+    }
+
+    #[test]
+    fn task_shares_cover_every_shard_once_whatever_the_order() {
+        let mut all = ids(7);
+        all.reverse();
+        let mut seen = BTreeSet::new();
+        for i in 0..3 {
+            let share = task_share(&all, i, 3);
+            assert!(share.len() == 2 || share.len() == 3);
+            for s in share {
+                assert!(seen.insert(s));
+            }
+        }
+        assert_eq!(seen.len(), 7);
+        assert!(task_share(&ids(2), 5, 8).is_empty());
+        assert_eq!(parse_task("2/4"), Ok((2, 4)));
+        assert!(parse_task("4/4").is_err() && parse_task("1").is_err());
+    }
+
+    #[test]
+    fn task_names_are_stable_and_tell_sets_apart() {
+        let a: BTreeSet<String> = ids(3).into_iter().collect();
+        let b: BTreeSet<String> = ids(4).into_iter().filter(|s| !s.ends_with('1')).collect();
+        assert_eq!(task_name(&a), task_name(&a.clone()));
+        assert!(task_name(&a).starts_with("shardId-000000000000+2~"));
+        assert_ne!(task_name(&a), task_name(&b));
+        let one: BTreeSet<String> = ids(1).into_iter().collect();
+        assert_eq!(task_name(&one), "shardId-000000000000");
+    }
+}
