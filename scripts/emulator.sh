@@ -2,7 +2,7 @@
 # The local AWS API emulator (moto server: Kinesis, DynamoDB and S3 on one
 # endpoint), installed into ./.venv and listening on 127.0.0.1 only.
 #
-#   scripts/emulator.sh install        # create .venv and install moto (idempotent)
+#   scripts/emulator.sh install        # create .venv, install moto, boto3, mrjob (idempotent)
 #   scripts/emulator.sh start [PORT]   # start it in the background (default 4566), wait until ready
 #   scripts/emulator.sh stop [PORT]    # stop the one started here on that port
 #
@@ -16,18 +16,20 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=.venv
 MOTO_VERSION=5.2.1
+# mrjob runs the Hadoop Streaming examples and test with its local runner.
+MRJOB_VERSION=0.7.4
 PORT=${2:-4566}
 PIDFILE=target/moto-$PORT.pid
 LOG=target/moto-$PORT.log
 
 install() {
-  if [ -x "$VENV/bin/moto_server" ] && "$VENV/bin/python" -c "import moto, flask, flask_cors, boto3" 2>/dev/null; then
+  if [ -x "$VENV/bin/moto_server" ] && "$VENV/bin/python" -c "import moto, flask, flask_cors, boto3, mrjob" 2>/dev/null; then
     return 0
   fi
-  echo "emulator: installing moto $MOTO_VERSION into $VENV" >&2
+  echo "emulator: installing moto $MOTO_VERSION and mrjob $MRJOB_VERSION into $VENV" >&2
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-    "moto[dynamodb,s3,server]==$MOTO_VERSION" flask flask-cors boto3
+    "moto[dynamodb,s3,server]==$MOTO_VERSION" flask flask-cors boto3 "mrjob==$MRJOB_VERSION"
 }
 
 start() {

@@ -399,3 +399,41 @@ pub fn write_file(path: &std::path::Path, s: &str) {
         .write_all(s.as_bytes())
         .unwrap();
 }
+
+/// Runs a Python script with the project's `.venv` (boto3, mrjob; installed by
+/// `scripts/emulator.sh install`); see [`tool`].
+#[allow(dead_code)]
+pub fn python(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let py = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    assert!(
+        py.exists(),
+        "{} is missing: run scripts/emulator.sh install",
+        py.display()
+    );
+    tool(py.to_str().unwrap(), args, env)
+}
+
+/// Runs a shell pipeline; see [`tool`].
+#[allow(dead_code)]
+pub fn shell(script: &str, env: &[(&str, &str)]) -> Output {
+    tool("sh", &["-c", script], env)
+}
+
+/// Runs a program in the repository's root with the binaries first on the
+/// PATH and the emulator's endpoint and test credentials in the environment.
+fn tool(program: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let bins = PathBuf::from(READER).parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bins.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut c = command(program, args, env);
+    c.env("PATH", path)
+        .env("AWS_DEFAULT_REGION", REGION)
+        .current_dir(&root)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}

@@ -227,3 +227,107 @@ async fn map_tasks_refuse_what_was_not_planned_or_does_not_match() {
         stderr(&o)
     );
 }
+
+/// A real Hadoop Streaming runner: mrjob's local runner starts one map task
+/// per manifest line (kinesis-reader in map mode piping into mapper.py) and
+/// two reducers, as Hadoop Streaming would. Its result must equal the plain
+/// Unix pipeline's over the same iteration, and its counters must carry the
+/// reader's.
+#[tokio::test(flavor = "multi_thread")]
+async fn mrjob_runs_the_streaming_job_over_a_plan_like_the_unix_pipeline() {
+    let stream = unique("mrjob");
+    let table = table();
+    let py = |args: &[&str]| {
+        let o = python(args, &[]);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        o
+    };
+    py(&[
+        "streaming-examples/log-analysis/produce.py",
+        "--stream",
+        &stream,
+        "--shards",
+        "3",
+        "--records",
+        "400",
+        "--seed",
+        "7",
+    ]);
+    let (manifest, _) = plan(&stream, &table, "top", &[]);
+    assert_eq!(manifest.len(), 3);
+    let dir = std::env::temp_dir().join(unique("mrjob-manifest"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let manifest_file = dir.join("manifest.txt");
+    write_file(&manifest_file, &(manifest.join("\n") + "\n"));
+
+    let jobconf = format!("kinesis.checkpoint.metastore.table.name={table}");
+    let o = py(&[
+        "streaming-examples/hadoop/mrjob_top_errors.py",
+        "-r",
+        "local",
+        "--num-cores",
+        "2",
+        "--jobconf",
+        &jobconf,
+        manifest_file.to_str().unwrap(),
+    ]);
+    let mut mr: Vec<String> = String::from_utf8(o.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    mr.sort();
+    let log = stderr(&o);
+    let counter = |name: &str| -> u64 {
+        let at = log
+            .find("KinesisReader")
+            .unwrap_or_else(|| panic!("no KinesisReader counters in mrjob's log:\n{log}"));
+        let rest = &log[at..];
+        let line = rest
+            .lines()
+            .find(|l| l.trim().starts_with(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no counter {name}:\n{log}"));
+        line.trim()[name.len() + 1..].parse().unwrap()
+    };
+    assert_eq!(counter("records"), 400, "{log}");
+    assert_eq!(counter("shards"), 3);
+
+    // Three map tasks (one per line) fixed the shards, each in its own process.
+    let st = status(&stream, &table, "top");
+    let fixers: BTreeSet<&str> = st[0]["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["fixed_by"].as_str().unwrap())
+        .collect();
+    assert_eq!(fixers.len(), 3, "{st}");
+
+    // The Unix pipeline over the same iteration.
+    let records = ok(reader(&[
+        "--stream",
+        &stream,
+        "--checkpoint-table",
+        &table,
+        "--logical-name",
+        "top",
+        "--iteration",
+        "0",
+    ]));
+    let records_file = dir.join("records.tsv");
+    std::fs::write(&records_file, &records).unwrap();
+    let o = shell(
+        "python3 streaming-examples/log-analysis/mapper.py < \"$R\" | sort \
+         | python3 streaming-examples/log-analysis/reducer.py --all",
+        &[("R", records_file.to_str().unwrap())],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut unix: Vec<String> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    unix.sort();
+    assert!(unix.len() > 5, "the data has errors to count: {unix:?}");
+    assert_eq!(mr, unix);
+    let _ = std::fs::remove_dir_all(&dir);
+}
