@@ -86,6 +86,8 @@ pub enum DataEncoding {
 pub enum OutputFormat {
     Tsv,
     Jsonl,
+    /// Hadoop typed bytes, for `-io typedbytes` jobs (binary data kept as it is).
+    Typedbytes,
 }
 
 /// Writes records as lines.
@@ -118,6 +120,56 @@ impl Formatter {
         match self.format {
             OutputFormat::Tsv => self.write_tsv(out, shard_id, r),
             OutputFormat::Jsonl => self.write_json(out, shard_id, r),
+            OutputFormat::Typedbytes => self.write_typed(out, shard_id, r),
+        }
+    }
+
+    /// Hadoop typed bytes: a key and a value per record, no separators. The
+    /// key is the first field; the value is the second, a vector (type 8) of
+    /// the others when there are more, or empty bytes when there is one.
+    /// Data is bytes (type 0) whatever it holds; numbers are longs (type 4);
+    /// everything else is a string (type 7). Lengths are 4-byte big-endian.
+    fn write_typed(&self, out: &mut impl Write, shard_id: &str, r: &Record) -> io::Result<()> {
+        let (key, rest) = self.fields.split_first().expect("at least one field");
+        self.typed_field(out, *key, shard_id, r)?;
+        match rest {
+            [] => typed(out, 0, b""),
+            [one] => self.typed_field(out, *one, shard_id, r),
+            many => {
+                out.write_all(&[8])?;
+                out.write_all(&(many.len() as u32).to_be_bytes())?;
+                for f in many {
+                    self.typed_field(out, *f, shard_id, r)?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn typed_field(
+        &self,
+        out: &mut impl Write,
+        f: Field,
+        shard_id: &str,
+        r: &Record,
+    ) -> io::Result<()> {
+        let long = |out: &mut dyn Write, v: i64| -> io::Result<()> {
+            out.write_all(&[4])?;
+            out.write_all(&v.to_be_bytes())
+        };
+        match f {
+            Field::Data => typed(out, 0, &r.data),
+            Field::ShardId => typed(out, 7, shard_id.as_bytes()),
+            Field::SequenceNumber => typed(out, 7, r.sequence_number.as_bytes()),
+            Field::PartitionKey => typed(out, 7, r.partition_key.as_bytes()),
+            Field::Stream => typed(out, 7, self.stream.as_bytes()),
+            Field::ArrivalTimestamp => {
+                typed(out, 7, crate::iteration::fmt_ms(r.arrival_ms).as_bytes())
+            }
+            Field::SubSequenceNumber => long(out, r.sub_sequence_number.unwrap_or(0) as i64),
+            Field::ArrivalMillis => long(out, r.arrival_ms),
+            // -1 when reading without checkpoints.
+            Field::Iteration => long(out, self.iteration.parse::<i64>().unwrap_or(-1)),
         }
     }
 
@@ -193,6 +245,13 @@ impl Formatter {
         serde_json::to_writer(&mut *out, &m)?;
         out.write_all(b"\n")
     }
+}
+
+/// A typed-bytes item with a length: bytes (0) or a string (7).
+fn typed(out: &mut impl Write, code: u8, bytes: &[u8]) -> io::Result<()> {
+    out.write_all(&[code])?;
+    out.write_all(&(bytes.len() as u32).to_be_bytes())?;
+    out.write_all(bytes)
 }
 
 /// Tab, newline, carriage return and backslash become `\t`, `\n`, `\r`, `\\`,
@@ -297,6 +356,73 @@ mod tests {
         assert_eq!(line(&f, &rec(b"hello", "k")), "aGVsbG8=\n");
         let e = parse_fields("data,colour").unwrap_err();
         assert!(e.contains("colour") && e.contains("partition_key"), "{e}");
+    }
+
+    /// Reads one typed-bytes item (the types `write_typed` produces).
+    fn read_typed(b: &mut &[u8]) -> String {
+        let code = b[0];
+        *b = &b[1..];
+        let take = |b: &mut &[u8], n: usize| {
+            let (x, rest) = b.split_at(n);
+            *b = rest;
+            x.to_vec()
+        };
+        match code {
+            0 | 7 => {
+                let n = u32::from_be_bytes(take(b, 4).try_into().unwrap()) as usize;
+                let v = take(b, n);
+                if code == 0 {
+                    format!("bytes{v:?}")
+                } else {
+                    String::from_utf8(v).unwrap()
+                }
+            }
+            4 => i64::from_be_bytes(take(b, 8).try_into().unwrap()).to_string(),
+            8 => {
+                let n = u32::from_be_bytes(take(b, 4).try_into().unwrap());
+                let items: Vec<String> = (0..n).map(|_| read_typed(b)).collect();
+                format!("[{}]", items.join(","))
+            }
+            c => panic!("unexpected type code {c}"),
+        }
+    }
+
+    #[test]
+    fn typedbytes_pairs_keep_binary_data_as_it_is() {
+        let data = [b'a', b'\n', 0, 255, b'\t'];
+        let mut v = Vec::new();
+        let pair = Formatter::new(
+            vec![Field::PartitionKey, Field::Data],
+            DataEncoding::Escape,
+            OutputFormat::Typedbytes,
+            "s",
+            Some(3),
+        );
+        pair.write(&mut v, "shardId-1", &rec(&data, "ключ"))
+            .unwrap();
+        pair.write(&mut v, "shardId-1", &rec(b"", "k2")).unwrap();
+        let more = Formatter::new(
+            parse_fields("shard_id,arrival_millis,iteration,data").unwrap(),
+            DataEncoding::Escape,
+            OutputFormat::Typedbytes,
+            "s",
+            None,
+        );
+        more.write(&mut v, "shardId-1", &rec(b"x", "k")).unwrap();
+        let mut b = v.as_slice();
+        let got: Vec<String> = (0..6).map(|_| read_typed(&mut b)).collect();
+        assert!(b.is_empty(), "nothing after the last item");
+        assert_eq!(
+            got,
+            [
+                "ключ".to_string(),
+                "bytes[97, 10, 0, 255, 9]".into(),
+                "k2".into(),
+                "bytes[]".into(),
+                "shardId-1".into(),
+                "[1700000000123,-1,bytes[120]]".into(),
+            ]
+        );
     }
 
     #[test]
