@@ -878,17 +878,9 @@ mod tests {
             .iter()
             .any(|s| s.shard_id == "s0" && s.end.is_some()));
         // finish refuses while s1 has no end, then confirms; `next` moves on.
-        let e = confirm(
-            &store,
-            &key(),
-            0,
-            &stream(),
-            &listed,
-            &lease("driver", false),
-            &NOW,
-        )
-        .await
-        .unwrap_err();
+        let (k, info, driver) = (key(), stream(), lease("driver", false));
+        let confirm_job = || confirm(&store, &k, 0, &info, &listed, &driver, &NOW);
+        let e = confirm_job().await.unwrap_err();
         assert!(e.to_string().contains("s1"), "{e}");
         assert_eq!(
             resolve(&store, &key(), IterationRequest::Next)
@@ -902,34 +894,14 @@ mod tests {
             .fix_shard(&key(), 0, &b_holder, "s1", &end)
             .await
             .unwrap();
-        assert!(confirm(
-            &store,
-            &key(),
-            0,
-            &stream(),
-            &listed,
-            &lease("driver", false),
-            &NOW
-        )
-        .await
-        .unwrap());
+        assert!(confirm_job().await.unwrap());
         assert_eq!(
             resolve(&store, &key(), IterationRequest::Next)
                 .await
                 .unwrap(),
             1
         );
-        assert!(!confirm(
-            &store,
-            &key(),
-            0,
-            &stream(),
-            &listed,
-            &lease("driver", false),
-            &NOW
-        )
-        .await
-        .unwrap());
+        assert!(!confirm_job().await.unwrap());
     }
 
     #[tokio::test]

@@ -149,6 +149,18 @@ pub struct Put {
     pub data: Vec<u8>,
 }
 
+impl Put {
+    /// The record as [`parse_lines`] reads it back.
+    pub fn line(&self) -> (String, String, String, String) {
+        (
+            self.shard_id.clone(),
+            self.sequence_number.clone(),
+            self.partition_key.clone(),
+            String::from_utf8(self.data.clone()).unwrap(),
+        )
+    }
+}
+
 pub async fn create_stream(k: &Kinesis, name: &str, shards: i32) {
     k.create_stream()
         .stream_name(name)

@@ -24,6 +24,20 @@ fn plan(stream: &str, table: &str, logical: &str, extra: &[&str]) -> (Vec<String
     (out.lines().map(str::to_string).collect(), err)
 }
 
+fn finish(stream: &str, table: &str, logical: &str, n: &str) -> std::process::Output {
+    reader(&[
+        "finish",
+        "--stream",
+        stream,
+        "--checkpoint-table",
+        table,
+        "--logical-name",
+        logical,
+        "--iteration",
+        n,
+    ])
+}
+
 /// A map task as Hadoop runs it: settings from jobconf variables, its
 /// manifest line on stdin as `<offset>\t<line>`.
 fn map_task(table: &str, input: &str) -> Vec<u8> {
@@ -66,17 +80,7 @@ async fn planned_iteration_read_by_map_tasks_equals_a_single_run_and_finish_move
         let h1 = std::thread::spawn(move || map_task(&tb, &b));
         (h0.join().unwrap(), h1.join().unwrap())
     };
-    let mut expected: Vec<_> = put0
-        .iter()
-        .map(|p| {
-            (
-                p.shard_id.clone(),
-                p.sequence_number.clone(),
-                p.partition_key.clone(),
-                String::from_utf8(p.data.clone()).unwrap(),
-            )
-        })
-        .collect();
+    let mut expected: Vec<_> = put0.iter().map(Put::line).collect();
     expected.sort();
     assert_eq!(
         records(&[&t0, &t1]),
@@ -107,17 +111,7 @@ async fn planned_iteration_read_by_map_tasks_equals_a_single_run_and_finish_move
     );
     assert!(err.contains("has not been marked succeeded"), "{err}");
 
-    let o = reader(&[
-        "finish",
-        "--stream",
-        &stream,
-        "--checkpoint-table",
-        &table,
-        "--logical-name",
-        "M",
-        "--iteration",
-        "0",
-    ]);
+    let o = finish(&stream, &table, "M", "0");
     assert!(
         stderr(&o).contains("iteration 0 marked succeeded"),
         "{}",
@@ -209,17 +203,7 @@ async fn map_tasks_refuse_what_was_not_planned_or_does_not_match() {
         stderr(&o)
     );
     // finish refuses while shards have no fixed end.
-    let o = reader(&[
-        "finish",
-        "--stream",
-        &stream,
-        "--checkpoint-table",
-        &table,
-        "--logical-name",
-        "N",
-        "--iteration",
-        "0",
-    ]);
+    let o = finish(&stream, &table, "N", "0");
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("is not complete: 2 of its 2 shards"),

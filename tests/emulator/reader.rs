@@ -5,15 +5,6 @@ use crate::harness::*;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 
-fn key(p: &Put) -> (String, String, String, String) {
-    (
-        p.shard_id.clone(),
-        p.sequence_number.clone(),
-        p.partition_key.clone(),
-        String::from_utf8(p.data.clone()).unwrap(),
-    )
-}
-
 fn seq_num(s: &str) -> u128 {
     s.parse().unwrap()
 }
@@ -54,7 +45,7 @@ async fn three_iterations_deliver_every_record_once_in_shard_order_and_replay_ex
         );
     }
     all.sort();
-    let mut expected: Vec<_> = put.iter().map(key).collect();
+    let mut expected: Vec<_> = put.iter().map(Put::line).collect();
     expected.sort();
     assert_eq!(all, expected, "every record exactly once");
 

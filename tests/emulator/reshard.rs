@@ -118,17 +118,7 @@ fn check(
             last_iter.insert(shard.clone(), i);
         }
     }
-    let expected: BTreeSet<_> = put
-        .iter()
-        .map(|p| {
-            (
-                p.shard_id.clone(),
-                p.sequence_number.clone(),
-                p.partition_key.clone(),
-                String::from_utf8(p.data.clone()).unwrap(),
-            )
-        })
-        .collect();
+    let expected: BTreeSet<_> = put.iter().map(Put::line).collect();
     assert_eq!(
         seen, expected,
         "the iterations together are exactly the stream"
