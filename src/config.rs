@@ -24,6 +24,8 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]
+    pub verbosity: Verbosity,
+    #[command(flatten)]
     pub common: CommonArgs,
     #[command(flatten)]
     pub read: ReadArgs,
@@ -52,6 +54,49 @@ pub enum Command {
     /// After a distributed job: mark a planned iteration succeeded (every shard must have a
     /// fixed end), so that `--iteration next` moves on to the one after it.
     Finish,
+}
+
+/// `-q` / `-v`: how much the binaries say on stderr.
+#[derive(Args, Debug, Default, Clone, Copy)]
+pub struct Verbosity {
+    /// Only warnings and errors on stderr: no progress, no summary.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More on stderr: -v adds debug detail (e.g. checkpoint-table requests), -vv traces the AWS
+    /// SDK's requests too.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+impl Verbosity {
+    /// The log filter the flags ask for (`None`: `RUST_LOG`, else the default).
+    pub fn filter(&self, krate: &str) -> Option<String> {
+        match (self.quiet, self.verbose) {
+            (true, _) => Some("warn".into()),
+            (false, 0) => None,
+            (false, 1) => Some(format!("{krate}=debug,kinesis_streaming=debug,warn")),
+            (false, _) => Some(format!(
+                "{krate}=trace,kinesis_streaming=trace,aws=debug,info"
+            )),
+        }
+    }
+}
+
+/// The CLIs that carry [`Verbosity`].
+pub trait HasVerbosity {
+    fn verbosity(&self) -> Verbosity;
+}
+
+impl HasVerbosity for Cli {
+    fn verbosity(&self) -> Verbosity {
+        self.verbosity
+    }
+}
+
+impl HasVerbosity for WriterCli {
+    fn verbosity(&self) -> Verbosity {
+        self.verbosity
+    }
 }
 
 /// Settings every sub-command shares.
@@ -923,6 +968,8 @@ mod tests {
                   mapreduce_task_partition. Exit codes: 0 ok, 1 failure, 2 usage, 130 interrupted."
 )]
 pub struct WriterCli {
+    #[command(flatten)]
+    pub verbosity: Verbosity,
     /// s3://BUCKET/PREFIX/ (object named from the iteration), s3://BUCKET/KEY, or dynamodb://TABLE.
     pub target: String,
     /// Logical name of the iteration [kinesis.checkpoint.logical.name].

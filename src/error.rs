@@ -45,17 +45,10 @@ pub enum ReaderError {
 /// printed once, as its whole chain, on one line.
 pub fn main_with<C, F, Fut>(name: &str, run: F) -> ExitCode
 where
-    C: clap::Parser,
+    C: clap::Parser + crate::config::HasVerbosity,
     F: FnOnce(C) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<u8>>,
 {
-    let filter = format!(
-        "{}=info,kinesis_streaming=info,warn",
-        name.replace('-', "_")
-    );
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(filter))
-        .format_target(false)
-        .init();
     let cli = match C::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -68,6 +61,20 @@ where
             .into();
         }
     };
+    // -q / -v win over RUST_LOG, which wins over the default.
+    let krate = name.replace('-', "_");
+    let default = format!("{krate}=info,kinesis_streaming=info,warn");
+    let mut logger = match cli.verbosity().filter(&krate) {
+        Some(f) => {
+            let mut b = env_logger::Builder::new();
+            b.parse_filters(&f);
+            b
+        }
+        None => {
+            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+        }
+    };
+    logger.format_target(false).init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

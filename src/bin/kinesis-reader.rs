@@ -137,7 +137,7 @@ async fn run(mut cli: Cli) -> Result<u8> {
                 None
             };
             let cfg = ReaderConfig::resolve(&cli.common, &cli.read, &layers, assignment.as_ref())?;
-            let code = read(cfg, cli.read.hadoop_reporter).await?;
+            let code = read(cfg, cli.read.hadoop_reporter, cli.verbosity.quiet).await?;
             Ok(code)
         }
     }
@@ -155,7 +155,7 @@ async fn clients(cfg: &ReaderConfig) -> Result<(Arc<KinesisStream>, Arc<DynamoSt
     Ok((Arc::new(KinesisStream::new(&sdk, &cfg.stream)), store))
 }
 
-async fn read(cfg: ReaderConfig, reporter: bool) -> Result<u8> {
+async fn read(cfg: ReaderConfig, reporter: bool, quiet: bool) -> Result<u8> {
     if let Some(program) = cfg.command.first() {
         if !on_path(program) {
             return Err(ReaderError::Usage(format!(
@@ -222,7 +222,7 @@ async fn read(cfg: ReaderConfig, reporter: bool) -> Result<u8> {
         reporter || kinesis_streaming::progress::under_hadoop(&|k: &str| std::env::var(k).ok());
     let heartbeat = hadoop
         .then(|| kinesis_streaming::progress::spawn_heartbeat(progress.clone(), "kinesis-reader"));
-    let ticker = (std::io::stderr().is_terminal() && !std::io::stdout().is_terminal())
+    let ticker = (!quiet && std::io::stderr().is_terminal() && !std::io::stdout().is_terminal())
         .then(|| kinesis_streaming::progress::spawn_ticker(progress, "kinesis-reader"));
     let summary = reader::run(prepared, &cfg, out, stop, child.is_some()).await;
     kinesis_streaming::progress::stop_ticker(ticker);

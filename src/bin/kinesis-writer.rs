@@ -35,8 +35,7 @@ async fn run(cli: WriterCli) -> Result<u8> {
     };
     let bad = BadLines::new(policy)?;
     let progress = Arc::new(kinesis_streaming::progress::Progress::default());
-    let ticker = std::io::stderr()
-        .is_terminal()
+    let ticker = (!cli.verbosity.quiet && std::io::stderr().is_terminal())
         .then(|| kinesis_streaming::progress::spawn_ticker(progress.clone(), "kinesis-writer"));
     let r = write(cli, &env, ctx, target, settings, bad, progress).await;
     kinesis_streaming::progress::stop_ticker(ticker);

@@ -769,3 +769,37 @@ async fn exec_mode_forwards_sigterm_and_exits_with_the_childs_status() {
     assert_eq!(status(&stream, &table, "S")[0]["state"], "failed");
     std::fs::remove_file(ready).ok();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quiet_says_nothing_on_stderr_and_verbose_shows_the_table_requests() {
+    let k = kinesis().await;
+    let stream = unique("quiet");
+    create_stream(&k, &stream, 1).await;
+    put_many(&k, &stream, 0, 3).await;
+    let table = table();
+    let mut a = args(&stream, &table, "Q", "next");
+    a.push("-q");
+    let o = reader(&a);
+    assert_eq!(parse_lines(&ok(o.clone())).len(), 3);
+    assert!(o.stderr.is_empty(), "{}", stderr(&o));
+    let mut a = args(&stream, &table, "Q", "0");
+    a.push("-v");
+    let o = reader(&a);
+    assert!(
+        stderr(&o).contains("checkpoint table requests: GetItem"),
+        "{}",
+        stderr(&o)
+    );
+    // The writer takes the same flags.
+    let o = writer(
+        &[
+            "s3://no-bucket-needed/x",
+            "-q",
+            "--skip-empty",
+            "--iteration",
+            "0",
+        ],
+        b"",
+    );
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", stderr(&o));
+}
