@@ -114,6 +114,10 @@ pub struct CommonArgs {
     /// Endpoint for every AWS service (AWS_ENDPOINT_URL[_KINESIS|_DYNAMODB] also work).
     #[arg(long, global = true)]
     pub endpoint_url: Option<String>,
+    /// Allow a plain-HTTP endpoint on another host than this one (credentials-signed requests
+    /// then cross the network unencrypted).
+    #[arg(long, global = true)]
+    pub allow_insecure_endpoint: bool,
     /// DynamoDB table for checkpoints [kinesis.checkpoint.metastore.table.name].
     #[arg(long, global = true)]
     pub checkpoint_table: Option<String>,
@@ -276,7 +280,12 @@ pub mod names {
     pub const BATCH_SIZE: &str = "kinesis.records.batchsize";
     pub const REGION: &str = "kinesis.endpoint.region";
     pub const STREAM: &str = "kinesis.stream.name";
-    pub const ALL: [&str; 13] = [
+    /// Static credentials, for EMR jobs that passed them this way: used, never shown.
+    pub const ACCESS_KEY: &str = "kinesis.accessKey";
+    pub const SECRET_KEY: &str = "kinesis.secretKey";
+    pub const ALL: [&str; 15] = [
+        ACCESS_KEY,
+        SECRET_KEY,
         ENABLED,
         TABLE,
         HASH_KEY,
@@ -291,6 +300,15 @@ pub mod names {
         REGION,
         STREAM,
     ];
+}
+
+/// A value as messages may show it: credentials never are.
+fn shown<'v>(name: &str, value: &'v str) -> &'v str {
+    if name == names::ACCESS_KEY || name == names::SECRET_KEY {
+        "***"
+    } else {
+        value
+    }
 }
 
 /// Hadoop passes jobconf `a.b.c` to tasks as the variable `a_b_c`.
@@ -335,7 +353,9 @@ impl<'a> Layers<'a> {
             if let Some(old) = map.get(k) {
                 if old != v {
                     return Err(usage(format!(
-                        "-D {k} is given twice with different values ({old:?} and {v:?})"
+                        "-D {k} is given twice with different values ({:?} and {:?})",
+                        shown(k, old),
+                        shown(k, v)
                     )));
                 }
             }
@@ -360,7 +380,7 @@ impl<'a> Layers<'a> {
             .filter_map(|n| {
                 self.defines
                     .get(*n)
-                    .map(|v| (v.clone(), format!("-D {n}={v}")))
+                    .map(|v| (v.clone(), format!("-D {n}={}", shown(n, v))))
             })
             .collect();
         if let Some(v) = one(&from_defines)? {
@@ -370,7 +390,7 @@ impl<'a> Layers<'a> {
             .iter()
             .filter_map(|n| {
                 let var = mangle(n);
-                (self.env)(&var).map(|v| (v.clone(), format!("environment {var}={v}")))
+                (self.env)(&var).map(|v| (v.clone(), format!("environment {var}={}", shown(n, &v))))
             })
             .collect();
         one(&from_env)
@@ -441,12 +461,63 @@ fn parse_batch(s: &str) -> Result<i32, String> {
     }
 }
 
-/// Where the AWS clients point.
+/// Where the AWS clients point, and as whom.
 #[derive(Clone, Debug, Default)]
 pub struct AwsSettings {
     pub region: Option<String>,
     pub profile: Option<String>,
     pub endpoint_url: Option<String>,
+    /// `kinesis.accessKey` / `kinesis.secretKey`; otherwise the SDK's standard chain.
+    pub keys: Option<StaticKeys>,
+    /// `--allow-insecure-endpoint`: plain HTTP to a host other than this one.
+    pub allow_insecure_endpoint: bool,
+}
+
+/// Static credentials; `Debug` shows neither half.
+#[derive(Clone, Default)]
+pub struct StaticKeys {
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl std::fmt::Debug for StaticKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StaticKeys(***)")
+    }
+}
+
+/// The AWS settings of either binary: flags, then EMR names.
+pub fn aws_from(
+    region: Option<&str>,
+    profile: Option<String>,
+    endpoint_url: Option<String>,
+    allow_insecure_endpoint: bool,
+    l: &Layers,
+) -> Result<AwsSettings, ReaderError> {
+    let access = l.get("", None, &[names::ACCESS_KEY])?.map(|v| v.0);
+    let secret = l.get("", None, &[names::SECRET_KEY])?.map(|v| v.0);
+    let keys = match (access, secret) {
+        (Some(access_key), Some(secret_key)) => Some(StaticKeys {
+            access_key,
+            secret_key,
+        }),
+        (None, None) => None,
+        _ => {
+            return Err(usage(format!(
+                "{} and {} go together: give both, or neither (and let the SDK find \
+                 credentials)",
+                names::ACCESS_KEY,
+                names::SECRET_KEY
+            )))
+        }
+    };
+    Ok(AwsSettings {
+        region: l.get("region", region, &[names::REGION])?.map(|v| v.0),
+        profile,
+        endpoint_url,
+        keys,
+        allow_insecure_endpoint,
+    })
 }
 
 /// The checkpoint table and its key names.
@@ -522,13 +593,13 @@ fn map_mode(
 pub const DEFAULT_ITERATION_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 pub fn aws_settings(c: &CommonArgs, l: &Layers) -> Result<AwsSettings, ReaderError> {
-    Ok(AwsSettings {
-        region: l
-            .get("region", c.region.as_deref(), &[names::REGION])?
-            .map(|v| v.0),
-        profile: c.profile.clone(),
-        endpoint_url: c.endpoint_url.clone(),
-    })
+    aws_from(
+        c.region.as_deref(),
+        c.profile.clone(),
+        c.endpoint_url.clone(),
+        c.allow_insecure_endpoint,
+        l,
+    )
 }
 
 pub fn stream_setting(c: &CommonArgs, l: &Layers) -> Result<String, ReaderError> {
@@ -995,6 +1066,9 @@ pub struct WriterCli {
     /// Endpoint for every AWS service (AWS_ENDPOINT_URL[_S3|_DYNAMODB] also work).
     #[arg(long)]
     pub endpoint_url: Option<String>,
+    /// Allow a plain-HTTP endpoint on another host than this one.
+    #[arg(long)]
+    pub allow_insecure_endpoint: bool,
     /// An EMR setting, as NAME=VALUE (repeatable).
     #[arg(short = 'D', value_name = "NAME=VALUE")]
     pub define: Vec<String>,

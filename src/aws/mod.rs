@@ -39,6 +39,16 @@ pub async fn sdk_config(s: &AwsSettings) -> Result<SdkConfig, ReaderError> {
     if let Some(e) = &s.endpoint_url {
         loader = loader.endpoint_url(e);
     }
+    check_endpoints(s)?;
+    if let Some(k) = &s.keys {
+        loader = loader.credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+            &k.access_key,
+            &k.secret_key,
+            None,
+            None,
+            "kinesis.accessKey",
+        ));
+    }
     let config = loader.load().await;
     if config.region().is_none() {
         return Err(ReaderError::Usage(
@@ -50,6 +60,53 @@ pub async fn sdk_config(s: &AwsSettings) -> Result<SdkConfig, ReaderError> {
     Ok(config)
 }
 
+/// Refuses a plain-HTTP endpoint on another host (signed requests and data
+/// would cross the network unencrypted) unless explicitly allowed.
+fn check_endpoints(s: &AwsSettings) -> Result<(), ReaderError> {
+    if s.allow_insecure_endpoint {
+        return Ok(());
+    }
+    let vars = [
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_KINESIS",
+        "AWS_ENDPOINT_URL_DYNAMODB",
+        "AWS_ENDPOINT_URL_S3",
+    ];
+    let given = s
+        .endpoint_url
+        .iter()
+        .map(|u| (u.clone(), "--endpoint-url".to_string()))
+        .chain(
+            vars.iter()
+                .filter_map(|v| std::env::var(v).ok().map(|u| (u, v.to_string()))),
+        );
+    for (url, source) in given {
+        if let Some(host) = insecure_host(&url) {
+            return Err(ReaderError::Usage(format!(
+                "{source} {url} is plain HTTP to {host}, which is not this machine: use https, \
+                 or pass --allow-insecure-endpoint if you mean it"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The host of a plain-HTTP URL that is not a loopback address.
+fn insecure_host(url: &str) -> Option<String> {
+    let rest = url.trim().strip_prefix("http://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host_port.split(':').next().unwrap_or(""),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then(|| host.to_string())
+}
+
 /// The service's error code (e.g. `ResourceNotFoundException`), if any.
 pub(crate) fn code<E: ProvideErrorMetadata>(e: &E) -> &str {
     e.code().unwrap_or("")
@@ -58,4 +115,23 @@ pub(crate) fn code<E: ProvideErrorMetadata>(e: &E) -> &str {
 /// An SDK error with its whole cause chain, as an `anyhow::Error`.
 pub(crate) fn full<E: std::error::Error + Send + Sync + 'static>(e: E) -> anyhow::Error {
     anyhow::anyhow!("{}", DisplayErrorContext(e))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_plain_http_off_this_machine_is_insecure() {
+        use super::insecure_host as h;
+        assert_eq!(h("http://127.0.0.1:4566"), None);
+        assert_eq!(h("http://127.8.9.1:4566/x"), None);
+        assert_eq!(h("http://localhost:4566"), None);
+        assert_eq!(h("http://[::1]:4566"), None);
+        assert_eq!(h("https://kinesis.example.com"), None);
+        assert_eq!(h("http://10.0.0.5:4566"), Some("10.0.0.5".into()));
+        assert_eq!(
+            h("http://kinesis.example.com/"),
+            Some("kinesis.example.com".into())
+        );
+        assert_eq!(h("http://u@192.168.1.2"), Some("192.168.1.2".into()));
+    }
 }

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use kinesis_streaming::aws::{self, item_table::DynamoItems, s3::S3Objects};
-use kinesis_streaming::config::{self, names, parse_size, FieldEncoding, Layers, WriterCli};
+use kinesis_streaming::config::{self, parse_size, FieldEncoding, Layers, WriterCli};
 use kinesis_streaming::error::ReaderError;
 use kinesis_streaming::sink::dynamodb::{self, LoadOptions, Mode};
 use kinesis_streaming::sink::lines::{BadLinePolicy, BadLines};
@@ -25,14 +25,13 @@ async fn run(cli: WriterCli) -> Result<u8> {
     let target = Target::parse(&cli.target)?;
     let policy = BadLinePolicy::parse(&cli.on_bad_line)
         .map_err(|e| ReaderError::Usage(format!("--on-bad-line {e}")))?;
-    let region = layers
-        .get("region", cli.region.as_deref(), &[names::REGION])?
-        .map(|v| v.0);
-    let settings = config::AwsSettings {
-        region,
-        profile: cli.profile.clone(),
-        endpoint_url: cli.endpoint_url.clone(),
-    };
+    let settings = config::aws_from(
+        cli.region.as_deref(),
+        cli.profile.clone(),
+        cli.endpoint_url.clone(),
+        cli.allow_insecure_endpoint,
+        &layers,
+    )?;
     let bad = BadLines::new(policy)?;
     let progress = Arc::new(kinesis_streaming::progress::Progress::default());
     let ticker = (!cli.verbosity.quiet && std::io::stderr().is_terminal())

@@ -4,6 +4,7 @@
 use crate::harness::*;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
+use std::process::Output;
 
 fn seq_num(s: &str) -> u128 {
     s.parse().unwrap()
@@ -802,4 +803,111 @@ async fn quiet_says_nothing_on_stderr_and_verbose_shows_the_table_requests() {
         b"",
     );
     assert!(o.status.success() && o.stderr.is_empty(), "{}", stderr(&o));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn emr_credentials_work_but_never_show_and_remote_plain_http_is_refused() {
+    const SECRET: &str = "wJalrXUtnFEMI-K7MDENG-bPxRfiCYSECRETKEY";
+    const KEY_ID: &str = "AKIAKINESISSTREAMING";
+    let k = kinesis().await;
+    let stream = unique("creds");
+    create_stream(&k, &stream, 2).await;
+    put_many(&k, &stream, 0, 4).await;
+    let table = table();
+    let ak = format!("kinesis.accessKey={KEY_ID}");
+    let sk = format!("kinesis.secretKey={SECRET}");
+    let with_keys = |a: &[&str]| -> Output {
+        let keys = ["-D", ak.as_str(), "-D", sk.as_str(), "-vv"];
+        reader(&[a, &keys[..]].concat())
+    };
+    let mut outputs = Vec::new();
+    let o = with_keys(&args(&stream, &table, "C", "next"));
+    assert_eq!(parse_lines(&ok(o.clone())).len(), 4);
+    outputs.push(o);
+    let o = with_keys(&[
+        "status",
+        "--stream",
+        &stream,
+        "--checkpoint-table",
+        &table,
+        "--logical-name",
+        "C",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    outputs.push(o);
+    // Errors that name their settings: two secrets, half a pair, a bad value beside them.
+    let o = reader(&[
+        "--stream",
+        &stream,
+        "-D",
+        &sk,
+        "-D",
+        "kinesis.secretKey=other",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("kinesis.secretKey is given twice"),
+        "{}",
+        stderr(&o)
+    );
+    outputs.push(o);
+    let o = reader(&["--stream", &stream, "-D", &sk]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("go together"), "{}", stderr(&o));
+    outputs.push(o);
+    let o = reader_env(
+        &["--stream", &stream, "-D", &ak, "--batch-size", "0"],
+        &[("kinesis_secretKey", SECRET)],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    outputs.push(o);
+    let s3c = s3().await;
+    let bucket = bucket(&s3c).await;
+    let target = format!("s3://{bucket}/out");
+    let o = writer_env(&["-D", &ak, "-D", &sk, "-vv", &target], b"a\t1\n", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    outputs.push(o);
+    for o in &outputs {
+        for text in [
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+        ] {
+            assert!(!text.contains(SECRET), "the secret key leaked:\n{text}");
+        }
+    }
+    // Nothing of the credentials is kept in the checkpoint table.
+    let items = dynamo()
+        .await
+        .scan()
+        .table_name(&table)
+        .send()
+        .await
+        .unwrap();
+    let dump = format!("{:?}", items.items());
+    assert!(!dump.contains(SECRET) && !dump.contains(KEY_ID));
+
+    // Plain HTTP to another host is refused before any request is sent.
+    let o = reader(&[
+        "--stream",
+        &stream,
+        "--endpoint-url",
+        "http://10.255.255.1:4566",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--allow-insecure-endpoint"),
+        "{}",
+        stderr(&o)
+    );
+    let o = writer_env(
+        &[&target],
+        b"a\n",
+        &[("AWS_ENDPOINT_URL_S3", "http://s3.example.com")],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("AWS_ENDPOINT_URL_S3 http://s3.example.com"),
+        "{}",
+        stderr(&o)
+    );
 }
