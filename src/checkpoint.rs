@@ -98,6 +98,14 @@ pub struct ShardEnd {
     pub first_arrival_ms: Option<i64>,
 }
 
+impl ShardEnd {
+    /// The same fix (one run's write at one time), as stored and read back.
+    pub fn same_fix(&self, other: &ShardEnd) -> bool {
+        (&self.fixed_by, self.fixed_ms, &self.next)
+            == (&other.fixed_by, other.fixed_ms, &other.next)
+    }
+}
+
 /// One shard of one iteration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ShardCheckpoint {
@@ -442,8 +450,11 @@ impl CheckpointStore for MemoryStore {
                 .shards
                 .get_mut(shard_id)
                 .ok_or_else(|| conflict("no such shard"))?;
-            if sh.end.is_some() {
-                return Err(conflict("already fixed"));
+            match &sh.end {
+                // Our own fix, again (a retry after a lost answer).
+                Some(e) if e.same_fix(end) => return Ok(()),
+                Some(_) => return Err(conflict("already fixed")),
+                None => {}
             }
             sh.end = Some(end.clone());
             Ok(())

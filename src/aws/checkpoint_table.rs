@@ -183,6 +183,21 @@ impl DynamoStore {
         ])
     }
 
+    /// One item, read consistently.
+    async fn get(&self, key: Item) -> Result<Option<Item>, StoreError> {
+        bump(&self.usage.get_item, 1);
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.t.table)
+            .set_key(Some(key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| full(e).context(format!("reading table {}", self.t.table)))?;
+        Ok(out.item)
+    }
+
     /// The item that holds a lease: the header, or the task's own item.
     fn lease_key(&self, k: &LogicalKey, i: u64, h: &Holder) -> Item {
         match &h.task {
@@ -811,22 +826,14 @@ impl CheckpointStore for DynamoStore {
                         (h.owner, h.lease_expires_ms)
                     }
                     Some(_) => {
-                        bump(&self.usage.get_item, 1);
-                        let out = self
-                            .client
-                            .get_item()
-                            .table_name(&self.t.table)
-                            .set_key(Some(self.lease_key(k, i, holder)))
-                            .consistent_read(true)
-                            .send()
-                            .await
-                            .map_err(|e| {
-                                full(e).context(format!("reading a task of iteration {i}"))
-                            })?;
-                        let item = out.item();
+                        let item = self.get(self.lease_key(k, i, holder)).await?;
                         (
-                            item.and_then(|it| get_s(it, "owner")).map(str::to_string),
-                            item.and_then(|it| get_n(it, "lease_expires")).unwrap_or(0),
+                            item.as_ref()
+                                .and_then(|it| get_s(it, "owner"))
+                                .map(str::to_string),
+                            item.as_ref()
+                                .and_then(|it| get_n(it, "lease_expires"))
+                                .unwrap_or(0),
                         )
                     }
                 };
@@ -889,8 +896,23 @@ impl CheckpointStore for DynamoStore {
             self.lease_check(k, i, holder),
             TransactWriteItem::builder().update(update).build(),
         ];
-        self.transact(items, &format!("fixing shard {shard_id} of iteration {i}"))
+        match self
+            .transact(items, &format!("fixing shard {shard_id} of iteration {i}"))
             .await
+        {
+            // The SDK retries a call whose answer was lost; if the first try
+            // landed, the retry meets our own end: that is success, not a rival.
+            Err(StoreError::Conflict(c)) => {
+                let stored = self
+                    .get(self.key(shard_pk(k, i), shard_id.to_string()))
+                    .await?;
+                match stored.map(|it| self.parse_shard(&it)).transpose()? {
+                    Some(ShardCheckpoint { end: Some(e), .. }) if e.same_fix(end) => Ok(()),
+                    _ => Err(StoreError::Conflict(c)),
+                }
+            }
+            r => r,
+        }
     }
 
     async fn finish(
@@ -917,9 +939,16 @@ impl CheckpointStore for DynamoStore {
                 .await
             {
                 Ok(_) => Ok(()),
-                Err(e) if is_condition_failure(&e) => Err(StoreError::Conflict(format!(
-                    "iteration {i}: task lease lost"
-                ))),
+                // Gone: our own delete landed before its answer was lost (or
+                // the lease expired and its taker finished; either way it is released).
+                Err(e) if is_condition_failure(&e) => {
+                    match self.get(self.lease_key(k, i, holder)).await? {
+                        None => Ok(()),
+                        Some(_) => Err(StoreError::Conflict(format!(
+                            "iteration {i}: task lease lost"
+                        ))),
+                    }
+                }
                 Err(e) => Err(StoreError::Other(full(e).context(format!(
                     "releasing a task of iteration {i} in table {}",
                     self.t.table
@@ -944,8 +973,17 @@ impl CheckpointStore for DynamoStore {
             .into_iter()
             .filter(|(a, _)| update.contains(a))
             .collect();
-        self.update_at(key, i, update, "#o = :me", &names, values)
+        match self
+            .update_at(key, i, update, "#o = :me", &names, values)
             .await
+        {
+            // A retry after a lost answer: our release landed already.
+            Err(StoreError::Conflict(c)) => match self.header(k, i).await? {
+                Some(h) if h.owner.is_none() && h.state == state => Ok(()),
+                _ => Err(StoreError::Conflict(c)),
+            },
+            r => r,
+        }
     }
 }
 

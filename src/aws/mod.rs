@@ -26,7 +26,7 @@ pub async fn sdk_config(s: &AwsSettings) -> Result<SdkConfig, ReaderError> {
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(5))
-                .operation_attempt_timeout(Duration::from_secs(30))
+                .operation_attempt_timeout(attempt_timeout())
                 .operation_timeout(Duration::from_secs(120))
                 .build(),
         );
@@ -58,6 +58,15 @@ pub async fn sdk_config(s: &AwsSettings) -> Result<SdkConfig, ReaderError> {
         ));
     }
     Ok(config)
+}
+
+/// 30 s per attempt; `KINESIS_STREAMING_ATTEMPT_TIMEOUT` (e.g. `2s`) shortens
+/// it for the fault-injection tests, which delay answers past it.
+fn attempt_timeout() -> Duration {
+    std::env::var("KINESIS_STREAMING_ATTEMPT_TIMEOUT")
+        .ok()
+        .and_then(|v| humantime::parse_duration(&v).ok())
+        .unwrap_or(Duration::from_secs(30))
 }
 
 /// Refuses a plain-HTTP endpoint on another host (signed requests and data

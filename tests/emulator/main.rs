@@ -2,8 +2,10 @@
 //! One test binary; each test uses its own stream, table and logical names.
 
 mod examples;
+mod faults;
 mod harness;
 mod mapmode;
+mod proxy;
 mod reader;
 mod reshard;
 mod writer;

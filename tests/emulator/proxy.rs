@@ -1,0 +1,306 @@
+//! A fault-injecting HTTP proxy between the binaries and the emulators.
+//!
+//! Every request is forwarded to its emulator (Kinesis calls to one upstream,
+//! everything else — DynamoDB, S3 — to another) unless a seeded random draw
+//! picks a fault for it:
+//! - `throttle`: 400 ProvisionedThroughputExceededException (Kinesis) or
+//!   ThrottlingException (DynamoDB), SlowDown (S3), without forwarding;
+//! - `server_error`: 500 or 503, without forwarding;
+//! - `expired_iterator`: 400 ExpiredIteratorException for GetRecords;
+//! - `delay`: forwarded only after `delay` (past the client's attempt timeout,
+//!   so the client gives up and retries while the first attempt still lands);
+//! - `lost_answer`: forwarded (the emulator applies it), then the connection
+//!   is closed without an answer;
+//! - `cut_body`: forwarded, then the answer is cut off halfway through its body.
+//!
+//! The last three are the hard ones: a write the server applied whose
+//! answer the client never saw, so the client's retry meets its own write.
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// How often each fault is injected (per request), and the delay used.
+#[derive(Clone, Debug)]
+pub struct FaultPlan {
+    pub seed: u64,
+    pub throttle: f64,
+    pub server_error: f64,
+    pub expired_iterator: f64,
+    pub delay: f64,
+    pub lost_answer: f64,
+    pub cut_body: f64,
+    pub delay_for: Duration,
+    /// Only these operations get faults (all when empty).
+    pub only: Vec<&'static str>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Fault {
+    Throttle,
+    ServerError,
+    ExpiredIterator,
+    Delay,
+    LostAnswer,
+    CutBody,
+}
+
+struct State {
+    kinesis: String,
+    other: String,
+    plan: FaultPlan,
+    rng: Mutex<u64>,
+    /// Faults injected, by kind and operation.
+    injected: Mutex<BTreeMap<(Fault, String), u64>>,
+    requests: Mutex<u64>,
+}
+
+impl State {
+    /// xorshift64*: small, seeded, and the same sequence for a seed.
+    fn next(&self) -> f64 {
+        let mut x = self.rng.lock().unwrap();
+        *x ^= *x >> 12;
+        *x ^= *x << 25;
+        *x ^= *x >> 27;
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn draw(&self, op: &str) -> Option<Fault> {
+        *self.requests.lock().unwrap() += 1;
+        let p = &self.plan;
+        if !p.only.is_empty() && !p.only.contains(&op) {
+            return None;
+        }
+        let mut x = self.next();
+        let mut pick = |chance: f64, f: Fault| {
+            if x < chance {
+                return Some(f);
+            }
+            x -= chance;
+            None
+        };
+        let expired = if op == "GetRecords" {
+            p.expired_iterator
+        } else {
+            0.0
+        };
+        let f = pick(p.throttle, Fault::Throttle)
+            .or_else(|| pick(p.server_error, Fault::ServerError))
+            .or_else(|| pick(expired, Fault::ExpiredIterator))
+            .or_else(|| pick(p.delay, Fault::Delay))
+            .or_else(|| pick(p.lost_answer, Fault::LostAnswer))
+            .or_else(|| pick(p.cut_body, Fault::CutBody));
+        if let Some(f) = f {
+            *self
+                .injected
+                .lock()
+                .unwrap()
+                .entry((f, op.to_string()))
+                .or_default() += 1;
+        }
+        f
+    }
+}
+
+pub struct Proxy {
+    pub url: String,
+    state: Arc<State>,
+}
+
+impl Proxy {
+    /// Faults injected so far, by kind and operation.
+    pub fn injected(&self) -> BTreeMap<(Fault, String), u64> {
+        self.state.injected.lock().unwrap().clone()
+    }
+    pub fn count(&self, f: Fault) -> u64 {
+        self.injected()
+            .iter()
+            .filter(|((k, _), _)| *k == f)
+            .map(|(_, n)| n)
+            .sum()
+    }
+    pub fn requests(&self) -> u64 {
+        *self.state.requests.lock().unwrap()
+    }
+}
+
+type Out = BoxBody<Bytes, std::io::Error>;
+
+fn full(b: impl Into<Bytes>) -> Out {
+    Full::new(b.into()).map_err(|e| match e {}).boxed()
+}
+
+/// Starts a proxy on 127.0.0.1 (its own thread and runtime, for the rest of
+/// the test process). Upstreams are `host:port`.
+pub fn start(kinesis: &str, other: &str, plan: FaultPlan) -> Proxy {
+    let strip = |u: &str| {
+        u.trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string()
+    };
+    let state = Arc::new(State {
+        kinesis: strip(kinesis),
+        other: strip(other),
+        rng: Mutex::new(plan.seed.max(1)),
+        plan,
+        injected: Mutex::default(),
+        requests: Mutex::default(),
+    });
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let st = state.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((sock, _)) = listener.accept().await else {
+                    continue;
+                };
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| handle(req, st.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(sock), svc)
+                        .await;
+                });
+            }
+        });
+    });
+    Proxy { url, state }
+}
+
+fn error(status: u16, code: &str, json: &str) -> Response<Out> {
+    let body = format!(r#"{{"__type":"{code}","message":"injected by the test proxy"}}"#);
+    Response::builder()
+        .status(status)
+        .header("content-type", json)
+        .header("x-amzn-errortype", code)
+        .body(full(body))
+        .unwrap()
+}
+
+async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Out>, std::io::Error> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let kinesis = target.starts_with("Kinesis_");
+    let op = match target.rsplit_once('.') {
+        Some((_, op)) => op.to_string(),
+        None => format!("S3 {}", parts.method),
+    };
+    let fault = st.draw(&op);
+    let json = if kinesis {
+        "application/x-amz-json-1.1"
+    } else {
+        "application/x-amz-json-1.0"
+    };
+    match fault {
+        Some(Fault::Throttle) if target.is_empty() => {
+            let xml = "<Error><Code>SlowDown</Code><Message>injected</Message></Error>";
+            return Ok(Response::builder()
+                .status(503)
+                .header("content-type", "application/xml")
+                .body(full(xml))
+                .unwrap());
+        }
+        Some(Fault::Throttle) if kinesis => {
+            return Ok(error(400, "ProvisionedThroughputExceededException", json))
+        }
+        Some(Fault::Throttle) => return Ok(error(400, "ThrottlingException", json)),
+        Some(Fault::ServerError) => {
+            let (status, code) = if st.next() < 0.5 {
+                (500, "InternalFailure")
+            } else {
+                (503, "ServiceUnavailable")
+            };
+            return Ok(error(status, code, json));
+        }
+        Some(Fault::ExpiredIterator) => return Ok(error(400, "ExpiredIteratorException", json)),
+        Some(Fault::Delay) => tokio::time::sleep(st.plan.delay_for).await,
+        _ => {}
+    }
+    let upstream = if kinesis { &st.kinesis } else { &st.other };
+    let resp = forward(upstream, parts, body).await?;
+    match fault {
+        Some(Fault::LostAnswer) => Err(std::io::Error::other("injected: answer lost")),
+        Some(Fault::CutBody) => {
+            let (parts, body) = resp.into_parts();
+            let b = body.collect().await?.to_bytes();
+            let mut r = Response::from_parts(parts, Cut(Some(b.slice(..b.len() / 2))).boxed());
+            r.headers_mut().insert("content-length", b.len().into());
+            Ok(r)
+        }
+        _ => Ok(resp),
+    }
+}
+
+async fn forward(
+    upstream: &str,
+    parts: hyper::http::request::Parts,
+    body: Bytes,
+) -> Result<Response<Out>, std::io::Error> {
+    let sock = tokio::net::TcpStream::connect(upstream).await?;
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(sock))
+        .await
+        .map_err(std::io::Error::other)?;
+    tokio::spawn(conn);
+    let mut req = Request::from_parts(parts, Full::new(body));
+    *req.uri_mut() = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .parse()
+        .unwrap();
+    let resp = send
+        .send_request(req)
+        .await
+        .map_err(std::io::Error::other)?;
+    let (parts, body) = resp.into_parts();
+    let b = body
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes();
+    Ok(Response::from_parts(parts, full(b)))
+}
+
+/// A body that sends its first half, then fails: the client sees a
+/// connection cut in the middle of an answer.
+struct Cut(Option<Bytes>);
+
+impl Body for Cut {
+    type Data = Bytes;
+    type Error = std::io::Error;
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        match self.0.take() {
+            Some(b) => Poll::Ready(Some(Ok(Frame::data(b)))),
+            None => Poll::Ready(Some(Err(std::io::Error::other("injected: cut off")))),
+        }
+    }
+}
