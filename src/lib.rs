@@ -26,6 +26,8 @@ pub mod config;
 pub mod error;
 pub mod expiry;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod iteration;
 pub mod kpl;
 pub mod manifest;

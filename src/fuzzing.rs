@@ -1,0 +1,81 @@
+//! Entry points for fuzzing: each takes arbitrary bytes and must neither
+//! panic nor allocate without bound. The cargo-fuzz targets in `fuzz/`
+//! (libFuzzer, nightly Rust) and the seeded mutation runs in `tests/fuzz.rs`
+//! (stable Rust, in CI) call the same functions.
+
+use crate::config::{Cli, Layers, ReaderConfig};
+use crate::stream::Record;
+use bytes::Bytes;
+use clap::Parser;
+
+fn record(data: &[u8]) -> Record {
+    Record {
+        sequence_number: "49590338271490256608559692538361571095921575989136588898".into(),
+        sub_sequence_number: None,
+        partition_key: "pk".into(),
+        data: Bytes::copy_from_slice(data),
+        arrival_ms: 1_700_000_000_000,
+    }
+}
+
+/// A record's bytes as they come from the stream.
+pub fn kpl_record(data: &[u8]) {
+    if let Some(subs) = crate::kpl::deaggregate(&record(data)) {
+        // Sub-records are slices of the outer record: never more data than it had.
+        let total: usize = subs.iter().map(|s| s.data.len()).sum();
+        assert!(total <= data.len());
+    }
+}
+
+/// Arbitrary protobuf bytes inside a valid frame (magic and a correct MD5), so
+/// that the fuzzer gets past the checksum to the protobuf parser.
+pub fn kpl_protobuf(body: &[u8]) {
+    use md5::{Digest, Md5};
+    let mut framed = crate::kpl::MAGIC.to_vec();
+    framed.extend_from_slice(body);
+    framed.extend_from_slice(&Md5::digest(body));
+    kpl_record(&framed);
+}
+
+/// The writer's line parsing: the first line is a `--columns` list, the rest
+/// are rows for it (escaped, as the reader writes them).
+pub fn writer_lines(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut lines = text.split('\n');
+    let spec = lines.next().unwrap_or("");
+    let columns = crate::sink::dynamodb::parse_columns(spec).unwrap_or_else(|_| {
+        crate::sink::dynamodb::parse_columns("k:S,r:N,b:B,t:BOOL,z:NULL,ss:SS,ns:NS,j:JSON")
+            .expect("a valid column list")
+    });
+    let key_len = columns.len().min(2);
+    for (i, line) in lines.enumerate() {
+        let _ = crate::sink::dynamodb::parse_row(&columns, key_len, i as u64 + 2, line, true);
+        let _ = crate::sink::dynamodb::parse_row(&columns, key_len, i as u64 + 2, line, false);
+        let _ = crate::sink::lines::unescape(line);
+    }
+}
+
+/// Settings: each line is a `-D NAME=VALUE` pair, or `env NAME=VALUE` for the
+/// environment; then the reader's whole resolution runs on them, and a
+/// manifest parse on the same text.
+pub fn settings(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut defines = Vec::new();
+    let mut env = Vec::new();
+    for line in text.lines() {
+        match line.strip_prefix("env ") {
+            Some(kv) => {
+                if let Some((k, v)) = kv.split_once('=') {
+                    env.push((k.to_string(), v.to_string()));
+                }
+            }
+            None => defines.push(line.to_string()),
+        }
+    }
+    let lookup = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    if let Ok(layers) = Layers::new(&defines, &lookup) {
+        let cli = Cli::try_parse_from(["kinesis-reader"]).expect("no arguments parse");
+        let _ = ReaderConfig::resolve(&cli.common, &cli.read, &layers, None);
+    }
+    let _ = crate::manifest::assignment(&text);
+}
