@@ -300,3 +300,80 @@ async fn kill_9_at_random_points_then_rerun_gives_the_undisturbed_bytes() {
     }
     eprintln!("20 kill -9s, shards fixed when killed: {landed:?}; all reruns byte-identical");
 }
+
+/// Four runs of one iteration started together (as speculative Hadoop
+/// attempts would be), through the faults: one fixes the boundaries, the
+/// others wait for its lease and replay it; all four print the same bytes,
+/// and every shard was fixed once, by one run. Then the same for three
+/// attempts of one map task.
+#[tokio::test(flavor = "multi_thread")]
+async fn simultaneous_attempts_fix_one_set_of_boundaries_and_print_the_same() {
+    let k = kinesis().await;
+    let stream = unique("spec");
+    create_stream(&k, &stream, 3).await;
+    let table = table();
+    put_many(&k, &stream, 0, 90).await;
+    let p = proxy::start(endpoint(), endpoint(), plan(seed(4)));
+    let env = via(&p);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut a = args(&stream, &table, "S", "0");
+    a.extend(["--batch-size", "20", "--lease-duration", "3s"]);
+    let outs: Vec<Output> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..4).map(|_| s.spawn(|| reader_env(&a, &env))).collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let first = ok(outs[0].clone());
+    assert_eq!(parse_lines(&first).len(), 90);
+    for o in &outs[1..] {
+        assert_eq!(ok(o.clone()), first);
+    }
+    let st = status(&stream, &table, "S");
+    let fixers: Vec<&str> = st[0]["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["fixed_by"].as_str().unwrap())
+        .collect();
+    assert!(
+        fixers.windows(2).all(|w| w[0] == w[1]),
+        "one run fixed them all: {fixers:?}"
+    );
+
+    // Three attempts of one map task of a planned iteration, together.
+    put_many(&k, &stream, 100, 30).await;
+    let o = reader_env(
+        &[
+            "plan",
+            "--stream",
+            &stream,
+            "--checkpoint-table",
+            &table,
+            "--logical-name",
+            "S",
+        ],
+        &env,
+    );
+    let manifest = String::from_utf8(ok(o)).unwrap();
+    let line = manifest.lines().nth(1).unwrap().to_string();
+    let task = [
+        "--shards-from-stdin",
+        "--checkpoint-table",
+        &table,
+        "--fields",
+        "shard_id,sequence_number,partition_key,data",
+        "--lease-duration",
+        "3s",
+    ];
+    let outs: Vec<Output> = std::thread::scope(|s| {
+        let runs: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| reader_input(&task, line.as_bytes(), &env)))
+            .collect();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let first = ok(outs[0].clone());
+    for o in &outs[1..] {
+        assert_eq!(ok(o.clone()), first, "speculative attempts print the same");
+    }
+    assert!(parse_lines(&first).iter().all(|l| line.contains(&l.0)));
+    eprintln!("faults: {:?}", p.injected());
+}
