@@ -377,3 +377,185 @@ async fn simultaneous_attempts_fix_one_set_of_boundaries_and_print_the_same() {
     assert!(parse_lines(&first).iter().all(|l| line.contains(&l.0)));
     eprintln!("faults: {:?}", p.injected());
 }
+
+fn writer_via(p: &proxy::Proxy, a: &[&str], input: &[u8]) -> Output {
+    let env = via(p);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    writer_env(a, input, &env)
+}
+
+/// The writer to S3 through the faults (SlowDown, 5xx, part answers lost
+/// after the part landed, answers cut off, the completion's answer lost):
+/// each object is either exactly the input or absent with no multipart
+/// upload left behind. Then kill -9 mid-upload: never a partial object.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_objects_are_whole_or_absent_under_faults_and_kill_9() {
+    let s3c = s3().await;
+    let bucket = bucket(&s3c).await;
+    let input: Vec<u8> = (0..300_000)
+        .flat_map(|i| format!("line {i:07}\t{}\n", "x".repeat(i % 90)).into_bytes())
+        .collect();
+    let p = proxy::start(endpoint(), endpoint(), plan(seed(5)));
+    let (mut whole, mut absent) = (0, 0);
+    for i in 0..4 {
+        let key = format!("faults/{i}");
+        let target = format!("s3://{bucket}/{key}");
+        let o = tokio::task::block_in_place(|| {
+            writer_via(
+                &p,
+                &[&target, "--part-size", "5MiB", "--parts-in-flight", "3"],
+                &input,
+            )
+        });
+        let stored = s3c.get_object().bucket(&bucket).key(&key).send().await;
+        if o.status.success() {
+            let body = stored.unwrap().body.collect().await.unwrap().into_bytes();
+            assert!(body == input[..], "object {key} differs from its input");
+            whole += 1;
+        } else {
+            assert!(
+                stored.is_err(),
+                "a failed upload left {key}: {}",
+                stderr(&o)
+            );
+            absent += 1;
+        }
+    }
+    assert_eq!(
+        dangling_uploads(&s3c, &bucket).await,
+        0,
+        "uploads left behind"
+    );
+    assert!(
+        p.count(Fault::LostAnswer) + p.count(Fault::CutBody) > 0,
+        "{:?}",
+        p.injected()
+    );
+    eprintln!(
+        "S3 under faults: {whole} whole, {absent} absent; faults {:?}",
+        p.injected()
+    );
+
+    // kill -9 while uploading (no cleanup can run): whole or absent, never partial.
+    let mut rng = seed(6);
+    for i in 0..5 {
+        let key = format!("killed/{i}");
+        let target = format!("s3://{bucket}/{key}");
+        let mut child = spawn_writer(&[&target, "--part-size", "5MiB"]);
+        let mut stdin = child.stdin.take().unwrap();
+        let data = input.clone();
+        let feeder = std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&data);
+        });
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        tokio::time::sleep(Duration::from_millis(rng % 700)).await;
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = feeder.join();
+        if let Ok(o) = s3c.get_object().bucket(&bucket).key(&key).send().await {
+            let body = o.body.collect().await.unwrap().into_bytes();
+            assert!(
+                body == input[..],
+                "killed upload {key} left a partial object"
+            );
+        }
+    }
+}
+
+/// The writer to DynamoDB through the faults, rerun until it succeeds as a
+/// scheduler would: put mode ends with the table an undisturbed run makes;
+/// add mode adds each iteration exactly once, however many of its updates
+/// landed before a failure or had their answers lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn dynamodb_tables_end_as_undisturbed_runs_under_faults() {
+    let d = dynamo().await;
+    let p = proxy::start(endpoint(), endpoint(), plan(seed(7)));
+    let rows: String = (0..1500usize)
+        // 1,500 distinct keys (60 batches), then 300 of them again: last wins.
+        .chain(0..300)
+        .enumerate()
+        .map(|(n, i)| format!("{:04}\t{}\t{n}\n", i % 500, ["eu", "us", "ap"][i % 3]))
+        .collect();
+    let (clean, faulty) = (
+        crate::writer::table(&d, true).await,
+        crate::writer::table(&d, true).await,
+    );
+    let put = |t: &str| {
+        vec![
+            format!("dynamodb://{t}"),
+            "--columns".into(),
+            "error:S,region:S,count:N".into(),
+        ]
+    };
+    let clean_args = put(&clean);
+    let a: Vec<&str> = clean_args.iter().map(String::as_str).collect();
+    let o = writer(&a, rows.as_bytes());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let faulty_args = put(&faulty);
+    let a: Vec<&str> = faulty_args.iter().map(String::as_str).collect();
+    let mut attempts = 0;
+    while attempts < 6 {
+        attempts += 1;
+        let o = tokio::task::block_in_place(|| writer_via(&p, &a, rows.as_bytes()));
+        if o.status.success() {
+            break;
+        }
+        eprintln!("put attempt {attempts}: {}", stderr(&o));
+    }
+    assert_eq!(
+        crate::writer::counts(&d, &faulty).await,
+        crate::writer::counts(&d, &clean).await
+    );
+    let put_faults = p.injected();
+    assert!(
+        put_faults.keys().any(|(_, op)| op == "BatchWriteItem"),
+        "{put_faults:?}"
+    );
+
+    // Add mode: sorted totals for two iterations, each applied exactly once.
+    let t = crate::writer::table(&d, true).await;
+    let target = format!("dynamodb://{t}");
+    let mut expected: BTreeMap<(String, String), u64> = BTreeMap::new();
+    for it in ["1", "2"] {
+        let lines: Vec<String> = (0..300)
+            .map(|i| format!("{:03}\t{}\t{}\n", i, ["eu", "us"][i % 2], i + it.len()))
+            .collect();
+        for l in &lines {
+            let f: Vec<&str> = l.trim_end().split('\t').collect();
+            *expected.entry((f[0].into(), f[1].into())).or_default() +=
+                f[2].parse::<u64>().unwrap();
+        }
+        let a = [
+            &target,
+            "--columns",
+            "error:S,region:S,count:N",
+            "--mode",
+            "add",
+            "--logical-name",
+            "F",
+            "--iteration",
+            it,
+        ];
+        for attempt in 1..=6 {
+            let o = tokio::task::block_in_place(|| writer_via(&p, &a, lines.concat().as_bytes()));
+            if o.status.success() {
+                break;
+            }
+            eprintln!("add {it} attempt {attempt}: {}", stderr(&o));
+        }
+        // A rerun after success changes nothing.
+        let o = tokio::task::block_in_place(|| writer_via(&p, &a, lines.concat().as_bytes()));
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let got: BTreeMap<(String, String), u64> = crate::writer::counts(&d, &t)
+        .await
+        .into_iter()
+        .map(|(k, v)| (k, v.parse().unwrap()))
+        .collect();
+    assert_eq!(got, expected);
+    eprintln!("DynamoDB under faults: {:?}", p.injected());
+    assert!(p.count(Fault::LostAnswer) > 0, "{:?}", p.injected());
+}

@@ -266,6 +266,10 @@ async fn forward(
         .await
         .map_err(std::io::Error::other)?;
     tokio::spawn(conn);
+    // The body is whole now: send it with its length, not as it came.
+    let mut parts = parts;
+    parts.headers.remove("transfer-encoding");
+    parts.headers.insert("content-length", body.len().into());
     let mut req = Request::from_parts(parts, Full::new(body));
     *req.uri_mut() = req
         .uri()
@@ -278,12 +282,14 @@ async fn forward(
         .send_request(req)
         .await
         .map_err(std::io::Error::other)?;
-    let (parts, body) = resp.into_parts();
+    let (mut parts, body) = resp.into_parts();
     let b = body
         .collect()
         .await
         .map_err(std::io::Error::other)?
         .to_bytes();
+    parts.headers.remove("transfer-encoding");
+    parts.headers.insert("content-length", b.len().into());
     Ok(Response::from_parts(parts, full(b)))
 }
 

@@ -186,7 +186,7 @@ async fn interrupted_or_truncated_input_leaves_no_object_and_no_upload() {
     );
 }
 
-async fn table(d: &aws_sdk_dynamodb::Client, range: bool) -> String {
+pub(crate) async fn table(d: &aws_sdk_dynamodb::Client, range: bool) -> String {
     use aws_sdk_dynamodb::types::*;
     let t = unique("items");
     let attr = |n: &str| {
@@ -219,7 +219,10 @@ async fn table(d: &aws_sdk_dynamodb::Client, range: bool) -> String {
 }
 
 /// (error, region) → count.
-async fn counts(d: &aws_sdk_dynamodb::Client, t: &str) -> BTreeMap<(String, String), String> {
+pub(crate) async fn counts(
+    d: &aws_sdk_dynamodb::Client,
+    t: &str,
+) -> BTreeMap<(String, String), String> {
     let mut all = BTreeMap::new();
     let mut start = None;
     loop {
