@@ -589,6 +589,22 @@ fn map_mode(
     }
 }
 
+/// A logical name is part of the checkpoint table's keys (`<stream>/<logical
+/// name>/<iteration>`): a '/' in it could make one logical name's header
+/// collide with another's shard items, so it is refused.
+fn check_logical_name(name: &str) -> Result<(), ReaderError> {
+    if name.is_empty()
+        || name.len() > 255
+        || name.contains('/')
+        || name.chars().any(char::is_control)
+    {
+        return Err(usage(format!(
+            "logical name {name:?}: use 1 to 255 characters without '/' or control characters"
+        )));
+    }
+    Ok(())
+}
+
 /// EMR's default iteration timeout, used by `--until timeouts` when none is given.
 pub const DEFAULT_ITERATION_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
@@ -603,14 +619,27 @@ pub fn aws_settings(c: &CommonArgs, l: &Layers) -> Result<AwsSettings, ReaderErr
 }
 
 pub fn stream_setting(c: &CommonArgs, l: &Layers) -> Result<String, ReaderError> {
-    l.get("stream", c.stream.as_deref(), &[names::STREAM])?
-        .map(|v| v.0)
+    let (stream, src) = l
+        .get("stream", c.stream.as_deref(), &[names::STREAM])?
         .ok_or_else(|| {
             usage(format!(
                 "no stream given: use --stream NAME (or -D {}=NAME)",
                 names::STREAM
             ))
-        })
+        })?;
+    // A name, or an ARN ending in stream/NAME; names are Kinesis's 1–128 of A-Z a-z 0-9 _ - .
+    let name = crate::stream::stream_name(&stream);
+    let ok = (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    if !ok {
+        return Err(usage(format!(
+            "{src}: a stream name is 1 to 128 characters of A-Z, a-z, 0-9, '_', '-' and '.' \
+             (or give the stream's ARN)"
+        )));
+    }
+    Ok(stream)
 }
 
 /// The checkpoint table, if checkpointing is on.
@@ -639,6 +668,7 @@ pub fn table_settings(c: &CommonArgs, l: &Layers) -> Result<Option<TableSettings
         (_, None) => return Ok(None),
         (_, Some((t, _))) => t,
     };
+    crate::sink::check_table_name(&table)?;
     let hash_key = l
         .get("hash-key", c.hash_key.as_deref(), &[names::HASH_KEY])?
         .map_or_else(|| "HashKey".to_string(), |v| v.0);
@@ -704,9 +734,7 @@ impl ReaderConfig {
                         names::LOGICAL_NAME
                     ))
                 })?;
-                if logical_name.is_empty() {
-                    return Err(usage("the logical name cannot be empty".into()));
-                }
+                check_logical_name(&logical_name)?;
                 Some(CheckpointSettings {
                     table,
                     logical_name,
@@ -820,13 +848,44 @@ mod tests {
     }
 
     #[test]
+    fn names_that_would_break_keys_or_the_service_are_refused_up_front() {
+        let err = |args: &[&str]| resolve(args, &[]).unwrap_err().to_string();
+        let cp = ["--checkpoint-table", "cp-table", "--logical-name"];
+        let e = err(&[&["--stream", "s"][..], &cp, &["a/0000000001"]].concat());
+        assert!(e.contains("without '/'"), "{e}");
+        let e = err(&["--stream", "no spaces"]);
+        assert!(
+            e.contains("--stream no spaces") && e.contains("1 to 128"),
+            "{e}"
+        );
+        let e = err(&[
+            "--stream",
+            "s",
+            "--checkpoint-table",
+            "ab",
+            "--logical-name",
+            "l",
+        ]);
+        assert!(e.contains("3 to 255"), "{e}");
+        // An ARN is fine; its name part is what is checked.
+        assert!(resolve(
+            &[
+                "--stream",
+                "arn:aws:kinesis:us-east-1:123456789012:stream/ok-1"
+            ],
+            &[]
+        )
+        .is_ok());
+    }
+
+    #[test]
     fn flags_defines_and_env_give_the_same_config() {
         let by_flags = resolve(
             &[
                 "--stream",
                 "s",
                 "--checkpoint-table",
-                "t",
+                "cpt",
                 "--logical-name",
                 "L",
                 "--iteration",
@@ -845,7 +904,7 @@ mod tests {
             &[
                 "-D",
                 "kinesis.stream.name=s",
-                "-Dkinesis.checkpoint.metastore.table.name=t",
+                "-Dkinesis.checkpoint.metastore.table.name=cpt",
                 "-D",
                 "kinesis.checkpoint.logical.name=L",
                 "-D",
@@ -864,7 +923,7 @@ mod tests {
             &[],
             &[
                 ("kinesis_stream_name", "s"),
-                ("kinesis_checkpoint_metastore_table_name", "t"),
+                ("kinesis_checkpoint_metastore_table_name", "cpt"),
                 ("kinesis_checkpoint_logical_name", "L"),
                 ("kinesis_checkpoint_iteration_no", "3"),
                 ("kinesis_records_batchsize", "500"),
@@ -876,7 +935,7 @@ mod tests {
         for c in [&by_flags, &by_defines, &by_env] {
             assert_eq!(c.stream, "s");
             let cp = c.checkpoint.as_ref().unwrap();
-            assert_eq!(cp.table.table, "t");
+            assert_eq!(cp.table.table, "cpt");
             assert_eq!(cp.table.range_key, "R");
             assert_eq!(cp.table.hash_key, "HashKey");
             assert_eq!(cp.logical_name, "L");
@@ -948,7 +1007,7 @@ mod tests {
                 "-D",
                 "kinesis.checkpoint.metastore.hash.range.name=B",
                 "--checkpoint-table",
-                "t",
+                "cpt",
                 "--logical-name",
                 "l",
             ],
@@ -962,14 +1021,14 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("unknown setting"), "{e}");
-        let e = resolve(&["--stream", "s", "--checkpoint-table", "t"], &[]).unwrap_err();
+        let e = resolve(&["--stream", "s", "--checkpoint-table", "cpt"], &[]).unwrap_err();
         assert!(e.to_string().contains("logical name"), "{e}");
         let e = resolve(
             &[
                 "--stream",
                 "s",
                 "--checkpoint-table",
-                "t",
+                "cpt",
                 "--logical-name",
                 "l",
                 "--iteration=-1",
@@ -981,7 +1040,7 @@ mod tests {
             e.to_string().contains("--iteration -1") && e.to_string().contains("next"),
             "{e}"
         );
-        let e = resolve(&["--checkpoint-table", "t", "--logical-name", "l"], &[]).unwrap_err();
+        let e = resolve(&["--checkpoint-table", "cpt", "--logical-name", "l"], &[]).unwrap_err();
         assert!(e.to_string().contains("--stream"), "{e}");
     }
 
@@ -991,7 +1050,7 @@ mod tests {
             &["--stream", "s"],
             &[
                 ("kinesis_checkpoint_enabled", "false"),
-                ("kinesis_checkpoint_metastore_table_name", "t"),
+                ("kinesis_checkpoint_metastore_table_name", "cpt"),
             ],
         )
         .unwrap();
@@ -1007,7 +1066,7 @@ mod tests {
                 "--stream",
                 "s",
                 "--checkpoint-table",
-                "t",
+                "cpt",
                 "-D",
                 "kinesis.checkpoint.enabled=false",
             ],

@@ -70,6 +70,7 @@ async fn write(
                     cli.compress.extension()
                 ),
             };
+            kinesis_streaming::sink::check_key(&key)?;
             let part_size = parse_size(&cli.part_size)
                 .map_err(|e| ReaderError::Usage(format!("--part-size {e}")))?;
             if part_size < s3sink::MIN_PART_SIZE {

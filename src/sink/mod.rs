@@ -43,9 +43,7 @@ impl Target {
                 key,
             })
         } else if let Some(table) = s.strip_prefix("dynamodb://") {
-            if table.is_empty() || table.contains('/') {
-                return Err(usage("bad table name"));
-            }
+            check_table_name(table)?;
             Ok(Target::DynamoDb {
                 table: table.to_string(),
             })
@@ -71,6 +69,53 @@ pub struct IterationContext {
 /// The default object name under a prefix: one object per iteration and
 /// partition, so a rerun writes the same key.
 pub const DEFAULT_KEY_TEMPLATE: &str = "iteration={iteration}/part-{partition}";
+
+/// An S3 key this tool will write: at most 1,024 bytes, no empty segment
+/// (`a//b`, a leading `/`), no `.` or `..` segment, no control characters —
+/// so a logical name or stream substituted into a template cannot climb out
+/// of its prefix or make a key that tools mangle.
+pub fn check_key(key: &str) -> Result<(), ReaderError> {
+    let bad = |why: &str| Err(ReaderError::Usage(format!("S3 key {key:?}: {why}")));
+    if key.is_empty() {
+        return bad("empty");
+    }
+    if key.len() > 1024 {
+        return bad("longer than S3's 1,024 bytes");
+    }
+    if key.chars().any(char::is_control) {
+        return bad("contains a control character");
+    }
+    let segments: Vec<&str> = key.split('/').collect();
+    let last = segments.len() - 1;
+    for (i, seg) in segments.iter().enumerate() {
+        if seg.is_empty() && i != last {
+            return bad("has an empty path segment (a leading '/' or '//')");
+        }
+        if *seg == "." || *seg == ".." {
+            return bad("has a '.' or '..' segment");
+        }
+    }
+    if segments[last].is_empty() {
+        return bad("ends with '/', so it names no object");
+    }
+    Ok(())
+}
+
+/// A DynamoDB table name as the service allows it: 3–255 of `A-Z a-z 0-9 _ - .`.
+pub fn check_table_name(name: &str) -> Result<(), ReaderError> {
+    let ok = (3..=255).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(ReaderError::Usage(format!(
+            "table name {name:?}: DynamoDB tables are 3 to 255 characters of A-Z, a-z, 0-9, \
+             '_', '-' and '.'"
+        )))
+    }
+}
 
 /// Expands a key template. Placeholders: `{logical_name}`, `{iteration}`,
 /// `{partition}` (5 digits), `{stream}`, `{date}` (YYYY-MM-DD) and `{hour}`
@@ -162,7 +207,22 @@ mod tests {
                 table: "counts".into()
             }
         );
-        for bad in ["s3:///k", "file:///tmp/x", "dynamodb://", "results/"] {
+        for key in ["a/b", "iteration=0/part-00000", "x"] {
+            assert!(check_key(key).is_ok(), "{key}");
+        }
+        for key in ["", "/a", "a//b", "a/../b", "..", "a/./b", "a/", "a\nb"] {
+            assert!(check_key(key).is_err(), "{key:?}");
+        }
+        assert!(check_key(&"k".repeat(1025)).is_err());
+        assert!(check_table_name("ab").is_err() && check_table_name("a/b/c").is_err());
+        assert!(check_table_name("emr-checkpoints_1.x").is_ok());
+        for bad in [
+            "s3:///k",
+            "file:///tmp/x",
+            "dynamodb://",
+            "results/",
+            "dynamodb://a b",
+        ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }
     }
