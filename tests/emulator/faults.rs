@@ -559,3 +559,151 @@ async fn dynamodb_tables_end_as_undisturbed_runs_under_faults() {
     eprintln!("DynamoDB under faults: {:?}", p.injected());
     assert!(p.count(Fault::LostAnswer) > 0, "{:?}", p.injected());
 }
+
+/// The README's IAM policies list exactly the actions the binaries need:
+/// every command of both binaries runs through a recording proxy, and each
+/// operation seen must be allowed by the policy of the binary that made it
+/// (and each allowed action must have been needed).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_readmes_iam_policies_cover_exactly_the_calls_made() {
+    let k = kinesis().await;
+    let stream = unique("iam");
+    create_stream(&k, &stream, 2).await;
+    put_many(&k, &stream, 0, 10).await;
+    let quiet = FaultPlan {
+        throttle: 0.0,
+        server_error: 0.0,
+        expired_iterator: 0.0,
+        delay: 0.0,
+        lost_answer: 0.0,
+        cut_body: 0.0,
+        ..plan(1)
+    };
+    let (r, w) = (
+        proxy::start(endpoint(), endpoint(), quiet.clone()),
+        proxy::start(endpoint(), endpoint(), quiet),
+    );
+    let table = unique("iam-cp");
+    let cp = [
+        "--stream",
+        &stream,
+        "--checkpoint-table",
+        &table,
+        "--logical-name",
+        "I",
+    ];
+    let reader_runs: Vec<Vec<&str>> = vec![
+        vec!["create-table", "--checkpoint-table", &table],
+        [&cp[..], &["--iteration", "next"]].concat(),
+        [&cp[..], &["--iteration", "0"]].concat(),
+        [&["status"][..], &cp].concat(),
+        [&["plan"][..], &cp].concat(),
+        vec!["--stream", &stream],
+    ];
+    for a in &reader_runs {
+        assert!(run_reader(&r, a).status.success(), "{a:?}");
+    }
+    let manifest = ok(run_reader(&r, &[&["plan"][..], &cp].concat()));
+    let env = via(&r);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    ok(reader_input(
+        &["--shards-from-stdin", "--checkpoint-table", &table],
+        &manifest,
+        &env,
+    ));
+    ok(run_reader(
+        &r,
+        &[&["finish"][..], &cp, &["--iteration", "1"]].concat(),
+    ));
+
+    let s3c = s3().await;
+    let bucket = bucket(&s3c).await;
+    let d = dynamo().await;
+    let items = crate::writer::table(&d, true).await;
+    let big: Vec<u8> = (0..1_500_000)
+        .flat_map(|i| format!("{i}\n").into_bytes())
+        .collect();
+    let small = format!("s3://{bucket}/small");
+    let large = format!("s3://{bucket}/large");
+    let target = format!("dynamodb://{items}");
+    let columns = ["--columns", "error:S,region:S,count:N"];
+    for (a, input) in [
+        (vec![small.as_str()], b"a\n".to_vec()),
+        (vec![large.as_str(), "--part-size", "5MiB"], big),
+        (
+            [&[target.as_str()][..], &columns].concat(),
+            b"e\tr\t1\n".to_vec(),
+        ),
+        (
+            [
+                &[target.as_str()][..],
+                &columns,
+                &["--mode", "add", "--logical-name", "I", "--iteration", "0"],
+            ]
+            .concat(),
+            b"e\tr\t1\n".to_vec(),
+        ),
+    ] {
+        let o = writer_via(&w, &a, &input);
+        assert!(o.status.success(), "{a:?}: {}", stderr(&o));
+    }
+    // A truncated upload takes the abort path.
+    let o = writer_via(
+        &w,
+        &[&format!("s3://{bucket}/cut"), "--part-size", "5MiB"],
+        &[&vec![b'x'; 12 << 20][..], b"no newline"].concat(),
+    );
+    assert!(!o.status.success());
+
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    let section = &readme[readme.find("### Minimal IAM policies").unwrap()..];
+    let section = &section[..section.find("\n## ").unwrap()];
+    let policies: Vec<&str> = section
+        .split("```json")
+        .skip(1)
+        .map(|b| &b[..b.find("```").unwrap()])
+        .collect();
+    assert_eq!(policies.len(), 2);
+    let actions = |policy: &str| -> std::collections::BTreeSet<String> {
+        let v: serde_json::Value = serde_json::from_str(policy).unwrap();
+        v["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| match &s["Action"] {
+                serde_json::Value::String(a) => vec![a.clone()],
+                serde_json::Value::Array(a) => {
+                    a.iter().map(|x| x.as_str().unwrap().to_string()).collect()
+                }
+                _ => vec![],
+            })
+            .collect()
+    };
+    // What each operation needs in IAM.
+    let needs = |op: &str| -> Vec<String> {
+        let (service, name) = op.split_once(' ').unwrap();
+        match (service, name) {
+            ("DynamoDB", "TransactWriteItems") => ["PutItem", "UpdateItem", "ConditionCheckItem"]
+                .map(|a| format!("dynamodb:{a}"))
+                .to_vec(),
+            ("DynamoDB", a) => vec![format!("dynamodb:{a}")],
+            ("Kinesis", a) => vec![format!("kinesis:{a}")],
+            ("S3", "HeadObject" | "GetObject") => vec!["s3:GetObject".into()],
+            ("S3", "AbortMultipartUpload") => vec!["s3:AbortMultipartUpload".into()],
+            ("S3", _) => vec!["s3:PutObject".into()],
+            _ => panic!("unknown operation {op}"),
+        }
+    };
+    for (name, proxy, policy) in [("reader", &r, policies[0]), ("writer", &w, policies[1])] {
+        let needed: std::collections::BTreeSet<String> =
+            proxy.seen().iter().flat_map(|op| needs(op)).collect();
+        assert_eq!(
+            needed,
+            actions(policy),
+            "{name}: calls seen {:?}",
+            proxy.seen()
+        );
+    }
+}

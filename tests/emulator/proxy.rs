@@ -60,6 +60,8 @@ struct State {
     /// Faults injected, by kind and operation.
     injected: Mutex<BTreeMap<(Fault, String), u64>>,
     requests: Mutex<u64>,
+    /// Every operation seen, e.g. `Kinesis GetRecords`, `DynamoDB Query`, `S3 UploadPart`.
+    seen: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl State {
@@ -129,6 +131,9 @@ impl Proxy {
     pub fn requests(&self) -> u64 {
         *self.state.requests.lock().unwrap()
     }
+    pub fn seen(&self) -> std::collections::BTreeSet<String> {
+        self.state.seen.lock().unwrap().clone()
+    }
 }
 
 type Out = BoxBody<Bytes, std::io::Error>;
@@ -152,6 +157,7 @@ pub fn start(kinesis: &str, other: &str, plan: FaultPlan) -> Proxy {
         plan,
         injected: Mutex::default(),
         requests: Mutex::default(),
+        seen: Mutex::default(),
     });
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -208,8 +214,17 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Out>,
     let kinesis = target.starts_with("Kinesis_");
     let op = match target.rsplit_once('.') {
         Some((_, op)) => op.to_string(),
-        None => format!("S3 {}", parts.method),
+        None => s3_operation(&parts),
     };
+    let service = match (kinesis, target.is_empty()) {
+        (true, _) => "Kinesis",
+        (false, false) => "DynamoDB",
+        (false, true) => "",
+    };
+    st.seen
+        .lock()
+        .unwrap()
+        .insert(format!("{service} {op}").trim().to_string());
     let fault = st.draw(&op);
     let json = if kinesis {
         "application/x-amz-json-1.1"
@@ -254,6 +269,31 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Out>,
         }
         _ => Ok(resp),
     }
+}
+
+/// S3's REST operations, told apart by method and query.
+fn s3_operation(parts: &hyper::http::request::Parts) -> String {
+    let query = parts.uri.query().unwrap_or("");
+    let has = |k: &str| {
+        query
+            .split('&')
+            .any(|p| p == k || p.starts_with(&format!("{k}=")))
+    };
+    let op = match parts.method.as_str() {
+        "PUT" if has("partNumber") => "UploadPart",
+        "PUT" if parts.uri.path().trim_matches('/').contains('/') => "PutObject",
+        "PUT" => "CreateBucket",
+        "POST" if has("uploads") => "CreateMultipartUpload",
+        "POST" if has("uploadId") => "CompleteMultipartUpload",
+        "DELETE" if has("uploadId") => "AbortMultipartUpload",
+        "DELETE" => "DeleteObject",
+        "HEAD" => "HeadObject",
+        "GET" if has("uploads") => "ListMultipartUploads",
+        "GET" if parts.uri.path().trim_matches('/').contains('/') => "GetObject",
+        "GET" => "ListObjects",
+        other => other,
+    };
+    format!("S3 {op}")
 }
 
 async fn forward(
