@@ -160,6 +160,27 @@ impl ObjectStore for S3Objects {
         Ok(())
     }
 
+    async fn uploads_of(&self, key: &str) -> Result<Vec<(String, i64)>> {
+        let out = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(key)
+            .send()
+            .await
+            .map_err(|e| self.context(e, "ListBucketMultipartUploads", key))?;
+        Ok(out
+            .uploads()
+            .iter()
+            .filter(|u| u.key() == Some(key))
+            .filter_map(|u| {
+                let id = u.upload_id()?.to_string();
+                let at = u.initiated()?.to_millis().ok()?;
+                Some((id, at))
+            })
+            .collect())
+    }
+
     async fn head_etag(&self, key: &str) -> Result<Option<String>> {
         match self
             .client

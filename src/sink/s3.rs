@@ -49,6 +49,8 @@ pub trait ObjectStore: Send + Sync {
     async fn abort(&self, key: &str, upload_id: &str) -> Result<()>;
     /// The object's ETag, if it exists.
     async fn head_etag(&self, key: &str) -> Result<Option<String>>;
+    /// Multipart uploads in progress for exactly this key: (id, initiated, epoch ms).
+    async fn uploads_of(&self, key: &str) -> Result<Vec<(String, i64)>>;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -315,17 +317,31 @@ pub async fn upload(
     // Whatever happened, let the reading thread end (it fails once rx is gone).
     drop(rx);
     let (read, bad) = reading.await.context("the input thread panicked")?;
+    finish_upload(&store, key, result, read, &mut summary, opts.skip_empty).await?;
+    summary.peak_buffered = accounting.peak();
+    Ok((summary, bad))
+}
+
+/// Completes (or aborts) the upload once the input is read.
+async fn finish_upload(
+    store: &Arc<dyn ObjectStore>,
+    key: &str,
+    result: Result<UploadState, (Option<String>, anyhow::Error)>,
+    read: Result<(u64, u64)>,
+    summary: &mut UploadSummary,
+    skip_empty: bool,
+) -> Result<()> {
     let upload_id = match result {
         Ok(id) => id,
         Err((id, e)) => {
-            abort(&store, key, id.as_deref()).await;
+            abort(store, key, id.as_deref()).await;
             return Err(e);
         }
     };
     let (lines, input_bytes) = match read {
         Ok(v) => v,
         Err(e) => {
-            abort(&store, key, upload_id.as_ref().map(|(id, _)| id.as_str())).await;
+            abort(store, key, upload_id.as_ref().map(|(id, _)| id.as_str())).await;
             return Err(e);
         }
     };
@@ -333,8 +349,8 @@ pub async fn upload(
     summary.input_bytes = input_bytes;
     match upload_id {
         Some((id, parts)) => {
-            if let Err(e) = complete(&store, key, &id, &parts).await {
-                abort(&store, key, Some(&id)).await;
+            if let Err(e) = complete(store, key, &id, &parts).await {
+                abort(store, key, Some(&id)).await;
                 return Err(e);
             }
             summary.parts = parts.len() as u32;
@@ -342,12 +358,54 @@ pub async fn upload(
         }
         None => {
             // One part or none: a single PutObject, unless empty input is skipped.
-            summary.written = !(opts.skip_empty && input_bytes == 0);
+            summary.written = !(skip_empty && input_bytes == 0);
             summary.parts = u32::from(summary.written);
         }
     }
-    summary.peak_buffered = accounting.peak();
-    Ok((summary, bad))
+    Ok(())
+}
+
+/// The ids of the uploads in progress for `key`, if they can be listed
+/// (best effort: without s3:ListBucketMultipartUploads there is no sweep).
+async fn upload_ids(store: &Arc<dyn ObjectStore>, key: &str) -> Option<Vec<String>> {
+    match store.uploads_of(key).await {
+        Ok(u) => Some(u.into_iter().map(|(id, _)| id).collect()),
+        Err(e) => {
+            log::debug!(
+                "could not list the uploads of {key} (to clean up after lost answers): {e:#}"
+            );
+            None
+        }
+    }
+}
+
+/// A CreateMultipartUpload whose answer was lost still started an upload,
+/// and the SDK's retry started another: the first is orphaned (billed,
+/// invisible). Uploads of this key that appeared during our create call and
+/// are not ours are such orphans, and are aborted. (Another writer of the
+/// same key starting in that very moment would lose its upload and fail —
+/// never a wrong object.)
+async fn sweep(
+    store: &Arc<dyn ObjectStore>,
+    key: &str,
+    before: Option<Vec<String>>,
+    ours: Option<&str>,
+) {
+    let Some(before) = before else { return };
+    let Some(after) = upload_ids(store, key).await else {
+        return;
+    };
+    for id in after {
+        if Some(id.as_str()) != ours && !before.contains(&id) {
+            match store.abort(key, &id).await {
+                Ok(()) => log::warn!(
+                    "aborted upload {id} of {key}: a CreateMultipartUpload whose answer was lost \
+                     had started it"
+                ),
+                Err(e) => log::error!("could not abort the orphaned upload {id} of {key}: {e:#}"),
+            }
+        }
+    }
 }
 
 type UploadState = Option<(String, Vec<Part>)>;
@@ -377,7 +435,16 @@ async fn send_parts(
         }
         return Ok(None);
     };
-    let id = store.create_upload(key).await.map_err(|e| (None, e))?;
+    let before = upload_ids(store, key).await;
+    let created = store.create_upload(key).await;
+    sweep(
+        store,
+        key,
+        before,
+        created.as_ref().ok().map(String::as_str),
+    )
+    .await;
+    let id = created.map_err(|e| (None, e))?;
     *started.lock().unwrap() = Some(id.clone());
     let in_flight = Arc::new(Semaphore::new(opts.parts_in_flight.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
@@ -499,6 +566,9 @@ mod tests {
         aborted: Mutex<Vec<String>>,
         fail_part: Option<i32>,
         lose_complete: bool,
+        /// The first CreateMultipartUpload "loses its answer": it starts an
+        /// upload nobody hears of, and the retry starts another.
+        lose_create: bool,
     }
 
     fn md5_hex(b: &[u8]) -> String {
@@ -516,12 +586,23 @@ mod tests {
             Ok(())
         }
         async fn create_upload(&self, _: &str) -> Result<String> {
-            let id = format!("u{}", self.uploads.lock().unwrap().len());
-            self.uploads
+            let mut uploads = self.uploads.lock().unwrap();
+            if self.lose_create && uploads.is_empty() {
+                uploads.insert("orphan".into(), BTreeMap::new());
+            }
+            let id = format!("u{}", uploads.len());
+            uploads.insert(id.clone(), BTreeMap::new());
+            Ok(id)
+        }
+        async fn uploads_of(&self, _: &str) -> Result<Vec<(String, i64)>> {
+            let now = crate::now_ms();
+            Ok(self
+                .uploads
                 .lock()
                 .unwrap()
-                .insert(id.clone(), BTreeMap::new());
-            Ok(id)
+                .keys()
+                .map(|id| (id.clone(), now))
+                .collect())
         }
         async fn upload_part(&self, _: &str, id: &str, n: i32, body: Bytes) -> Result<Part> {
             if self.fail_part == Some(n) {
@@ -606,6 +687,21 @@ mod tests {
             s.peak_buffered
         );
         assert!(store.objects.lock().unwrap()["k"] == input);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_upload_orphaned_by_a_lost_create_answer_is_aborted() {
+        let store = Arc::new(Fake {
+            lose_create: true,
+            ..Fake::default()
+        });
+        run(store.clone(), lines(1_000_000), opts(2)).await.unwrap();
+        assert!(store.objects.lock().unwrap().contains_key("k"));
+        assert_eq!(*store.aborted.lock().unwrap(), ["orphan"]);
+        assert!(
+            store.uploads.lock().unwrap().is_empty(),
+            "nothing left open"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -218,3 +218,88 @@ async fn five_iterations_with_a_producer_splitting_and_merging_meanwhile() {
     }
     check(&iterations, &put, &lineage(&k, &stream).await);
 }
+
+/// The five-iteration run above, with a split and a merge while a producer
+/// writes, through the fault-injecting proxy (Kinesis on kinesis-local,
+/// DynamoDB on moto): a run that gives up is rerun, as a scheduler would,
+/// and the successful iterations together are still exactly the stream,
+/// in shard order, parents before children.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_split_and_a_merge_under_faults_lose_and_duplicate_nothing() {
+    let k = kinesis_local_client().await;
+    let stream = unique("rsf");
+    create_stream(&k, &stream, 1).await;
+    wait_active(&k, &stream).await;
+    let table = table();
+    let p = crate::proxy::start(
+        kinesis_local(),
+        endpoint(),
+        crate::faults::plan(crate::faults::seed(8)),
+    );
+    let env = crate::faults::via(&p);
+    let producer = {
+        let (k, stream) = (k.clone(), stream.clone());
+        tokio::spawn(async move {
+            let mut put = Vec::new();
+            for i in 0..60 {
+                put.push(
+                    crate::harness::put(
+                        &k,
+                        &stream,
+                        &format!("key-{}", i % 11),
+                        format!("f{i}").as_bytes(),
+                    )
+                    .await,
+                );
+                if i == 20 {
+                    split(&k, &stream, &open_shards(&k, &stream).await[0]).await;
+                }
+                if i == 40 {
+                    let halves = open_shards(&k, &stream).await;
+                    merge(&k, &stream, halves[0].shard_id(), halves[1].shard_id()).await;
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+            put
+        })
+    };
+    let run = || {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut a = args(&stream, &table, "F", "next");
+        a.extend(["--lease-duration", "3s", "--lease-wait", "30s"]);
+        tokio::task::block_in_place(|| reader_env(&a, &env))
+    };
+    let (mut iterations, mut failed, mut empty) = (Vec::new(), 0, 0);
+    let mut producing = true;
+    while empty < 2 {
+        let o = run();
+        if o.status.success() {
+            let it = parse_lines(&o.stdout);
+            empty = if it.is_empty() && !producing {
+                empty + 1
+            } else {
+                0
+            };
+            iterations.push(it);
+        } else {
+            failed += 1;
+        }
+        if producing && producer.is_finished() {
+            producing = false;
+        }
+        assert!(iterations.len() + failed < 40, "iterations never ran dry");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let put = producer.await.unwrap();
+    check(&iterations, &put, &lineage(&k, &stream).await);
+    eprintln!(
+        "{} iterations ({failed} failed runs rerun), faults: {:?}",
+        iterations.len(),
+        p.injected()
+    );
+    assert!(
+        p.count(crate::proxy::Fault::ExpiredIterator) > 0,
+        "{:?}",
+        p.injected()
+    );
+}
