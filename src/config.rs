@@ -54,6 +54,11 @@ pub enum Command {
     /// After a distributed job: mark a planned iteration succeeded (every shard must have a
     /// fixed end), so that `--iteration next` moves on to the one after it.
     Finish,
+    /// Deregister an enhanced fan-out consumer of the stream (never done implicitly).
+    DeregisterConsumer {
+        /// The consumer's name.
+        name: String,
+    },
 }
 
 /// `-q` / `-v`: how much the binaries say on stderr.
@@ -199,6 +204,10 @@ pub struct ReadArgs {
     /// Write Hadoop `reporter:` counter and status lines on stderr even outside a Hadoop task.
     #[arg(long)]
     pub hadoop_reporter: bool,
+    /// Read with enhanced fan-out (SubscribeToShard) as the stream consumer NAME, registering
+    /// it if needed (it stays registered: `kinesis-reader deregister-consumer NAME` removes it).
+    #[arg(long, value_name = "NAME")]
+    pub efo_consumer: Option<String>,
     /// Exec mode: run this command with the records on its stdin (after `--`); the iteration
     /// succeeds only if it exits 0, and its exit status is the reader's.
     #[arg(last = true, value_name = "COMMAND")]
@@ -558,6 +567,8 @@ pub struct ReaderConfig {
     pub format: OutputFormat,
     /// Map mode: this run reads only part of a planned iteration.
     pub map: Option<MapMode>,
+    /// `--efo-consumer NAME`: read with enhanced fan-out as this consumer.
+    pub efo_consumer: Option<String>,
 }
 
 /// Which part of an iteration this run reads: the manifest's shards, `--task`,
@@ -819,7 +830,9 @@ impl ReaderConfig {
                 bytes_per_sec: max_read_rate * 1024.0 * 1024.0,
                 min_call_interval: humantime::parse_duration(&r.min_call_interval)
                     .map_err(|e| usage(format!("--min-call-interval: {e}")))?,
+                efo: None,
             },
+            efo_consumer: r.efo_consumer.clone(),
             on_expired: r.on_expired,
             command: r.command.clone(),
             fields,

@@ -73,6 +73,8 @@ pub struct Prepared {
     api: Arc<dyn StreamApi>,
     info: StreamInfo,
     listed: Vec<ShardInfo>,
+    /// The run's read settings, with the enhanced fan-out consumer's ARN.
+    read: ReadSettings,
     iteration: Option<(Arc<dyn CheckpointStore>, LogicalKey, Opened, LeaseOptions)>,
     started: Instant,
 }
@@ -150,6 +152,7 @@ pub async fn prepare(
     owner: &str,
 ) -> Result<Prepared> {
     let started = Instant::now();
+    let read = read_settings(api.as_ref(), cfg).await?;
     let Some(store) = store.filter(|_| cfg.checkpoint.is_some()) else {
         let info = api.describe().await.map_err(stream_error)?;
         let listed = api.list_shards().await.map_err(stream_error)?;
@@ -157,6 +160,7 @@ pub async fn prepare(
             api,
             info,
             listed,
+            read,
             iteration: None,
             started,
         });
@@ -200,9 +204,22 @@ pub async fn prepare(
         api,
         info,
         listed,
+        read,
         iteration: Some((store, key, opened, lease)),
         started,
     })
+}
+
+/// The read settings, with the enhanced fan-out consumer registered (or
+/// found) when one is asked for.
+async fn read_settings(api: &dyn StreamApi, cfg: &ReaderConfig) -> Result<ReadSettings> {
+    let mut read = cfg.read.clone();
+    if let Some(name) = &cfg.efo_consumer {
+        let arn = api.consumer(name).await.map_err(stream_error)?;
+        log::info!("reading with enhanced fan-out as consumer {name:?}");
+        read.efo = Some(Arc::from(arn));
+    }
+    Ok(read)
 }
 
 /// What `plan` did: the iteration, its manifest, and how many of its shards
@@ -319,6 +336,7 @@ pub async fn run(
         api,
         info,
         listed,
+        read,
         iteration,
         started,
     } = p;
@@ -327,11 +345,12 @@ pub async fn run(
             let stream = IterationStream {
                 listed: &listed,
                 retention_hours: info.retention_hours,
+                read,
             };
             run_iteration(api, store, key, opened, stream, cfg, lease, out, stop, hold).await?
         }
         None => tokio::select! {
-            r = read_unchecked(api, &listed, cfg, &info.name, out) => r?,
+            r = read_unchecked(api, &listed, cfg, &read, &info.name, out) => r?,
             why = stop => return Err(ReaderError::Interrupted(format!("stopped by {why}")).into()),
         },
     };
@@ -386,6 +405,7 @@ fn end_rules(cfg: &ReaderConfig, snapshot_ms: i64) -> EndRules {
 struct IterationStream<'a> {
     listed: &'a [ShardInfo],
     retention_hours: i64,
+    read: ReadSettings,
 }
 
 /// The boundary to fix for a shard that was read to its end rule.
@@ -553,7 +573,7 @@ async fn run_iteration(
         }
     };
     let result = tokio::select! {
-        r = pump(api, &read_shards, stream.listed, rules, cfg.read, fmt, out, fixer) => r,
+        r = pump(api, &read_shards, stream.listed, rules, stream.read, fmt, out, fixer) => r,
         why = stop => Err(ReaderError::Interrupted(format!(
             "stopped by {why}; iteration {n} is released as failed, and no shard is fixed past \
              its last delivered record"
@@ -625,6 +645,7 @@ async fn read_unchecked(
     api: Arc<dyn StreamApi>,
     listed: &[ShardInfo],
     cfg: &ReaderConfig,
+    read: &ReadSettings,
     stream: &str,
     out: Box<dyn Write + Send>,
 ) -> Result<Summary> {
@@ -652,7 +673,7 @@ async fn read_unchecked(
             &shards,
             listed,
             rules.clone(),
-            cfg.read,
+            read.clone(),
             fmt,
             Box::new(sink),
             recorder,
@@ -743,7 +764,7 @@ async fn pump(
             index,
             shard_id: s.shard_id.clone(),
             target,
-            settings,
+            settings: settings.clone(),
             permits,
             events: tx.clone(),
         };

@@ -8,7 +8,7 @@
 //! and a stalled consumer stops the reading.
 
 use crate::position::{seq_cmp, Position};
-use crate::stream::{Page, Record, StreamApi, StreamError};
+use crate::stream::{Page, Record, StreamApi, StreamError, Subscription};
 use anyhow::{anyhow, Context, Result};
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -88,7 +88,7 @@ pub enum ShardEvent {
 }
 
 /// How every shard of a run is read.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ReadSettings {
     /// Records per GetRecords call.
     pub batch_size: i32,
@@ -100,6 +100,8 @@ pub struct ReadSettings {
     pub bytes_per_sec: f64,
     /// Least time between two GetRecords calls on a shard (the service allows 5 a second).
     pub min_call_interval: Duration,
+    /// Enhanced fan-out: the consumer's ARN, once registered (else GetRecords polling).
+    pub efo: Option<Arc<str>>,
 }
 
 impl Default for ReadSettings {
@@ -109,6 +111,7 @@ impl Default for ReadSettings {
             deaggregate: true,
             bytes_per_sec: 2.0 * 1024.0 * 1024.0,
             min_call_interval: MIN_CALL_INTERVAL,
+            efo: None,
         }
     }
 }
@@ -162,13 +165,12 @@ impl ShardTask {
         let mut first: Option<(String, i64)> = None;
         let (mut records, mut bytes) = (0u64, 0u64);
         let later = |k: Option<i64>, t: i64| Some(k.map_or(t, |k| k.max(t)));
-        let mut iterator = Some(api.iterator(&self.shard_id, &start).await?);
+        let mut src = Source::open(api, &self.shard_id, &start, &self.settings).await?;
         let mut last_data = Instant::now();
-        let mut pacer = Pacer::new(&self.settings);
         let closed = loop {
-            let Some(it) = iterator.take() else {
+            if !src.more() {
                 break true;
-            };
+            }
             if rules.deadline.is_some_and(|d| Instant::now() >= d) {
                 break false;
             }
@@ -177,24 +179,11 @@ impl ShardTask {
             let Ok(slot) = self.permits.acquire().await else {
                 return Ok(());
             };
-            pacer.wait().await;
             let asked_ms = crate::now_ms();
-            let page = match api.get_records(&it, self.settings.batch_size).await {
-                Ok(p) => p,
-                Err(StreamError::IteratorExpired) => {
-                    // e.g. stdout blocked by a slow mapper for over 5 minutes:
-                    // seek again just after the last record we passed on.
-                    let from = last.clone().map_or_else(|| start.clone(), Position::After);
-                    log::info!(
-                        "shard {}: iterator expired, seeking to {from}",
-                        self.shard_id
-                    );
-                    iterator = Some(api.iterator(&self.shard_id, &from).await?);
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            pacer.paid(&page);
+            // An expired iterator or an ended subscription continues just
+            // after the last record passed on.
+            let resume = last.clone().map_or_else(|| start.clone(), Position::After);
+            let page = src.next(api, &self.shard_id, &resume).await?;
             let caught_up = page.records.is_empty() && page.millis_behind_latest == Some(0);
             if caught_up {
                 known = later(known, asked_ms - WATERMARK_MARGIN_MS);
@@ -245,8 +234,7 @@ impl ShardTask {
             if stop {
                 break false;
             }
-            iterator = page.next_iterator;
-            if iterator.is_none() {
+            if !src.more() {
                 break true;
             }
             if caught_up {
@@ -262,6 +250,9 @@ impl ShardTask {
                 let wm = asked_ms - WATERMARK_MARGIN_MS;
                 if !self.send(ShardEvent::Idle { watermark_ms: wm }).await {
                     return Ok(());
+                }
+                if src.pushed() {
+                    continue; // the next event comes when there is news
                 }
                 let mut wait = IDLE_POLL;
                 if let Some(d) = rules.deadline {
@@ -294,30 +285,20 @@ impl ShardTask {
             return Ok(());
         };
         let mut emitted: Option<String> = None;
-        let mut iterator = Some(api.iterator(&self.shard_id, &start).await?);
-        let mut pacer = Pacer::new(&self.settings);
+        let mut src = Source::open(api, &self.shard_id, &start, &self.settings).await?;
         loop {
-            let Some(it) = iterator.take() else {
+            if !src.more() {
                 return Err(missing(&last, &emitted));
-            };
+            }
             // A page slot before the call: a shard never holds more than
             // PAGES_IN_FLIGHT pages, counting the one being fetched.
             let Ok(slot) = self.permits.acquire().await else {
                 return Ok(());
             };
-            pacer.wait().await;
-            let page = match api.get_records(&it, self.settings.batch_size).await {
-                Ok(p) => p,
-                Err(StreamError::IteratorExpired) => {
-                    let from = emitted
-                        .clone()
-                        .map_or_else(|| start.clone(), Position::After);
-                    iterator = Some(api.iterator(&self.shard_id, &from).await?);
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            pacer.paid(&page);
+            let resume = emitted
+                .clone()
+                .map_or_else(|| start.clone(), Position::After);
+            let page = src.next(api, &self.shard_id, &resume).await?;
             let caught_up = page.records.is_empty() && page.millis_behind_latest == Some(0);
             let mut batch = Vec::with_capacity(page.records.len());
             let mut done = false;
@@ -355,7 +336,129 @@ impl ShardTask {
             if caught_up {
                 return Err(missing(&last, &emitted));
             }
-            iterator = page.next_iterator;
+        }
+    }
+}
+
+/// Where a shard's pages come from: GetRecords polling (paced; an expired
+/// iterator is sought again) or an enhanced fan-out subscription (pushed by
+/// the service; renewed when it ends after its 5 minutes).
+enum Source {
+    Poll {
+        iterator: Option<String>,
+        pacer: Pacer,
+        batch: i32,
+    },
+    Push {
+        consumer: Arc<str>,
+        sub: Option<Box<dyn Subscription>>,
+        ended: bool,
+        /// Subscriptions refused in a row because another one was active.
+        busy: u32,
+    },
+}
+
+/// How long to keep asking while another subscription of the consumer to
+/// the shard is active (a run that just ended, or a renewal too soon).
+const SUBSCRIPTION_BUSY_TRIES: u32 = 60;
+
+impl Source {
+    async fn open(
+        api: &dyn StreamApi,
+        shard: &str,
+        start: &Position,
+        settings: &ReadSettings,
+    ) -> Result<Self> {
+        Ok(match &settings.efo {
+            None => Source::Poll {
+                iterator: Some(api.iterator(shard, start).await?),
+                pacer: Pacer::new(settings),
+                batch: settings.batch_size,
+            },
+            Some(c) => Source::Push {
+                consumer: c.clone(),
+                sub: None,
+                ended: false,
+                busy: 0,
+            },
+        })
+    }
+
+    /// False once a closed shard has been read to its very end.
+    fn more(&self) -> bool {
+        match self {
+            Source::Poll { iterator, .. } => iterator.is_some(),
+            Source::Push { ended, .. } => !ended,
+        }
+    }
+
+    fn pushed(&self) -> bool {
+        matches!(self, Source::Push { .. })
+    }
+
+    /// The next page. `resume` is where to go on from if the iterator has
+    /// expired (e.g. stdout blocked by a slow mapper for over 5 minutes) or
+    /// the subscription has ended.
+    async fn next(&mut self, api: &dyn StreamApi, shard: &str, resume: &Position) -> Result<Page> {
+        loop {
+            match self {
+                Source::Poll {
+                    iterator,
+                    pacer,
+                    batch,
+                } => {
+                    let it = iterator.take().expect("more() was checked");
+                    pacer.wait().await;
+                    match api.get_records(&it, *batch).await {
+                        Ok(page) => {
+                            pacer.paid(&page);
+                            iterator.clone_from(&page.next_iterator);
+                            return Ok(page);
+                        }
+                        Err(StreamError::IteratorExpired) => {
+                            log::info!("shard {shard}: iterator expired, seeking to {resume}");
+                            *iterator = Some(api.iterator(shard, resume).await?);
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Source::Push {
+                    consumer,
+                    sub,
+                    ended,
+                    busy,
+                } => {
+                    let next = match sub {
+                        Some(s) => s.next().await,
+                        None => match api.subscribe(consumer, shard, resume).await {
+                            Ok(s) => sub.insert(s).next().await,
+                            Err(e) => Err(e),
+                        },
+                    };
+                    match next {
+                        Ok(Some(page)) => {
+                            *busy = 0;
+                            *ended = page.next_iterator.is_none();
+                            return Ok(page);
+                        }
+                        Err(StreamError::SubscriptionInUse(why))
+                            if *busy < SUBSCRIPTION_BUSY_TRIES =>
+                        {
+                            *busy += 1;
+                            log::debug!("shard {shard}: {why}; asking again in 1 s");
+                            *sub = None;
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        Err(e) => return Err(e.into()),
+                        Ok(None) => {
+                            log::debug!(
+                                "shard {shard}: subscription ended, renewing from {resume}"
+                            );
+                            *sub = None;
+                        }
+                    }
+                }
+            }
         }
     }
 }
@@ -418,6 +521,38 @@ mod tests {
         page: usize,
         calls: AtomicUsize,
         expire_on: Vec<usize>,
+        /// Enhanced fan-out: subscriptions refused as "in use" before one is
+        /// granted, and subscriptions made.
+        busy_first: usize,
+        subscribes: AtomicUsize,
+    }
+
+    /// A subscription that pushes two pages, then ends (as after 5 minutes).
+    struct FakeSub {
+        records: Vec<Record>,
+        page: usize,
+        events_left: usize,
+    }
+
+    #[async_trait]
+    impl Subscription for FakeSub {
+        async fn next(&mut self) -> Result<Option<Page>, StreamError> {
+            if self.events_left == 0 {
+                return Ok(None);
+            }
+            self.events_left -= 1;
+            let n = self.page.min(self.records.len());
+            let records: Vec<Record> = self.records.drain(..n).collect();
+            Ok(Some(Page {
+                next_iterator: Some(
+                    records
+                        .last()
+                        .map_or("-".into(), |r| r.sequence_number.clone()),
+                ),
+                millis_behind_latest: Some(if self.records.is_empty() { 0 } else { 5 }),
+                records,
+            }))
+        }
     }
 
     #[async_trait]
@@ -437,6 +572,27 @@ mod tests {
                 p => p.admits(&r.sequence_number),
             });
             Ok(i.unwrap_or(self.records.len()).to_string())
+        }
+        async fn subscribe(
+            &self,
+            _: &str,
+            _: &str,
+            from: &Position,
+        ) -> Result<Box<dyn Subscription>, StreamError> {
+            if self.subscribes.fetch_add(1, AO::SeqCst) < self.busy_first {
+                return Err(StreamError::SubscriptionInUse("busy".into()));
+            }
+            let records = self
+                .records
+                .iter()
+                .filter(|r| from.admits(&r.sequence_number))
+                .cloned()
+                .collect();
+            Ok(Box::new(FakeSub {
+                records,
+                page: self.page,
+                events_left: 2,
+            }))
         }
         async fn get_records(&self, it: &str, limit: i32) -> Result<Page, StreamError> {
             let call = self.calls.fetch_add(1, AO::SeqCst);
@@ -468,18 +624,28 @@ mod tests {
             page,
             calls: AtomicUsize::new(0),
             expire_on,
+            busy_first: 0,
+            subscribes: AtomicUsize::new(0),
         })
     }
 
     /// Runs a shard task, consuming its pages, and returns (sequence numbers, outcome).
     async fn run(api: Arc<FakeShard>, target: Target) -> (Vec<String>, Option<Outcome>) {
+        run_with(api, target, ReadSettings::default()).await
+    }
+
+    async fn run_with(
+        api: Arc<FakeShard>,
+        target: Target,
+        settings: ReadSettings,
+    ) -> (Vec<String>, Option<Outcome>) {
         let (tx, mut rx) = mpsc::channel(4);
         let permits = Arc::new(Semaphore::new(PAGES_IN_FLIGHT));
         let task = ShardTask {
             index: 0,
             shard_id: "s".into(),
             target,
-            settings: ReadSettings::default(),
+            settings,
             permits: permits.clone(),
             events: tx,
         };
@@ -527,6 +693,31 @@ mod tests {
         assert_eq!(o.next, Position::After("120".into()));
         assert!(!o.closed);
         assert_eq!(o.records, 12);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fan_out_subscriptions_are_renewed_after_the_last_record_and_wait_while_busy() {
+        let api = Arc::new(FakeShard {
+            busy_first: 3,
+            ..Arc::try_unwrap(fake(20, 3, vec![])).ok().unwrap()
+        });
+        let settings = ReadSettings {
+            efo: Some(Arc::from("consumer-arn")),
+            ..ReadSettings::default()
+        };
+        let target = live(Position::After("30".into()), None, Some(i64::MAX));
+        let (got, o) = run_with(api.clone(), target, settings).await;
+        // Every record once, in order, across subscriptions of two pages each.
+        assert_eq!(got, seqs(4..=20));
+        assert_eq!(o.unwrap().last_sequence.as_deref(), Some("200"));
+        // 3 refused, then one per two pages of 3 records (17 records: 6 pages, the
+        // last one followed by the caught-up event).
+        assert!(
+            api.subscribes.load(AO::SeqCst) >= 3 + 3,
+            "{api:?}",
+            api = api.subscribes
+        );
+        assert_eq!(api.calls.load(AO::SeqCst), 0, "no GetRecords with fan-out");
     }
 
     #[tokio::test(start_paused = true)]
@@ -603,6 +794,8 @@ mod tests {
             page: 1,
             calls: AtomicUsize::new(0),
             expire_on: vec![],
+            busy_first: 0,
+            subscribes: AtomicUsize::new(0),
         });
         let start = Instant::now();
         let (got, _) = run(api, live(Position::At("1".into()), None, Some(i64::MAX))).await;

@@ -64,6 +64,10 @@ pub enum StreamError {
     NotFound(String),
     #[error("shard iterator expired")]
     IteratorExpired,
+    /// Enhanced fan-out: another subscription of this consumer to this shard
+    /// is still active (the service allows one, and a new one 5 s after the last).
+    #[error("{0}")]
+    SubscriptionInUse(String),
     #[error("{0}")]
     AccessDenied(String),
     #[error("{0:#}")]
@@ -79,6 +83,38 @@ pub trait StreamApi: Send + Sync {
     async fn get_records(&self, iterator: &str, limit: i32) -> Result<Page, StreamError>;
     /// The oldest record still in the shard (at its trim horizon), if any.
     async fn oldest(&self, shard_id: &str) -> Result<Option<Record>, StreamError>;
+    /// Enhanced fan-out: the ARN of the stream consumer `name`, registered
+    /// first if it does not exist, once it is active.
+    async fn consumer(&self, _name: &str) -> Result<String, StreamError> {
+        Err(StreamError::Other(anyhow::anyhow!(
+            "enhanced fan-out is not available here"
+        )))
+    }
+    /// Deregisters consumer `name`; false if there was none (or it is already
+    /// being deregistered).
+    async fn deregister_consumer(&self, _name: &str) -> Result<bool, StreamError> {
+        Ok(false)
+    }
+    /// A SubscribeToShard subscription (up to 5 minutes) from `from`.
+    async fn subscribe(
+        &self,
+        _consumer_arn: &str,
+        _shard_id: &str,
+        _from: &Position,
+    ) -> Result<Box<dyn Subscription>, StreamError> {
+        Err(StreamError::Other(anyhow::anyhow!(
+            "enhanced fan-out is not available here"
+        )))
+    }
+}
+
+/// The events of one SubscribeToShard call, as pages: `next_iterator` holds
+/// the continuation sequence number, and is `None` once the shard is closed
+/// and read to its end.
+#[async_trait]
+pub trait Subscription: Send {
+    /// The next event; `None` when the subscription has ended (after 5 minutes).
+    async fn next(&mut self) -> Result<Option<Page>, StreamError>;
 }
 
 /// The stream name inside an ARN (`arn:aws:kinesis:REGION:ACCOUNT:stream/NAME`),

@@ -2,11 +2,15 @@
 
 use super::{code, full};
 use crate::position::Position;
-use crate::stream::{stream_name, Page, Record, ShardInfo, StreamApi, StreamError, StreamInfo};
+use crate::stream::{
+    stream_name, Page, Record, ShardInfo, StreamApi, StreamError, StreamInfo, Subscription,
+};
 use async_trait::async_trait;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::DateTime;
-use aws_sdk_kinesis::types::ShardIteratorType;
+use aws_sdk_kinesis::types::{
+    ConsumerStatus, ShardIteratorType, StartingPosition, SubscribeToShardEventStream,
+};
 use aws_sdk_kinesis::Client;
 use bytes::Bytes;
 
@@ -61,6 +65,14 @@ impl KinesisStream {
         out.shard_iterator().map(str::to_string).ok_or_else(|| {
             StreamError::Other(anyhow::anyhow!("GetShardIterator returned no iterator"))
         })
+    }
+
+    /// The stream's ARN (the consumer calls take only ARNs).
+    async fn arn(&self) -> Result<String, StreamError> {
+        if self.is_arn() {
+            return Ok(self.stream.clone());
+        }
+        Ok(self.describe().await?.arn)
     }
 
     fn map_err<E, R>(&self, e: SdkError<E, R>, what: &str) -> StreamError
@@ -169,25 +181,120 @@ impl StreamApi for KinesisStream {
             .map_err(|e| self.map_err(e, "GetRecords"))?;
         let millis_behind_latest = out.millis_behind_latest();
         let next_iterator = out.next_shard_iterator().map(str::to_string);
-        let records = out
-            .records
-            .into_iter()
-            .map(|r| Record {
-                arrival_ms: r
-                    .approximate_arrival_timestamp
-                    .and_then(|t| t.to_millis().ok())
-                    .unwrap_or(0),
-                sequence_number: r.sequence_number,
-                sub_sequence_number: None,
-                partition_key: r.partition_key.unwrap_or_default(),
-                data: Bytes::from(r.data.into_inner()),
-            })
-            .collect();
+        let records = out.records.into_iter().map(record).collect();
         Ok(Page {
             records,
             next_iterator,
             millis_behind_latest,
         })
+    }
+
+    async fn consumer(&self, name: &str) -> Result<String, StreamError> {
+        let stream_arn = self.arn().await?;
+        let describe = || {
+            self.client
+                .describe_stream_consumer()
+                .stream_arn(&stream_arn)
+                .consumer_name(name)
+                .send()
+        };
+        let existing = match describe().await {
+            Ok(out) => out.consumer_description,
+            Err(e) if error_code(&e) == "ResourceNotFoundException" => None,
+            Err(e) => return Err(self.map_err(e, "DescribeStreamConsumer")),
+        };
+        if existing.is_none() {
+            log::info!("registering enhanced fan-out consumer {name:?} on {stream_arn}");
+            match self
+                .client
+                .register_stream_consumer()
+                .stream_arn(&stream_arn)
+                .consumer_name(name)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                // Registered by another run meanwhile: use it.
+                Err(e) if error_code(&e) == "ResourceInUseException" => {}
+                Err(e) => return Err(self.map_err(e, "RegisterStreamConsumer")),
+            }
+        }
+        // A new consumer takes a few seconds to become active.
+        for _ in 0..600 {
+            let d = describe()
+                .await
+                .map_err(|e| self.map_err(e, "DescribeStreamConsumer"))?;
+            if let Some(c) = d.consumer_description {
+                if c.consumer_status == ConsumerStatus::Active {
+                    return Ok(c.consumer_arn);
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        Err(StreamError::Other(anyhow::anyhow!(
+            "consumer {name:?} did not become active within a minute"
+        )))
+    }
+
+    async fn deregister_consumer(&self, name: &str) -> Result<bool, StreamError> {
+        let stream_arn = self.arn().await?;
+        match self
+            .client
+            .deregister_stream_consumer()
+            .stream_arn(&stream_arn)
+            .consumer_name(name)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            // Not there, or already being deleted (no longer ACTIVE).
+            Err(e)
+                if matches!(
+                    error_code(&e),
+                    "ResourceNotFoundException" | "ResourceInUseException"
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.map_err(e, "DeregisterStreamConsumer")),
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        consumer_arn: &str,
+        shard_id: &str,
+        from: &Position,
+    ) -> Result<Box<dyn Subscription>, StreamError> {
+        let start = StartingPosition::builder();
+        let start = match from {
+            Position::At(s) => start
+                .r#type(ShardIteratorType::AtSequenceNumber)
+                .sequence_number(s),
+            Position::After(s) => start
+                .r#type(ShardIteratorType::AfterSequenceNumber)
+                .sequence_number(s),
+            Position::Timestamp(ms) => start
+                .r#type(ShardIteratorType::AtTimestamp)
+                .timestamp(DateTime::from_millis(*ms)),
+        }
+        .build()
+        .map_err(|e| StreamError::Other(anyhow::anyhow!("{e}")))?;
+        match self
+            .client
+            .subscribe_to_shard()
+            .consumer_arn(consumer_arn)
+            .shard_id(shard_id)
+            .starting_position(start)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Box::new(Events(out.event_stream))),
+            Err(e) if error_code(&e) == "ResourceInUseException" => Err(
+                StreamError::SubscriptionInUse(format!("SubscribeToShard {shard_id}: {}", full(e))),
+            ),
+            Err(e) => Err(self.map_err(e, "SubscribeToShard")),
+        }
     }
 
     async fn oldest(&self, shard_id: &str) -> Result<Option<Record>, StreamError> {
@@ -206,5 +313,64 @@ impl StreamApi for KinesisStream {
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
         Ok(None)
+    }
+}
+
+/// The service's error code of an SDK error, or "".
+fn error_code<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> &str {
+    match e {
+        SdkError::ServiceError(s) => code(s.err()),
+        _ => "",
+    }
+}
+
+/// A SubscribeToShard event stream.
+struct Events(
+    aws_sdk_kinesis::primitives::event_stream::EventReceiver<
+        SubscribeToShardEventStream,
+        aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError,
+    >,
+);
+
+#[async_trait]
+impl Subscription for Events {
+    async fn next(&mut self) -> Result<Option<Page>, StreamError> {
+        use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError as E;
+        let ev = self.0.recv().await.map_err(|e| {
+            let in_use = matches!(&e, SdkError::ServiceError(s) if matches!(s.err(), E::ResourceInUseException(_)));
+            if in_use {
+                StreamError::SubscriptionInUse("another subscription of this consumer is active".into())
+            } else {
+                StreamError::Other(full(e).context("SubscribeToShard event"))
+            }
+        })?;
+        match ev {
+            None => Ok(None),
+            Some(SubscribeToShardEventStream::SubscribeToShardEvent(e)) => {
+                let closed = e.child_shards.as_ref().is_some_and(|c| !c.is_empty())
+                    && e.continuation_sequence_number.is_empty();
+                Ok(Some(Page {
+                    records: e.records.into_iter().map(record).collect(),
+                    next_iterator: (!closed).then_some(e.continuation_sequence_number),
+                    millis_behind_latest: Some(e.millis_behind_latest),
+                }))
+            }
+            Some(other) => Err(StreamError::Other(anyhow::anyhow!(
+                "unexpected SubscribeToShard event {other:?}"
+            ))),
+        }
+    }
+}
+
+fn record(r: aws_sdk_kinesis::types::Record) -> Record {
+    Record {
+        arrival_ms: r
+            .approximate_arrival_timestamp
+            .and_then(|t| t.to_millis().ok())
+            .unwrap_or(0),
+        sequence_number: r.sequence_number,
+        sub_sequence_number: None,
+        partition_key: r.partition_key.unwrap_or_default(),
+        data: Bytes::from(r.data.into_inner()),
     }
 }

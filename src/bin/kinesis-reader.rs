@@ -102,6 +102,25 @@ async fn run(mut cli: Cli) -> Result<u8> {
             );
             Ok(0)
         }
+        Some(Command::DeregisterConsumer { name }) => {
+            let stream = config::stream_setting(&cli.common, &layers)?;
+            let sdk = aws::sdk_config(&config::aws_settings(&cli.common, &layers)?).await?;
+            let api = KinesisStream::new(&sdk, &stream);
+            use kinesis_streaming::stream::StreamApi;
+            let gone = api
+                .deregister_consumer(&name)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            eprintln!(
+                "kinesis-reader: consumer {name:?} of stream {stream} {}",
+                if gone {
+                    "deregistered"
+                } else {
+                    "was not registered (or is already being deregistered)"
+                }
+            );
+            Ok(0)
+        }
         Some(Command::Finish) => {
             let cfg = ReaderConfig::resolve(&cli.common, &cli.read, &layers, None)?;
             if !matches!(

