@@ -155,7 +155,11 @@ fn cancelled_conditions<R>(
 impl DynamoStore {
     pub fn new(config: &aws_config::SdkConfig, t: TableSettings) -> Self {
         DynamoStore {
-            client: Client::new(config),
+            client: Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(config)
+                    .interceptor(super::counters::Counter)
+                    .build(),
+            ),
             t,
             usage: Usage::default(),
         }

@@ -18,7 +18,11 @@ pub struct DynamoItems {
 impl DynamoItems {
     pub fn new(config: &aws_config::SdkConfig, table: &str) -> Self {
         DynamoItems {
-            client: Client::new(config),
+            client: Client::from_conf(
+                aws_sdk_dynamodb::config::Builder::from(config)
+                    .interceptor(super::counters::Counter)
+                    .build(),
+            ),
             table: table.to_string(),
         }
     }

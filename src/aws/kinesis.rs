@@ -24,7 +24,11 @@ pub struct KinesisStream {
 impl KinesisStream {
     pub fn new(config: &aws_config::SdkConfig, stream: &str) -> Self {
         KinesisStream {
-            client: Client::new(config),
+            client: Client::from_conf(
+                aws_sdk_kinesis::config::Builder::from(config)
+                    .interceptor(super::counters::Counter)
+                    .build(),
+            ),
             stream: stream.to_string(),
             region: config.region().map(|r| r.to_string()).unwrap_or_default(),
         }

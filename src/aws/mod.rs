@@ -3,6 +3,7 @@
 //! crate's small traits on top of the SDK clients.
 
 pub mod checkpoint_table;
+pub mod counters;
 pub mod item_table;
 pub mod kinesis;
 pub mod s3;

@@ -21,6 +21,7 @@ impl S3Objects {
     pub fn new(config: &aws_config::SdkConfig, bucket: &str, path_style: bool) -> Self {
         let conf = aws_sdk_s3::config::Builder::from(config)
             .force_path_style(path_style)
+            .interceptor(super::counters::Counter)
             .build();
         S3Objects {
             client: Client::from_conf(conf),

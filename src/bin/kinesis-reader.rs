@@ -292,6 +292,8 @@ async fn read(cfg: ReaderConfig, reporter: bool, quiet: bool) -> Result<u8> {
                     ("records", summary.records),
                     ("bytes", summary.bytes),
                     ("shards", summary.shards as u64),
+                    ("retries", aws::counters::retries()),
+                    ("throttles", aws::counters::throttled()),
                 ]
             )
         );

@@ -38,7 +38,9 @@ async fn run(cli: WriterCli) -> Result<u8> {
         .then(|| kinesis_streaming::progress::spawn_ticker(progress.clone(), "kinesis-writer"));
     let r = write(cli, &env, ctx, target, settings, bad, progress).await;
     kinesis_streaming::progress::stop_ticker(ticker);
-    let counters = r?;
+    let mut counters = r?;
+    counters.push(("retries", kinesis_streaming::aws::counters::retries()));
+    counters.push(("throttles", kinesis_streaming::aws::counters::throttled()));
     if kinesis_streaming::progress::under_hadoop(&env) {
         eprint!(
             "{}",

@@ -164,3 +164,67 @@ async fn the_scheduler_runs_one_iteration_per_call_and_reruns_a_failed_one() {
     );
     let _ = std::fs::remove_file(&lock);
 }
+
+/// Example 1's mapper and reducer give the top 10 errors that a count made
+/// here, independently, over the same records gives.
+#[tokio::test(flavor = "multi_thread")]
+async fn log_analysis_top_10_matches_an_independent_count() {
+    let stream = unique("logs");
+    let table = table();
+    let o = python(
+        &[
+            "streaming-examples/log-analysis/produce.py",
+            "--stream",
+            &stream,
+            "--shards",
+            "2",
+            "--records",
+            "1500",
+            "--seed",
+            "5",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let records = ok(reader(&[
+        "--stream",
+        &stream,
+        "--checkpoint-table",
+        &table,
+        "--logical-name",
+        "top",
+    ]));
+    // The independent count: status (>= 400) and region of every access-log line.
+    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    for line in String::from_utf8(records.clone()).unwrap().lines() {
+        let data = line.split_once('\t').unwrap().1;
+        let status: u16 = data.split("\" ").nth(1).unwrap()[..3].parse().unwrap();
+        let region = data.rsplit("region=").next().unwrap();
+        if status >= 400 {
+            *counts.entry(format!("{status} {region}")).or_default() += 1;
+        }
+    }
+    let mut expected: Vec<(String, u64)> = counts.into_iter().collect();
+    expected.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    expected.truncate(10);
+    let dir = std::env::temp_dir().join(unique("logs"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("records.tsv");
+    std::fs::write(&file, &records).unwrap();
+    let o = shell(
+        "python3 streaming-examples/log-analysis/mapper.py < \"$R\" | sort \
+         | python3 streaming-examples/log-analysis/reducer.py",
+        &[("R", file.to_str().unwrap())],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got: Vec<(String, u64)> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (k, n) = l.rsplit_once('\t').unwrap();
+            (k.to_string(), n.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(got, expected);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -92,7 +92,7 @@ async fn lineage(k: &Kinesis, stream: &str) -> BTreeMap<String, Vec<String>> {
 /// Checks a run of iterations against what was put: each record exactly once,
 /// shard order kept, and every parent's records in iterations before any of
 /// its children's.
-fn check(
+pub(crate) fn check(
     iterations: &[Vec<(String, String, String, String)>],
     put: &[Put],
     parents: &BTreeMap<String, Vec<String>>,
