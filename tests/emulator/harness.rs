@@ -425,6 +425,28 @@ pub fn python(args: &[&str], env: &[(&str, &str)]) -> Output {
     tool(py.to_str().unwrap(), args, env)
 }
 
+/// Example 1 as a Unix pipeline over the reader's output: mapper, sort,
+/// reducer (with `reducer_args`); the reducer's lines.
+#[allow(dead_code)]
+pub fn log_analysis(records: &[u8], reducer_args: &str) -> Vec<String> {
+    let file = std::env::temp_dir().join(unique("records"));
+    std::fs::write(&file, records).unwrap();
+    let o = shell(
+        &format!(
+            "python3 streaming-examples/log-analysis/mapper.py < \"$R\" | sort \
+             | python3 streaming-examples/log-analysis/reducer.py {reducer_args}"
+        ),
+        &[("R", file.to_str().unwrap())],
+    );
+    let _ = std::fs::remove_file(&file);
+    assert!(o.status.success(), "{}", stderr(&o));
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 /// Runs a shell pipeline; see [`tool`].
 #[allow(dead_code)]
 pub fn shell(script: &str, env: &[(&str, &str)]) -> Output {

@@ -297,19 +297,7 @@ async fn mrjob_runs_the_streaming_job_over_a_plan_like_the_unix_pipeline() {
         "--iteration",
         "0",
     ]));
-    let records_file = dir.join("records.tsv");
-    std::fs::write(&records_file, &records).unwrap();
-    let o = shell(
-        "python3 streaming-examples/log-analysis/mapper.py < \"$R\" | sort \
-         | python3 streaming-examples/log-analysis/reducer.py --all",
-        &[("R", records_file.to_str().unwrap())],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    let mut unix: Vec<String> = String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let mut unix = log_analysis(&records, "--all");
     unix.sort();
     assert!(unix.len() > 5, "the data has errors to count: {unix:?}");
     assert_eq!(mr, unix);
