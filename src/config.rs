@@ -208,6 +208,10 @@ pub struct ReadArgs {
     /// it if needed (it stays registered: `kinesis-reader deregister-consumer NAME` removes it).
     #[arg(long, value_name = "NAME")]
     pub efo_consumer: Option<String>,
+    /// Read at most N shards at a time (default: all at once): shards are read in groups of N
+    /// in shard-id order, and the output is group after group.
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_shards: Option<usize>,
     /// Exec mode: run this command with the records on its stdin (after `--`); the iteration
     /// succeeds only if it exits 0, and its exit status is the reader's.
     #[arg(last = true, value_name = "COMMAND")]
@@ -569,6 +573,8 @@ pub struct ReaderConfig {
     pub map: Option<MapMode>,
     /// `--efo-consumer NAME`: read with enhanced fan-out as this consumer.
     pub efo_consumer: Option<String>,
+    /// `--max-concurrent-shards N`: read N shards at a time, group after group.
+    pub max_concurrent_shards: Option<usize>,
 }
 
 /// Which part of an iteration this run reads: the manifest's shards, `--task`,
@@ -833,6 +839,10 @@ impl ReaderConfig {
                 efo: None,
             },
             efo_consumer: r.efo_consumer.clone(),
+            max_concurrent_shards: match r.max_concurrent_shards {
+                Some(0) => return Err(usage("--max-concurrent-shards must be at least 1".into())),
+                n => n,
+            },
             on_expired: r.on_expired,
             command: r.command.clone(),
             fields,

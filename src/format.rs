@@ -91,6 +91,7 @@ pub enum OutputFormat {
 }
 
 /// Writes records as lines.
+#[derive(Clone)]
 pub struct Formatter {
     fields: Vec<Field>,
     encoding: DataEncoding,

@@ -573,7 +573,8 @@ async fn run_iteration(
         }
     };
     let result = tokio::select! {
-        r = pump(api, &read_shards, stream.listed, rules, stream.read, fmt, out, fixer) => r,
+        r = pump_groups(api, &read_shards, stream.listed, rules, stream.read, fmt, out, fixer,
+                        cfg.max_concurrent_shards) => r,
         why = stop => Err(ReaderError::Interrupted(format!(
             "stopped by {why}; iteration {n} is released as failed, and no shard is fixed past \
              its last delivered record"
@@ -668,7 +669,7 @@ async fn read_unchecked(
             }
         };
         let sink = SharedWriter(out.clone());
-        let stats = pump(
+        let stats = pump_groups(
             api.clone(),
             &shards,
             listed,
@@ -677,6 +678,7 @@ async fn read_unchecked(
             fmt,
             Box::new(sink),
             recorder,
+            cfg.max_concurrent_shards,
         )
         .await?;
         summary.records += stats.records;
@@ -719,6 +721,47 @@ impl Write for SharedWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         self.0.lock().unwrap().flush()
     }
+}
+
+/// Reads the shards `limit` at a time (all at once without a limit), group
+/// after group in their order, onto one output. Within a group lines are
+/// interleaved by the merge; `on_done` gets indices into `shards`.
+#[allow(clippy::too_many_arguments)]
+async fn pump_groups(
+    api: Arc<dyn StreamApi>,
+    shards: &[ShardCheckpoint],
+    listed: &[ShardInfo],
+    rules: EndRules,
+    settings: ReadSettings,
+    fmt: Formatter,
+    out: Box<dyn Write + Send>,
+    on_done: impl FnMut(usize, Option<Outcome>) -> Result<()> + Send + 'static,
+    limit: Option<usize>,
+) -> Result<MergeStats> {
+    let size = limit.unwrap_or(shards.len()).max(1);
+    if size >= shards.len() {
+        return pump(api, shards, listed, rules, settings, fmt, out, on_done).await;
+    }
+    let out = Arc::new(Mutex::new(out));
+    let on_done = Arc::new(Mutex::new(on_done));
+    let mut total = MergeStats::default();
+    for (g, group) in shards.chunks(size).enumerate() {
+        let done = on_done.clone();
+        let stats = pump(
+            api.clone(),
+            group,
+            listed,
+            rules.clone(),
+            settings.clone(),
+            fmt.clone(),
+            Box::new(SharedWriter(out.clone())),
+            move |i, o| (done.lock().unwrap())(g * size + i, o),
+        )
+        .await?;
+        total.records += stats.records;
+        total.bytes += stats.bytes;
+    }
+    Ok(total)
 }
 
 /// Reads `shards` at once and merges them onto `out`. `on_done` runs for each

@@ -911,3 +911,37 @@ async fn emr_credentials_work_but_never_show_and_remote_plain_http_is_refused() 
         stderr(&o)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_concurrent_shards_reads_group_after_group_and_replays_alike() {
+    let k = kinesis().await;
+    let stream = unique("groups");
+    create_stream(&k, &stream, 4).await;
+    let table = table();
+    let put = put_many(&k, &stream, 0, 60).await;
+    let mut a = args(&stream, &table, "G", "0");
+    a.extend(["--max-concurrent-shards", "1"]);
+    let out = ok(reader(&a));
+    let lines = parse_lines(&out);
+    // One shard at a time: all of a shard's lines together, shards in id order.
+    let shards: Vec<&str> = lines.iter().map(|l| l.0.as_str()).collect();
+    let mut grouped = shards.clone();
+    grouped.dedup();
+    let mut sorted = grouped.clone();
+    sorted.sort();
+    assert_eq!(grouped, sorted, "shard after shard, in id order");
+    assert_eq!(grouped.len(), 4);
+    let mut got = lines.clone();
+    got.sort();
+    let mut expected: Vec<_> = put.iter().map(Put::line).collect();
+    expected.sort();
+    assert_eq!(got, expected);
+    // The same limit replays the same bytes; another one the same records.
+    assert_eq!(ok(reader(&a)), out);
+    let mut all = parse_lines(&ok(reader(&args(&stream, &table, "G", "0"))));
+    all.sort();
+    assert_eq!(all, expected);
+    let mut bad = args(&stream, &table, "G", "0");
+    bad.extend(["--max-concurrent-shards", "0"]);
+    assert_eq!(reader(&bad).status.code(), Some(2));
+}
