@@ -837,6 +837,7 @@ impl ReaderConfig {
                 min_call_interval: humantime::parse_duration(&r.min_call_interval)
                     .map_err(|e| usage(format!("--min-call-interval: {e}")))?,
                 efo: None,
+                meter: None,
             },
             efo_consumer: r.efo_consumer.clone(),
             max_concurrent_shards: match r.max_concurrent_shards {

@@ -1,9 +1,10 @@
 //! Progress for a person watching (stderr is a terminal) and counters for
 //! Hadoop (`reporter:counter:` lines on stderr).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Counts that the working threads bump and the ticker reads.
@@ -59,6 +60,117 @@ pub fn spawn_ticker(p: Arc<Progress>, label: &'static str) -> tokio::task::JoinH
     })
 }
 
+/// Per-shard reading progress for the terminal display: records and bytes
+/// read so far, how far behind the stream's tip (MillisBehindLatest), done.
+#[derive(Debug, Default)]
+pub struct Shards {
+    inner: Mutex<BTreeMap<String, ShardStat>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ShardStat {
+    pub records: u64,
+    pub bytes: u64,
+    pub behind_ms: Option<i64>,
+    pub done: bool,
+}
+
+impl Shards {
+    /// A shard read a page.
+    pub fn page(&self, shard: &str, records: u64, bytes: u64, behind_ms: Option<i64>) {
+        let mut m = self.inner.lock().unwrap();
+        let s = m.entry(shard.to_string()).or_default();
+        s.records += records;
+        s.bytes += bytes;
+        if behind_ms.is_some() {
+            s.behind_ms = behind_ms;
+        }
+    }
+    /// A shard reached its end rule (or its fixed range's end).
+    pub fn done(&self, shard: &str) {
+        self.inner
+            .lock()
+            .unwrap()
+            .entry(shard.to_string())
+            .or_default()
+            .done = true;
+    }
+    /// The display: a total line, then the shards still reading, the most
+    /// behind first (at most `rows`).
+    pub fn render(&self, total_shards: usize, rows: usize) -> String {
+        let m = self.inner.lock().unwrap();
+        let done = m.values().filter(|s| s.done).count();
+        let (records, bytes) = m
+            .values()
+            .fold((0, 0), |(r, b), s| (r + s.records, b + s.bytes));
+        let mut out = format!(
+            "shards {done}/{total_shards} done, {records} records, {:.1} MB read",
+            bytes as f64 / 1e6
+        );
+        let mut reading: Vec<(&String, &ShardStat)> = m.iter().filter(|(_, s)| !s.done).collect();
+        reading.sort_by_key(|(id, s)| (std::cmp::Reverse(s.behind_ms.unwrap_or(i64::MAX)), *id));
+        for (id, s) in reading.iter().take(rows) {
+            out.push_str(&format!(
+                "\n  {id}: {} records, {:.1} MB, {}",
+                s.records,
+                s.bytes as f64 / 1e6,
+                match s.behind_ms {
+                    Some(0) => "caught up".to_string(),
+                    Some(ms) if ms < 1000 => format!("{ms} ms behind"),
+                    Some(ms) => format!(
+                        "{} behind",
+                        humantime::format_duration(Duration::from_secs((ms / 1000) as u64))
+                    ),
+                    None => "starting".to_string(),
+                }
+            ));
+        }
+        if reading.len() > rows {
+            out.push_str(&format!(
+                "\n  … and {} more shards reading",
+                reading.len() - rows
+            ));
+        }
+        out
+    }
+}
+
+/// Redraws the per-shard display on stderr twice a second (indicatif keeps
+/// the lines in place) until aborted; `stop_display` clears it.
+pub fn spawn_display(
+    p: Arc<Progress>,
+    shards: Arc<Shards>,
+    total: usize,
+) -> (tokio::task::JoinHandle<()>, indicatif::ProgressBar) {
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(indicatif::ProgressStyle::with_template("{msg}").expect("a valid template"));
+    let b = bar.clone();
+    let started = Instant::now();
+    let task = tokio::spawn(async move {
+        loop {
+            let bytes = p.bytes.load(Ordering::Relaxed);
+            let secs = started.elapsed().as_secs_f64().max(0.001);
+            b.set_message(format!(
+                "{}\n  output: {} lines, {:.1} MB/s",
+                shards.render(total, 8),
+                p.lines.load(Ordering::Relaxed),
+                bytes as f64 / 1e6 / secs
+            ));
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    (task, bar)
+}
+
+/// Ends the per-shard display and clears its lines.
+pub fn stop_display(d: Option<(tokio::task::JoinHandle<()>, indicatif::ProgressBar)>) {
+    if let Some((task, bar)) = d {
+        task.abort();
+        bar.finish_and_clear();
+    }
+}
+
 /// Under Hadoop: a `reporter:status:` line every 30 s, so that a task
 /// waiting on a quiet stream is not killed for silence (600 s by default).
 pub fn spawn_heartbeat(p: Arc<Progress>, label: &'static str) -> tokio::task::JoinHandle<()> {
@@ -100,6 +212,21 @@ pub fn under_hadoop(env: &dyn Fn(&str) -> Option<String>) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_shard_display_shows_totals_and_the_most_behind_first() {
+        let s = super::Shards::default();
+        s.page("shardId-1", 10, 2_000_000, Some(0));
+        s.page("shardId-2", 5, 1_000_000, Some(90_000));
+        s.page("shardId-2", 5, 1_000_000, Some(65_000));
+        s.page("shardId-3", 7, 100, None);
+        s.done("shardId-3");
+        let text = s.render(4, 1);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "shards 1/4 done, 27 records, 4.0 MB read");
+        assert_eq!(lines[1], "  shardId-2: 10 records, 2.0 MB, 1m 5s behind");
+        assert_eq!(lines[2], "  … and 1 more shards reading");
+    }
+
     #[test]
     fn counters() {
         assert_eq!(

@@ -80,6 +80,14 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// How many shards this run reads (this task's, in map mode).
+    pub fn shard_count(&self) -> usize {
+        match &self.iteration {
+            Some((_, _, opened, _)) => opened.shards.len(),
+            None => self.listed.len(),
+        }
+    }
+
     /// The stream's name, and the logical name, iteration number and opening
     /// time (epoch ms) when checkpointing.
     pub fn context(&self) -> (String, Option<(String, u64, i64)>) {

@@ -102,6 +102,8 @@ pub struct ReadSettings {
     pub min_call_interval: Duration,
     /// Enhanced fan-out: the consumer's ARN, once registered (else GetRecords polling).
     pub efo: Option<Arc<str>>,
+    /// Per-shard progress for a terminal display.
+    pub meter: Option<Arc<crate::progress::Shards>>,
 }
 
 impl Default for ReadSettings {
@@ -112,6 +114,7 @@ impl Default for ReadSettings {
             bytes_per_sec: 2.0 * 1024.0 * 1024.0,
             min_call_interval: MIN_CALL_INTERVAL,
             efo: None,
+            meter: None,
         }
     }
 }
@@ -145,6 +148,16 @@ impl ShardTask {
 
     /// Sends an event; `false` when the merge has stopped (nothing more to do).
     async fn send(&self, mut ev: ShardEvent) -> bool {
+        if let Some(m) = &self.settings.meter {
+            match &ev {
+                ShardEvent::Page(records) => {
+                    let bytes = records.iter().map(|r| r.data.len() as u64).sum();
+                    m.page(&self.shard_id, records.len() as u64, bytes, None);
+                }
+                ShardEvent::Done(_) => m.done(&self.shard_id),
+                _ => {}
+            }
+        }
         if let ShardEvent::Page(records) = &mut ev {
             if self.settings.deaggregate {
                 *records = crate::kpl::expand(std::mem::take(records));
@@ -184,6 +197,9 @@ impl ShardTask {
             // after the last record passed on.
             let resume = last.clone().map_or_else(|| start.clone(), Position::After);
             let page = src.next(api, &self.shard_id, &resume).await?;
+            if let Some(m) = &self.settings.meter {
+                m.page(&self.shard_id, 0, 0, page.millis_behind_latest);
+            }
             let caught_up = page.records.is_empty() && page.millis_behind_latest == Some(0);
             if caught_up {
                 known = later(known, asked_ms - WATERMARK_MARGIN_MS);

@@ -174,7 +174,11 @@ async fn clients(cfg: &ReaderConfig) -> Result<(Arc<KinesisStream>, Arc<DynamoSt
     Ok((Arc::new(KinesisStream::new(&sdk, &cfg.stream)), store))
 }
 
-async fn read(cfg: ReaderConfig, reporter: bool, quiet: bool) -> Result<u8> {
+async fn read(mut cfg: ReaderConfig, reporter: bool, quiet: bool) -> Result<u8> {
+    // Per-shard progress when a person watches stderr (and stdout goes elsewhere).
+    let watched = !quiet && std::io::stderr().is_terminal() && !std::io::stdout().is_terminal();
+    let meter = watched.then(|| Arc::new(kinesis_streaming::progress::Shards::default()));
+    cfg.read.meter = meter.clone();
     if let Some(program) = cfg.command.first() {
         if !on_path(program) {
             return Err(ReaderError::Usage(format!(
@@ -241,10 +245,11 @@ async fn read(cfg: ReaderConfig, reporter: bool, quiet: bool) -> Result<u8> {
         reporter || kinesis_streaming::progress::under_hadoop(&|k: &str| std::env::var(k).ok());
     let heartbeat = hadoop
         .then(|| kinesis_streaming::progress::spawn_heartbeat(progress.clone(), "kinesis-reader"));
-    let ticker = (!quiet && std::io::stderr().is_terminal() && !std::io::stdout().is_terminal())
-        .then(|| kinesis_streaming::progress::spawn_ticker(progress, "kinesis-reader"));
+    let shard_count = prepared.shard_count();
+    let display =
+        meter.map(|m| kinesis_streaming::progress::spawn_display(progress, m, shard_count));
     let summary = reader::run(prepared, &cfg, out, stop, child.is_some()).await;
-    kinesis_streaming::progress::stop_ticker(ticker);
+    kinesis_streaming::progress::stop_display(display);
     if let Some(h) = heartbeat {
         h.abort();
     }
