@@ -195,15 +195,7 @@ pub async fn prepare(
     if let Some(m) = &cfg.map {
         if let Err(e) = select(&mut opened, m, &key) {
             if opened.leased {
-                let _ = store
-                    .finish(
-                        &key,
-                        n,
-                        &lease.holder(),
-                        IterationState::Open,
-                        crate::now_ms(),
-                    )
-                    .await;
+                release(store.as_ref(), &key, n, &lease, IterationState::Open).await;
             }
             return Err(e);
         }
@@ -292,6 +284,26 @@ pub async fn confirm(
     )
     .await?;
     Ok((l.n, done))
+}
+
+/// Gives up our lease, recording `state` for a whole iteration. A failure is
+/// only logged: the run's own result decides its exit, and the lease expires.
+async fn release(
+    store: &dyn CheckpointStore,
+    key: &LogicalKey,
+    n: u64,
+    lease: &LeaseOptions,
+    state: IterationState,
+) {
+    if let Err(e) = store
+        .finish(key, n, &lease.holder(), state, crate::now_ms())
+        .await
+    {
+        log::warn!(
+            "iteration {n}: could not record its end ({}): {e}",
+            state.as_str()
+        );
+    }
 }
 
 /// Map mode: keeps only this task's shards of the opened iteration.
@@ -544,15 +556,7 @@ async fn run_iteration(
         Ok(v) => v,
         Err(e) => {
             if opened.leased {
-                let _ = store
-                    .finish(
-                        &key,
-                        n,
-                        &lease.holder(),
-                        IterationState::Failed,
-                        crate::now_ms(),
-                    )
-                    .await;
+                release(store.as_ref(), &key, n, &lease, IterationState::Failed).await;
             }
             return Err(e);
         }
@@ -621,15 +625,7 @@ async fn run_iteration(
         } else {
             IterationState::Failed
         };
-        if let Err(e) = store
-            .finish(&key, n, &lease.holder(), state, crate::now_ms())
-            .await
-        {
-            log::warn!(
-                "iteration {n}: could not record its end ({}): {e}",
-                state.as_str()
-            );
-        }
+        release(store.as_ref(), &key, n, &lease, state).await;
     }
     let stats = result?;
     Ok(Summary {
