@@ -79,3 +79,38 @@ pub fn settings(data: &[u8]) {
     }
     let _ = crate::manifest::assignment(&text);
 }
+
+/// A GetRecords answer, decoded by the reader's fast path and, as the
+/// oracle, by serde_json: whatever the fast path accepts must mean the same
+/// records to a full JSON parser, and what it hands the SDK must be the same
+/// answer with `"Records":[]`.
+pub fn get_records_answer(data: &[u8]) {
+    let Ok(d) = crate::aws::get_records::decode(data.to_vec()) else {
+        return;
+    };
+    let Ok(full) = serde_json::from_slice::<serde_json::Value>(data) else {
+        // Only JSON-looking input gets this far; the fast path checks less
+        // than a full parser (e.g. number syntax or UTF-8 in skipped
+        // members), so it may accept what serde_json refuses. The SDK
+        // still parses every member other than Records.
+        return;
+    };
+    let records = full["Records"].as_array().expect("Records is an array");
+    assert_eq!(records.len(), d.records.len());
+    for (want, got) in records.iter().zip(&d.records) {
+        assert_eq!(
+            want["SequenceNumber"].as_str(),
+            Some(&got.sequence_number[..])
+        );
+        let key = want["PartitionKey"].as_str().unwrap_or("");
+        assert_eq!(key, got.partition_key);
+        let bytes = base64_simd::STANDARD
+            .decode_to_vec(want["Data"].as_str().expect("Data is a string"))
+            .expect("Data is base64");
+        assert_eq!(bytes, &got.data[..]);
+    }
+    let mut rest: serde_json::Value =
+        serde_json::from_slice(&d.rest).expect("the SDK's part is JSON");
+    rest["Records"] = full["Records"].clone();
+    assert_eq!(rest, full);
+}

@@ -119,6 +119,11 @@ fn writer_lines() {
 }
 
 #[test]
+fn get_records_answer() {
+    fuzz("get_records_answer", fuzzing::get_records_answer);
+}
+
+#[test]
 fn settings() {
     fuzz("settings", fuzzing::settings);
 }

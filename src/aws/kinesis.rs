@@ -1,6 +1,6 @@
 //! [`StreamApi`] on the Kinesis SDK client.
 
-use super::{code, full};
+use super::{code, full, get_records};
 use crate::position::Position;
 use crate::stream::{
     stream_name, Page, Record, ShardInfo, StreamApi, StreamError, StreamInfo, Subscription,
@@ -27,6 +27,7 @@ impl KinesisStream {
             client: Client::from_conf(
                 aws_sdk_kinesis::config::Builder::from(config)
                     .interceptor(super::counters::Counter)
+                    .http_client(get_records::http_client(config.http_client()))
                     .build(),
             ),
             stream: stream.to_string(),
@@ -179,13 +180,14 @@ impl StreamApi for KinesisStream {
         if self.is_arn() {
             req = req.stream_arn(&self.stream);
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| self.map_err(e, "GetRecords"))?;
+        let (out, decoded) = get_records::decoding(req.send()).await;
+        let out = out.map_err(|e| self.map_err(e, "GetRecords"))?;
         let millis_behind_latest = out.millis_behind_latest();
         let next_iterator = out.next_shard_iterator().map(str::to_string);
-        let records = out.records.into_iter().map(record).collect();
+        let records = match decoded {
+            Some(records) => records,
+            None => out.records.into_iter().map(record).collect(),
+        };
         Ok(Page {
             records,
             next_iterator,
@@ -376,5 +378,138 @@ fn record(r: aws_sdk_kinesis::types::Record) -> Record {
         sub_sequence_number: None,
         partition_key: r.partition_key.unwrap_or_default(),
         data: Bytes::from(r.data.into_inner()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_smithy_runtime_api::client::http::{
+        HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+    };
+    use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+    use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+    use aws_smithy_types::body::SdkBody;
+    use std::sync::{Arc, Mutex};
+
+    /// Answers every request with the body set last.
+    #[derive(Clone, Debug, Default)]
+    struct Canned(Arc<Mutex<Vec<u8>>>);
+
+    impl HttpClient for Canned {
+        fn http_connector(
+            &self,
+            _: &HttpConnectorSettings,
+            _: &RuntimeComponents,
+        ) -> SharedHttpConnector {
+            SharedHttpConnector::new(self.clone())
+        }
+    }
+
+    impl HttpConnector for Canned {
+        fn call(&self, _: HttpRequest) -> HttpConnectorFuture {
+            let body = self.0.lock().unwrap().clone();
+            let mut answer = HttpResponse::new(200u16.try_into().unwrap(), SdkBody::empty());
+            answer
+                .headers_mut()
+                .insert("content-length", body.len().to_string());
+            *answer.body_mut() = SdkBody::from(body);
+            HttpConnectorFuture::ready(Ok(answer))
+        }
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// A GetRecords answer in the shapes a JSON encoder may give it: escaped
+    /// or plain '/', any partition key, timestamps in either notation.
+    fn page(rng: &mut Rng, big: bool) -> Vec<u8> {
+        // Big answers (over a MiB) are read into recycled buffers.
+        let n = if big { 1000 } else { rng.below(40) };
+        let records: Vec<String> = (0..n)
+            .map(|i| {
+                let data: Vec<u8> = (0..rng.below(3000)).map(|_| rng.next() as u8).collect();
+                let mut b64 = base64_simd::STANDARD.encode_to_string(&data);
+                if rng.below(4) == 0 {
+                    b64 = b64.replace('/', "\\/");
+                }
+                let key: String = (0..1 + rng.below(20))
+                    .map(|_| ['a', '"', '\\', '\t', '\u{1}', 'é', '🦀', '/'][rng.below(8) as usize])
+                    .collect();
+                let secs = 1.6e9 + (rng.below(1 << 40) as f64) / 1024.0;
+                let ts = if rng.below(2) == 0 {
+                    format!("{secs:e}")
+                } else {
+                    format!("{secs}")
+                };
+                format!(
+                    "{{\"SequenceNumber\":\"{}{i:05}\",\"ApproximateArrivalTimestamp\":{ts},\
+                     \"Data\":\"{b64}\",\"PartitionKey\":{},\"EncryptionType\":\"NONE\"}}",
+                    rng.below(1 << 60),
+                    serde_json::to_string(&key).unwrap()
+                )
+            })
+            .collect();
+        let tail = if rng.below(3) == 0 {
+            r#""ChildShards":[{"ShardId":"shardId-000000000001","ParentShards":["shardId-000000000000"],"HashKeyRange":{"StartingHashKey":"0","EndingHashKey":"1"}}]"#
+        } else {
+            r#""NextShardIterator":"AAAA+/bb==""#
+        };
+        format!(
+            "{{\"MillisBehindLatest\":{},\"Records\":[{}],{tail}}}",
+            rng.below(100_000),
+            records.join(",")
+        )
+        .into_bytes()
+    }
+
+    /// The fast path gives exactly the SDK's records, on the SDK's own client.
+    #[tokio::test]
+    async fn fast_path_equals_the_sdk() {
+        let canned = Canned::default();
+        let config = aws_config::SdkConfig::builder()
+            .region(aws_config::Region::new("us-east-1"))
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .credentials_provider(aws_sdk_kinesis::config::SharedCredentialsProvider::new(
+                aws_sdk_kinesis::config::Credentials::new("a", "b", None, None, "test"),
+            ))
+            .http_client(canned.clone())
+            .build();
+        let stream = KinesisStream::new(&config, "s");
+        let mut rng = Rng(0x5eed_1234_abcd);
+        let mut records = 0;
+        for i in 0..200 {
+            *canned.0.lock().unwrap() = page(&mut rng, i % 20 == 0);
+            let (direct, _) = get_records::pages();
+            let fast = stream.get_records("it", 10_000).await.unwrap();
+            assert!(
+                get_records::pages().0 > direct,
+                "the fast path was not taken"
+            );
+            // Outside `decoding`, the same connector leaves the answer to the SDK.
+            let sdk = stream
+                .client
+                .get_records()
+                .shard_iterator("it")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(fast.next_iterator.as_deref(), sdk.next_shard_iterator());
+            assert_eq!(fast.millis_behind_latest, sdk.millis_behind_latest());
+            let sdk: Vec<Record> = sdk.records.into_iter().map(record).collect();
+            assert_eq!(fast.records, sdk);
+            records += sdk.len();
+        }
+        assert!(records > 10_000, "{records}");
     }
 }

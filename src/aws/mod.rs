@@ -4,6 +4,7 @@
 
 pub mod checkpoint_table;
 pub mod counters;
+pub mod get_records;
 pub mod item_table;
 pub mod kinesis;
 pub mod s3;

@@ -319,6 +319,8 @@ async fn read(mut cfg: ReaderConfig, reporter: bool, quiet: bool) -> Result<u8> 
     if let Some(d) = dynamo {
         log::debug!("checkpoint table requests: {}", d.usage());
     }
+    let (direct, by_sdk) = aws::get_records::pages();
+    log::debug!("GetRecords answers: {direct} decoded directly, {by_sdk} by the SDK");
     Ok(code)
 }
 
