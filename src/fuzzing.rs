@@ -8,6 +8,24 @@ use crate::stream::Record;
 use bytes::Bytes;
 use clap::Parser;
 
+/// A small seeded generator (xorshift) for the seeded fuzz runs and
+/// generated test inputs: the same seed gives the same inputs everywhere.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+}
+
 fn record(data: &[u8]) -> Record {
     Record {
         sequence_number: "49590338271490256608559692538361571095921575989136588898".into(),

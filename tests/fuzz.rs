@@ -9,18 +9,7 @@
 use kinesis_streaming::fuzzing;
 use std::path::Path;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+use kinesis_streaming::fuzzing::Rng;
 
 fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
     let mut v = input.to_vec();
@@ -36,7 +25,9 @@ fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
                 v[i] = [0x00, 0xff, 0x7f, 0x80, b'\t', b'\\', b','][rng.below(7)];
             }
             2 => {
-                let extra: Vec<u8> = (0..1 + rng.below(8)).map(|_| rng.next() as u8).collect();
+                let extra: Vec<u8> = (0..1 + rng.below(8))
+                    .map(|_| rng.next_u64() as u8)
+                    .collect();
                 v.splice(at..at, extra);
             }
             3 => {

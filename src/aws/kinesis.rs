@@ -418,18 +418,7 @@ mod tests {
         }
     }
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use crate::fuzzing::Rng;
 
     /// A GetRecords answer in the shapes a JSON encoder may give it: escaped
     /// or plain '/', any partition key, timestamps in either notation.
@@ -438,13 +427,13 @@ mod tests {
         let n = if big { 1000 } else { rng.below(40) };
         let records: Vec<String> = (0..n)
             .map(|i| {
-                let data: Vec<u8> = (0..rng.below(3000)).map(|_| rng.next() as u8).collect();
+                let data: Vec<u8> = (0..rng.below(3000)).map(|_| rng.next_u64() as u8).collect();
                 let mut b64 = base64_simd::STANDARD.encode_to_string(&data);
                 if rng.below(4) == 0 {
                     b64 = b64.replace('/', "\\/");
                 }
                 let key: String = (0..1 + rng.below(20))
-                    .map(|_| ['a', '"', '\\', '\t', '\u{1}', 'é', '🦀', '/'][rng.below(8) as usize])
+                    .map(|_| ['a', '"', '\\', '\t', '\u{1}', 'é', '🦀', '/'][rng.below(8)])
                     .collect();
                 let secs = 1.6e9 + (rng.below(1 << 40) as f64) / 1024.0;
                 let ts = if rng.below(2) == 0 {

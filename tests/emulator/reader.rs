@@ -945,3 +945,57 @@ async fn max_concurrent_shards_reads_group_after_group_and_replays_alike() {
     bad.extend(["--max-concurrent-shards", "0"]);
     assert_eq!(reader(&bad).status.code(), Some(2));
 }
+
+/// Every GetRecords answer from the emulator is decoded by the fast path
+/// (src/aws/get_records.rs, none left to the SDK), and what it decodes is
+/// the records as put: every byte value, any partition key, the arrival time.
+#[tokio::test(flavor = "multi_thread")]
+async fn get_records_answers_take_the_fast_path_and_keep_every_byte() {
+    let k = kinesis().await;
+    let stream = unique("fastpath");
+    create_stream(&k, &stream, 2).await;
+    let mut puts = vec![put(&k, &stream, "p/k \"é\"\\", &(0..=255u8).collect::<Vec<_>>()).await];
+    puts.extend(put_many(&k, &stream, 0, 40).await);
+    puts.push(put(&k, &stream, "empty", b"").await);
+    let o = reader(&[
+        "--stream",
+        &stream,
+        "--fields",
+        "shard_id,sequence_number,partition_key,data,arrival_millis",
+        "--data-encoding",
+        "hex",
+        "-vv",
+    ]);
+    let out = String::from_utf8(ok(o.clone())).unwrap();
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let mut got: BTreeMap<(String, String), (String, String, i64)> = BTreeMap::new();
+    for l in out.lines() {
+        let f: Vec<&str> = l.split('\t').collect();
+        assert_eq!(f.len(), 5, "{l:?}");
+        let at = (f[0].into(), f[1].into());
+        got.insert(at, (f[2].into(), f[3].into(), f[4].parse().unwrap()));
+    }
+    assert_eq!(got.len(), puts.len());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    for p in &puts {
+        let (key, data, arrival) = &got[&(p.shard_id.clone(), p.sequence_number.clone())];
+        assert_eq!(key, &hex(p.partition_key.as_bytes()));
+        assert_eq!(data, &hex(&p.data));
+        assert!((now - 600_000..=now).contains(arrival), "{arrival}");
+    }
+    let err = stderr(&o);
+    let line = err
+        .lines()
+        .find(|l| l.contains("GetRecords answers:"))
+        .unwrap_or_else(|| panic!("no GetRecords count in {err}"));
+    let direct: u64 = line
+        .split("answers: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(direct >= 2 && line.ends_with(", 0 by the SDK"), "{line}");
+}
