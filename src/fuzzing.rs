@@ -103,7 +103,19 @@ pub fn settings(data: &[u8]) {
 /// records to a full JSON parser, and what it hands the SDK must be the same
 /// answer with `"Records":[]`.
 pub fn get_records_answer(data: &[u8]) {
-    let Ok(d) = crate::aws::get_records::decode(data.to_vec()) else {
+    use crate::aws::get_records::{decode, Decoder};
+    let whole = decode(data.to_vec());
+    // The connector decodes as chunks arrive: any cut must give the same.
+    for piece in [1, 2 + data.len() % 13, 64] {
+        let mut d = Decoder::new(Some(data.len()));
+        data.chunks(piece).for_each(|c| d.feed(c));
+        match (&whole, d.finish()) {
+            (Ok(a), Ok(b)) => assert!(a.records == b.records && a.rest == b.rest),
+            (Err(a), Err(b)) => assert_eq!(a.body, b.body),
+            (a, b) => panic!("whole {a:?} but in pieces of {piece} {b:?}"),
+        }
+    }
+    let Ok(d) = whole else {
         return;
     };
     let Ok(full) = serde_json::from_slice::<serde_json::Value>(data) else {

@@ -14,6 +14,7 @@
 //! - [`kpl`]: de-aggregating KPL records.
 //! - [`expiry`]: noticing positions that aged out of the stream's retention.
 //! - [`merge`]: deterministic interleaving of shards on stdout, boundary fixing.
+//! - [`pages`]: page slots, the reader's memory bound.
 //! - [`format`]: record → output line.
 //! - [`status`]: the `status` sub-command's table.
 //! - [`sink`]: `kinesis-writer`'s targets (S3 objects, DynamoDB items) and input lines.
@@ -32,6 +33,7 @@ pub mod iteration;
 pub mod kpl;
 pub mod manifest;
 pub mod merge;
+pub mod pages;
 pub mod position;
 pub mod progress;
 pub mod reader;

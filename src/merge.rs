@@ -17,6 +17,7 @@
 //! is never fixed past what was delivered.
 
 use crate::format::Formatter;
+use crate::pages::ShardPages;
 use crate::shard_reader::{Outcome, ShardEvent};
 use crate::stream::Record;
 use anyhow::{Context, Result};
@@ -24,7 +25,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io::Write;
 use std::sync::Arc;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 
 #[derive(Debug, PartialEq)]
 enum State {
@@ -39,7 +40,7 @@ struct Slot {
     state: State,
     outcome: Option<Outcome>,
     finished: bool,
-    permits: Arc<Semaphore>,
+    page_slots: Arc<ShardPages>,
 }
 
 impl Slot {
@@ -54,7 +55,7 @@ impl Slot {
 /// A shard as the merge sees it.
 pub struct MergeShard {
     pub shard_id: String,
-    pub permits: Arc<Semaphore>,
+    pub page_slots: Arc<ShardPages>,
 }
 
 /// Counts for the run summary.
@@ -80,7 +81,7 @@ pub fn merge(
             state: State::Active,
             outcome: None,
             finished: false,
-            permits: s.permits,
+            page_slots: s.page_slots,
         })
         .collect();
     let mut heap: BinaryHeap<Reverse<(i64, usize)>> = BinaryHeap::new();
@@ -96,7 +97,7 @@ pub fn merge(
         match ev {
             ShardEvent::Page(records) => {
                 if records.is_empty() {
-                    s.permits.add_permits(1);
+                    s.page_slots.release();
                     return Ok(());
                 }
                 let was_empty = s.is_empty();
@@ -180,7 +181,7 @@ pub fn merge(
             stats.bytes += r.data.len() as u64;
             if page.as_slice().is_empty() {
                 s.pages.pop_front();
-                s.permits.add_permits(1);
+                s.page_slots.release();
             }
             match s.head() {
                 Some(h) => heap.push(Reverse((h.arrival_ms, i))),
@@ -244,7 +245,7 @@ mod tests {
                 .iter()
                 .map(|s| MergeShard {
                     shard_id: s.to_string(),
-                    permits: Arc::new(Semaphore::new(0)),
+                    page_slots: ShardPages::alone(),
                 })
                 .collect();
             let mut out = Vec::new();
@@ -283,7 +284,7 @@ mod tests {
             .iter()
             .map(|s| MergeShard {
                 shard_id: s.to_string(),
-                permits: Arc::new(Semaphore::new(0)),
+                page_slots: ShardPages::alone(),
             })
             .collect();
         let handle = std::thread::spawn(move || {

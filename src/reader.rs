@@ -11,10 +11,9 @@ use crate::expiry::{self, OnExpired};
 use crate::format::Formatter;
 use crate::iteration::{self, LeaseOptions, Opened};
 use crate::merge::{merge, MergeShard, MergeStats};
+use crate::pages::{Budget, PAGES_PER_SHARD};
 use crate::position::Position;
-use crate::shard_reader::{
-    EndRules, Outcome, ReadSettings, ShardEvent, ShardTask, Target, PAGES_IN_FLIGHT,
-};
+use crate::shard_reader::{EndRules, Outcome, ReadSettings, ShardEvent, ShardTask, Target};
 use crate::stream::{ShardInfo, StreamApi, StreamError, StreamInfo};
 use anyhow::{anyhow, Context, Result};
 use std::collections::HashMap;
@@ -23,7 +22,7 @@ use std::io::Write;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 
 /// Bytes of output gathered before a write to stdout.
 const OUTPUT_BUFFER: usize = 256 * 1024;
@@ -785,15 +784,16 @@ async fn pump(
         .iter()
         .map(|s| (s.shard_id.as_str(), s.ending_sequence_number.clone()))
         .collect();
-    let (tx, rx) = mpsc::channel(shards.len() * (PAGES_IN_FLIGHT + 2) + 8);
+    let (tx, rx) = mpsc::channel(shards.len() * (PAGES_PER_SHARD + 2) + 8);
+    let budget = Budget::default();
     let failure: Arc<Mutex<Option<anyhow::Error>>> = Arc::default();
     let mut tasks = tokio::task::JoinSet::new();
     let mut merge_shards = Vec::new();
     for (index, s) in shards.iter().enumerate() {
-        let permits = Arc::new(Semaphore::new(PAGES_IN_FLIGHT));
+        let page_slots = budget.shard();
         merge_shards.push(MergeShard {
             shard_id: s.shard_id.clone(),
-            permits: permits.clone(),
+            page_slots: page_slots.clone(),
         });
         let target = match &s.end {
             Some(e) => Target::Replay {
@@ -812,7 +812,7 @@ async fn pump(
             shard_id: s.shard_id.clone(),
             target,
             settings: settings.clone(),
-            permits,
+            page_slots,
             events: tx.clone(),
         };
         let (api, failure, tx) = (api.clone(), failure.clone(), tx.clone());

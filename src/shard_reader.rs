@@ -1,11 +1,10 @@
 //! Reading one shard: from its start position to its end rule (a live read),
 //! or exactly its fixed range again (a replay).
 //!
-//! A shard task sends its pages, in order, to the merge; it holds at most
-//! [`PAGES_IN_FLIGHT`] pages at a time, counting the one being fetched (a
-//! permit per page, taken before the call and given back by the merge when
-//! the page is written), so memory is bounded by pages, not by the stream,
-//! and a stalled consumer stops the reading.
+//! A shard task sends its pages, in order, to the merge; it takes a page slot
+//! before each call, which the merge frees when the page is written
+//! ([`crate::pages`]), so memory is bounded by pages, not by the stream, and a
+//! stalled consumer stops the reading.
 
 use crate::position::{seq_cmp, Position};
 use crate::stream::{Page, Record, StreamApi, StreamError, Subscription};
@@ -14,11 +13,10 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 // tokio's clock, so that tests can run timeouts on paused time.
-use tokio::sync::{mpsc, Semaphore};
+use crate::pages::ShardPages;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// Pages a shard may hold at once: one being written, one being fetched.
-pub const PAGES_IN_FLIGHT: usize = 2;
 /// Kinesis allows 5 GetRecords calls per second per shard.
 const MIN_CALL_INTERVAL: Duration = Duration::from_millis(200);
 /// How often a caught-up shard polls for new records.
@@ -124,7 +122,7 @@ pub struct ShardTask {
     pub shard_id: String,
     pub target: Target,
     pub settings: ReadSettings,
-    pub permits: Arc<Semaphore>,
+    pub page_slots: Arc<ShardPages>,
     pub events: mpsc::Sender<(usize, ShardEvent)>,
 }
 
@@ -187,11 +185,8 @@ impl ShardTask {
             if rules.deadline.is_some_and(|d| Instant::now() >= d) {
                 break false;
             }
-            // A page slot before the call: a shard never holds more than
-            // PAGES_IN_FLIGHT pages, counting the one being fetched.
-            let Ok(slot) = self.permits.acquire().await else {
-                return Ok(());
-            };
+            // A page slot before the call (see crate::pages).
+            let slot = self.page_slots.acquire().await;
             let asked_ms = crate::now_ms();
             // An expired iterator or an ended subscription continues just
             // after the last record passed on.
@@ -239,7 +234,7 @@ impl ShardTask {
             }
             if !batch.is_empty() {
                 last_data = Instant::now();
-                slot.forget(); // the merge gives it back when the page is written
+                slot.sent(); // the merge frees it when the page is written
                 if !self.send(ShardEvent::Page(batch)).await {
                     return Ok(());
                 }
@@ -306,11 +301,8 @@ impl ShardTask {
             if !src.more() {
                 return Err(missing(&last, &emitted));
             }
-            // A page slot before the call: a shard never holds more than
-            // PAGES_IN_FLIGHT pages, counting the one being fetched.
-            let Ok(slot) = self.permits.acquire().await else {
-                return Ok(());
-            };
+            // A page slot before the call (see crate::pages).
+            let slot = self.page_slots.acquire().await;
             let resume = emitted
                 .clone()
                 .map_or_else(|| start.clone(), Position::After);
@@ -340,7 +332,7 @@ impl ShardTask {
                 }
             }
             if !batch.is_empty() {
-                slot.forget();
+                slot.sent();
             }
             if !batch.is_empty() && !self.send(ShardEvent::Page(batch)).await {
                 return Ok(());
@@ -656,13 +648,13 @@ mod tests {
         settings: ReadSettings,
     ) -> (Vec<String>, Option<Outcome>) {
         let (tx, mut rx) = mpsc::channel(4);
-        let permits = Arc::new(Semaphore::new(PAGES_IN_FLIGHT));
+        let page_slots = ShardPages::alone();
         let task = ShardTask {
             index: 0,
             shard_id: "s".into(),
             target,
             settings,
-            permits: permits.clone(),
+            page_slots: page_slots.clone(),
             events: tx,
         };
         let h = tokio::spawn(task.run(api));
@@ -671,7 +663,7 @@ mod tests {
             match rx.recv().await.expect("task ends with Done") {
                 (_, ShardEvent::Page(p)) => {
                     seqs.extend(p.into_iter().map(|r| r.sequence_number));
-                    permits.add_permits(1);
+                    page_slots.release();
                 }
                 (_, ShardEvent::Done(o)) => break o,
                 (_, ev) => panic!("unexpected {ev:?}"),
@@ -835,7 +827,7 @@ mod tests {
             known_until_ms: None,
         };
         let (tx, mut rx) = mpsc::channel(16);
-        let permits = Arc::new(Semaphore::new(PAGES_IN_FLIGHT));
+        let page_slots = ShardPages::alone();
         let task = ShardTask {
             index: 0,
             shard_id: "s".into(),
@@ -844,7 +836,7 @@ mod tests {
                 batch_size: 100,
                 ..Default::default()
             },
-            permits: permits.clone(),
+            page_slots: page_slots.clone(),
             events: tx,
         };
         let h = tokio::spawn(task.run(fake(5, 10, vec![])));
@@ -853,7 +845,7 @@ mod tests {
             match rx.recv().await.unwrap().1 {
                 ShardEvent::Page(p) => {
                     records += p.len();
-                    permits.add_permits(1);
+                    page_slots.release();
                 }
                 ShardEvent::Idle { .. } => idles += 1,
                 ShardEvent::Done(o) => break o.unwrap(),

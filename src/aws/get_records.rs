@@ -110,6 +110,7 @@ impl HttpConnector for Connector {
         let answer = self.0.call(request);
         let Some(slot) = slot else { return answer };
         HttpConnectorFuture::new(async move {
+            use http_body_util::BodyExt;
             let mut response = answer.await?;
             if response.status().as_u16() != 200 {
                 return Ok(response);
@@ -118,8 +119,14 @@ impl HttpConnector for Connector {
                 .headers()
                 .get("content-length")
                 .and_then(|l| l.parse::<usize>().ok());
-            let body = read_body(response.take_body(), size).await?;
-            let new_body = match decode(body) {
+            let mut decoder = Decoder::new(size);
+            let mut body = response.take_body();
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.map_err(ConnectorError::io)?.into_data() {
+                    decoder.feed(&data);
+                }
+            }
+            let new_body = match decoder.finish() {
                 Ok(page) => {
                     DIRECT.fetch_add(1, Ordering::Relaxed);
                     *slot.lock().unwrap() = Some(page.records);
@@ -154,20 +161,6 @@ impl HttpConnector for Connector {
     }
 }
 
-/// The whole body, in one buffer sized by `Content-Length` when given.
-async fn read_body(mut body: SdkBody, size: Option<usize>) -> Result<Vec<u8>, ConnectorError> {
-    use http_body_util::BodyExt;
-    // The service's answers are at most about 14 MiB (10 MiB of data in base64).
-    let mut buf = Vec::with_capacity(size.unwrap_or(0).min(64 << 20));
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(ConnectorError::io)?;
-        if let Ok(data) = frame.into_data() {
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok(buf)
-}
-
 /// A GetRecords answer: its records, and the answer with `"Records":[]`.
 #[derive(Debug)]
 pub struct Decoded {
@@ -175,143 +168,325 @@ pub struct Decoded {
     pub rest: Vec<u8>,
 }
 
-/// Why an answer was not decoded; `body` is the answer, untouched, when the
-/// SDK can still have it.
+/// Why an answer was not decoded; `body` is the answer as sent when the SDK
+/// can still have it (nothing of `Records` was consumed yet).
 #[derive(Debug)]
 pub struct Undecoded {
     pub body: Option<Vec<u8>>,
     pub why: &'static str,
 }
 
-/// Decodes the `Records` of a GetRecords answer into one buffer, exactly
-/// sized, that every record's data slices.
+/// Decodes a whole answer (tests and fuzzing; the connector feeds chunks).
 pub fn decode(body: Vec<u8>) -> Result<Decoded, Undecoded> {
-    // Pass 1 reads only: any surprise leaves the answer intact for the SDK.
-    let (fields, (start, end)) = match layout(&body) {
-        Ok(l) => l,
-        Err(why) => {
-            return Err(Undecoded {
-                body: Some(body),
-                why,
-            })
-        }
-    };
-    let mut rest = Vec::with_capacity(body.len() - (end - start) + 2);
-    rest.extend_from_slice(&body[..start]);
-    rest.extend_from_slice(b"[]");
-    rest.extend_from_slice(&body[end..]);
-    // Pass 2 decodes.
-    let broken = |why| Undecoded { body: None, why };
-    let mut data = Vec::with_capacity(fields.iter().map(|f| f.size).sum());
-    let mut spans = Vec::with_capacity(fields.len());
-    for f in &fields {
-        let raw = &body[f.data.0..f.data.1];
-        let start = data.len();
-        if f.escaped {
-            let text = Str { raw, escaped: true }.text().map_err(broken)?;
-            base64_simd::STANDARD
-                .decode_append(text, &mut data)
-                .map_err(|_| broken("Data is not base64"))?;
-        } else {
-            base64_simd::STANDARD
-                .decode_append(raw, &mut data)
-                .map_err(|_| broken("Data is not base64"))?;
-        }
-        spans.push((start, data.len()));
-    }
-    drop(body);
-    let data = Bytes::from(data);
-    let records = fields
-        .into_iter()
-        .zip(spans)
-        .map(|(f, (s, e))| Record {
-            sequence_number: f.sequence_number,
-            sub_sequence_number: None,
-            partition_key: f.partition_key,
-            data: data.slice(s..e),
-            arrival_ms: f.arrival_ms,
-        })
-        .collect();
-    Ok(Decoded { records, rest })
+    let mut d = Decoder::new(Some(body.len()));
+    d.feed(&body);
+    d.finish()
 }
 
-/// One record, with its data still base64 at `data` in the answer.
-struct Fields {
+/// Decodes a GetRecords answer as it arrives, so the whole answer (base64,
+/// ~1.4× its data) is never held: each record is parsed once it is complete
+/// and its data decoded at once onto one buffer that all the page's records
+/// slice. Only a partial record waits for the next chunk.
+pub struct Decoder {
+    /// Received, not yet parsed: empty, or the start of a unit.
+    pending: Vec<u8>,
+    /// Parse `pending` again once it holds this many bytes (a large record
+    /// arriving in small chunks is not re-scanned at every chunk).
+    retry_at: usize,
+    out: Out,
+    failed: Option<Failed>,
+}
+
+enum Failed {
+    /// Nothing of `Records` consumed: the answer as sent, for the SDK.
+    Raw(Vec<u8>, &'static str),
+    Broken(&'static str),
+}
+
+struct Out {
+    state: State,
+    saw_records: bool,
+    /// The answer without its records; verbatim until `Records` starts.
+    rest: Vec<u8>,
+    /// Every record's data, back to back.
+    data: Vec<u8>,
+    records: Vec<Parsed>,
+}
+
+/// A record whose data is at `data` in `Out::data`.
+struct Parsed {
     sequence_number: String,
     partition_key: String,
     data: (usize, usize),
-    escaped: bool,
-    /// Decoded size (an upper bound when escaped).
-    size: usize,
     arrival_ms: i64,
 }
 
-/// Pass 1: the records, and where the `Records` array is.
-#[allow(clippy::type_complexity)]
-fn layout(body: &[u8]) -> Result<(Vec<Fields>, (usize, usize)), &'static str> {
-    let mut c = Cursor { b: body, i: 0 };
-    let mut fields = Vec::new();
-    let mut span = None;
-    c.ws();
-    c.eat(b'{')?;
-    c.ws();
-    if c.peek() == Some(b'}') {
-        return Err("no Records");
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum State {
+    Start,
+    Member,
+    FirstRecord,
+    Record,
+    AfterRecords,
+    End,
+}
+
+impl Decoder {
+    pub fn new(size: Option<usize>) -> Decoder {
+        let size = size.unwrap_or(0).min(64 << 20);
+        Decoder {
+            pending: Vec::new(),
+            retry_at: 0,
+            out: Out {
+                state: State::Start,
+                saw_records: false,
+                rest: Vec::with_capacity(256),
+                // Data is shorter than its base64: no reallocation, and the
+                // untouched tail of the capacity costs no memory.
+                data: Vec::with_capacity(size / 4 * 3 + 3),
+                records: Vec::new(),
+            },
+            failed: None,
+        }
     }
-    loop {
-        c.ws();
-        let key = c.string()?;
-        c.ws();
-        c.eat(b':')?;
-        c.ws();
-        if key.raw == b"Records" {
-            if span.is_some() {
-                return Err("two Records keys");
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        match &mut self.failed {
+            Some(Failed::Raw(raw, _)) => return raw.extend_from_slice(chunk),
+            Some(Failed::Broken(_)) => return,
+            None => {}
+        }
+        if self.pending.is_empty() {
+            // The common case: parse the chunk where it is, keep its tail.
+            let (used, r) = parse(chunk, &mut self.out);
+            self.settle(r, &chunk[used..]);
+            if self.failed.is_none() {
+                self.pending.extend_from_slice(&chunk[used..]);
+                self.retry_at = 2 * self.pending.len();
             }
-            let start = c.i;
-            records(&mut c, &mut fields)?;
-            span = Some((start, c.i));
+            return;
+        }
+        self.pending.extend_from_slice(chunk);
+        if self.pending.len() < self.retry_at {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let (used, r) = parse(&pending, &mut self.out);
+        self.settle(r, &pending[used..]);
+        if self.failed.is_none() {
+            self.pending = pending;
+            self.pending.drain(..used);
+            self.retry_at = 2 * self.pending.len();
+        }
+    }
+
+    /// After a parse: a real error ends the decoding (`left` is what was not parsed).
+    fn settle(&mut self, r: Result<(), &'static str>, left: &[u8]) {
+        match r {
+            Err(why) if why != MORE => self.fail(why, left),
+            _ => {}
+        }
+    }
+
+    fn fail(&mut self, why: &'static str, left: &[u8]) {
+        self.failed = Some(if self.out.verbatim() {
+            let mut raw = std::mem::take(&mut self.out.rest);
+            raw.extend_from_slice(left);
+            Failed::Raw(raw, why)
         } else {
-            c.skip_value(0)?;
-        }
-        c.ws();
-        match c.next()? {
-            b',' => continue,
-            b'}' => break,
-            _ => return Err("expected , or } after a value"),
-        }
+            Failed::Broken(why)
+        });
     }
-    c.ws();
-    if c.i != body.len() {
-        return Err("bytes after the answer");
+
+    pub fn finish(mut self) -> Result<Decoded, Undecoded> {
+        if self.failed.is_none() && !self.pending.is_empty() {
+            let pending = std::mem::take(&mut self.pending);
+            let (used, r) = parse(&pending, &mut self.out);
+            self.settle(r, &pending[used..]);
+            if self.failed.is_none() && used < pending.len() {
+                // Whatever is left could not be parsed even at the end.
+                self.pending = pending[used..].to_vec();
+            }
+        }
+        let done = self.out.state == State::End && self.out.saw_records;
+        if self.failed.is_none() && (!done || !self.pending.is_empty()) {
+            let left = std::mem::take(&mut self.pending);
+            let why = if self.out.state != State::End {
+                MORE
+            } else if !self.out.saw_records {
+                "no Records"
+            } else {
+                "bytes after the answer"
+            };
+            self.fail(why, &left);
+        }
+        match self.failed {
+            Some(Failed::Raw(raw, why)) => {
+                return Err(Undecoded {
+                    body: Some(raw),
+                    why,
+                })
+            }
+            Some(Failed::Broken(why)) => return Err(Undecoded { body: None, why }),
+            None => {}
+        }
+        let data = Bytes::from(self.out.data);
+        let records = self
+            .out
+            .records
+            .into_iter()
+            .map(|r| Record {
+                sequence_number: r.sequence_number,
+                sub_sequence_number: None,
+                partition_key: r.partition_key,
+                data: data.slice(r.data.0..r.data.1),
+                arrival_ms: r.arrival_ms,
+            })
+            .collect();
+        Ok(Decoded {
+            records,
+            rest: self.out.rest,
+        })
     }
-    Ok((fields, span.ok_or("no Records")?))
 }
 
-fn records(c: &mut Cursor, out: &mut Vec<Fields>) -> Result<(), &'static str> {
-    c.eat(b'[')?;
-    c.ws();
-    if c.peek() == Some(b']') {
-        c.i += 1;
-        return Ok(());
+impl Out {
+    /// Everything consumed so far is in `rest` as it was sent.
+    fn verbatim(&self) -> bool {
+        !self.saw_records
     }
+}
+
+/// Parses whole units (a member, a record) from `b`; how many bytes it used,
+/// and `Err(MORE)` when the next unit is not complete yet. A unit changes
+/// `out` only once it parsed whole, so it can be parsed again with more bytes.
+fn parse(b: &[u8], out: &mut Out) -> (usize, Result<(), &'static str>) {
+    let mut c = Cursor { b, i: 0 };
     loop {
-        c.ws();
-        out.push(record(c)?);
-        c.ws();
-        match c.next()? {
-            b',' => continue,
-            b']' => return Ok(()),
-            _ => return Err("expected , or ] in Records"),
+        let mark = c.i;
+        let r = unit(&mut c, out, mark);
+        match r {
+            Ok(true) => continue,
+            Ok(false) => return (c.i, Ok(())),
+            Err(e) => return (mark, Err(e)),
         }
     }
 }
 
-fn record(c: &mut Cursor) -> Result<Fields, &'static str> {
+/// One unit; `Ok(false)` when there is nothing more to parse.
+fn unit(c: &mut Cursor, out: &mut Out, mark: usize) -> Result<bool, &'static str> {
+    c.ws();
+    match out.state {
+        State::Start => {
+            c.eat(b'{')?;
+            c.ws();
+            if c.peek().ok_or(MORE)? == b'}' {
+                return Err("no Records");
+            }
+            out.rest.extend_from_slice(&c.b[mark..c.i]);
+            out.state = State::Member;
+        }
+        State::Member => {
+            let key = c.string()?;
+            c.ws();
+            c.eat(b':')?;
+            c.ws();
+            if key.raw == b"Records" {
+                if out.saw_records {
+                    return Err("two Records keys");
+                }
+                let at = c.i;
+                c.eat(b'[')?;
+                out.saw_records = true;
+                out.rest.extend_from_slice(&c.b[mark..at]);
+                out.rest.extend_from_slice(b"[]");
+                out.state = State::FirstRecord;
+            } else {
+                c.skip_value(0)?;
+                c.ws();
+                out.state = separator(c, b'}', State::Member)?;
+                out.rest.extend_from_slice(&c.b[mark..c.i]);
+            }
+        }
+        State::FirstRecord => match c.peek().ok_or(MORE)? {
+            b']' => {
+                c.i += 1;
+                out.state = State::AfterRecords;
+            }
+            _ => out.state = State::Record,
+        },
+        State::Record => {
+            let f = record(c)?;
+            c.ws();
+            let next = separator(c, b']', State::Record)?;
+            let next = if next == State::End {
+                State::AfterRecords
+            } else {
+                next
+            };
+            // Complete: decode its data now.
+            let sequence_number = f.sequence_number.text()?;
+            let partition_key = match &f.partition_key {
+                Some(k) => k.text()?,
+                None => String::new(),
+            };
+            let start = out.data.len();
+            let decoded = if f.data.escaped {
+                base64_simd::STANDARD.decode_append(f.data.text()?, &mut out.data)
+            } else {
+                base64_simd::STANDARD.decode_append(f.data.raw, &mut out.data)
+            };
+            decoded.map_err(|_| "Data is not base64")?;
+            out.records.push(Parsed {
+                sequence_number,
+                partition_key,
+                data: (start, out.data.len()),
+                arrival_ms: f.arrival_ms,
+            });
+            out.state = next;
+        }
+        State::AfterRecords => {
+            let at = c.i;
+            out.state = separator(c, b'}', State::Member)?;
+            out.rest.extend_from_slice(&c.b[at..c.i]);
+        }
+        State::End => {
+            if c.i < c.b.len() {
+                return Err("bytes after the answer");
+            }
+            // Trailing white space, kept so that `rest` stays verbatim.
+            out.rest.extend_from_slice(&c.b[mark..c.i]);
+            return Ok(false);
+        }
+    }
+    if c.i == c.b.len() {
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+/// `,` (then `again`) or `close` (then the end of the enclosing thing).
+fn separator(c: &mut Cursor, close: u8, again: State) -> Result<State, &'static str> {
+    match c.next()? {
+        b',' => Ok(again),
+        x if x == close => Ok(State::End),
+        _ => Err("expected , or a closing bracket"),
+    }
+}
+
+/// A record's strings as they are in the answer (data still base64).
+struct Fields<'a> {
+    sequence_number: Str<'a>,
+    partition_key: Option<Str<'a>>,
+    data: Str<'a>,
+    arrival_ms: i64,
+}
+
+fn record<'a>(c: &mut Cursor<'a>) -> Result<Fields<'a>, &'static str> {
     let (mut seq, mut key, mut data, mut arrival) = (None, None, None, None);
     c.eat(b'{')?;
     c.ws();
-    if c.peek() == Some(b'}') {
+    if c.peek().ok_or(MORE)? == b'}' {
         return Err("a record without fields");
     }
     loop {
@@ -320,10 +495,9 @@ fn record(c: &mut Cursor) -> Result<Fields, &'static str> {
         c.ws();
         c.eat(b':')?;
         c.ws();
-        if c.b[c.i..].starts_with(b"null") {
+        if c.word(b"null")? {
             // The SDK reads a null member as absent (and the last of
             // repeated members wins).
-            c.i += 4;
             match name.raw {
                 b"SequenceNumber" => seq = None,
                 b"PartitionKey" => key = None,
@@ -333,23 +507,9 @@ fn record(c: &mut Cursor) -> Result<Fields, &'static str> {
             }
         } else {
             match name.raw {
-                b"SequenceNumber" => seq = Some(c.string()?.text()?),
-                b"PartitionKey" => key = Some(c.string()?.text()?),
-                b"Data" => {
-                    let start = c.i + 1;
-                    let s = c.string()?;
-                    // Its length is checked now, while the SDK can still
-                    // have the answer; a bad character shows when decoding,
-                    // and then the call fails, as it would in the SDK.
-                    let size = if s.escaped {
-                        s.raw.len() / 4 * 3 + 3
-                    } else {
-                        base64_simd::STANDARD
-                            .decoded_length(s.raw)
-                            .map_err(|_| "Data is not base64")?
-                    };
-                    data = Some(((start, start + s.raw.len()), s.escaped, size));
-                }
+                b"SequenceNumber" => seq = Some(c.string()?),
+                b"PartitionKey" => key = Some(c.string()?),
+                b"Data" => data = Some(c.string()?),
                 b"ApproximateArrivalTimestamp" => arrival = Some(epoch_millis(c.number()?)?),
                 _ => c.skip_value(0)?,
             }
@@ -361,14 +521,10 @@ fn record(c: &mut Cursor) -> Result<Fields, &'static str> {
             _ => return Err("expected , or } in a record"),
         }
     }
-    // A record without these is malformed: let the SDK say so.
-    let (data, escaped, size) = data.ok_or("a record without Data")?;
     Ok(Fields {
         sequence_number: seq.ok_or("a record without SequenceNumber")?,
-        data,
-        escaped,
-        size,
-        partition_key: key.unwrap_or_default(),
+        data: data.ok_or("a record without Data")?,
+        partition_key: key,
         arrival_ms: arrival.unwrap_or(0),
     })
 }
@@ -406,6 +562,10 @@ impl Str<'_> {
     }
 }
 
+/// The input ends inside a unit: parse it again with more bytes (and, at the
+/// end of the answer, the answer is cut short).
+const MORE: &str = "the answer ends early";
+
 struct Cursor<'a> {
     b: &'a [u8],
     i: usize,
@@ -417,7 +577,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn next(&mut self) -> Result<u8, &'static str> {
-        let c = self.peek().ok_or("the answer ends early")?;
+        let c = self.peek().ok_or(MORE)?;
         self.i += 1;
         Ok(c)
     }
@@ -441,8 +601,7 @@ impl<'a> Cursor<'a> {
         let start = self.i;
         let mut escaped = false;
         loop {
-            let at =
-                memchr::memchr2(b'"', b'\\', &self.b[self.i..]).ok_or("a string never ends")?;
+            let at = memchr::memchr2(b'"', b'\\', &self.b[self.i..]).ok_or(MORE)?;
             self.i += at;
             if self.b[self.i] == b'"' {
                 self.i += 1;
@@ -455,8 +614,21 @@ impl<'a> Cursor<'a> {
             escaped = true;
             self.i += 2;
             if self.i > self.b.len() {
-                return Err("a string never ends");
+                return Err(MORE);
             }
+        }
+    }
+
+    /// Consumes `w` if it is next; `MORE` if the input ends inside it.
+    fn word(&mut self, w: &[u8]) -> Result<bool, &'static str> {
+        let left = &self.b[self.i..];
+        if left.starts_with(w) {
+            self.i += w.len();
+            Ok(true)
+        } else if left.len() < w.len() && w.starts_with(left) {
+            Err(MORE)
+        } else {
+            Ok(false)
         }
     }
 
@@ -479,7 +651,7 @@ impl<'a> Cursor<'a> {
         if depth > 64 {
             return Err("nested too deep");
         }
-        match self.peek().ok_or("the answer ends early")? {
+        match self.peek().ok_or(MORE)? {
             b'"' => self.string().map(drop),
             b'{' | b'[' => {
                 let close = if self.next()? == b'{' { b'}' } else { b']' };
@@ -507,8 +679,7 @@ impl<'a> Cursor<'a> {
             }
             b't' | b'f' | b'n' => {
                 for word in [&b"true"[..], b"false", b"null"] {
-                    if self.b[self.i..].starts_with(word) {
-                        self.i += word.len();
+                    if self.word(word)? {
                         return Ok(());
                     }
                 }
@@ -586,19 +757,33 @@ mod tests {
         for (i, r) in d.records.iter().enumerate() {
             assert_eq!(r.data, vec![i as u8; 1000]);
         }
+        // Back to back in one buffer.
         let base = d.records[0].data.as_ptr() as usize;
         assert_eq!(d.records[99].data.as_ptr() as usize, base + 99 * 1000);
     }
 
     #[test]
-    fn anything_unexpected_is_left_to_the_sdk() {
+    fn anything_unexpected_is_refused() {
+        // Refused before any record was consumed: the SDK gets the answer as sent.
         for bad in [
             &b""[..],
             b"[]",
             b"{}",
             b"{\"NextShardIterator\":\"x\"}",
-            b"{\"Records\":[{\"SequenceNumber\":\"1\",\"Data\":\"!!\"}]}",
+            b" {\"NextShardIterator\":\"x\"} x",
+            b"{\"X\":nul}",
+            b"{\"X\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]], \"Records\":[]}",
+        ] {
+            for piece in [1, 3, bad.len().max(1)] {
+                let e = in_pieces(bad, piece).unwrap_err();
+                assert_eq!(e.body.as_deref(), Some(bad), "{} ({piece})", e.why);
+            }
+        }
+        // Inside Records the answer is consumed as it arrives: an error.
+        for bad in [
+            &b"{\"Records\":[{\"SequenceNumber\":\"1\",\"Data\":\"!!\"}]}"[..],
             b"{\"Records\":[{\"SequenceNumber\":\"1\",\"Data\":\"QQ\"}]}",
+            b"{\"Records\":[{\"SequenceNumber\":\"1\",\"Data\":\"QQ==\"},{\"SequenceNumber\":\"2\",\"Data\":\"Q!==\"}]}",
             b"{\"Records\":[{\"SequenceNumber\":\"1\"}]}",
             b"{\"Records\":[{\"Data\":\"QQ==\"}]}",
             b"{\"Records\":[{\"SequenceNumber\":\"1\",\"Data\":\"QQ==\"}]",
@@ -608,15 +793,38 @@ mod tests {
             b"{\"Records\":[{\"SequenceNumber\":\"1\\",
             b"{\"Records\":[], \"X\": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}",
         ] {
-            // Refused before anything changed: the SDK gets the answer as sent.
-            let e = decode(bad.to_vec()).unwrap_err();
-            assert_eq!(e.body.as_deref(), Some(bad), "{}", e.why);
+            for piece in [1, 3, bad.len()] {
+                let e = in_pieces(bad, piece).unwrap_err();
+                assert!(e.body.is_none(), "{} ({piece}): {e:?}", String::from_utf8_lossy(bad));
+            }
         }
         let ok = br#"{"Records":[{"SequenceNumber":"1","Data":"QQ=="}]}"#;
         assert_eq!(&decode(ok.to_vec()).unwrap().records[0].data[..], b"A");
-        // A bad character is found while decoding over the answer: an error.
-        let bad = br#"{"Records":[{"SequenceNumber":"1","Data":"QQ=="},{"SequenceNumber":"2","Data":"Q!=="}]}"#;
-        let e = decode(bad.to_vec()).unwrap_err();
-        assert!(e.body.is_none() && e.why.contains("base64"), "{e:?}");
+    }
+
+    fn in_pieces(body: &[u8], piece: usize) -> Result<Decoded, Undecoded> {
+        let mut d = Decoder::new(Some(body.len()));
+        body.chunks(piece).for_each(|c| d.feed(c));
+        d.finish()
+    }
+
+    /// Any cut of the answer into chunks decodes to the same records and rest.
+    #[test]
+    fn chunks_of_any_size_decode_alike() {
+        let recs: Vec<_> = (0..50)
+            .map(|i| {
+                json!({"SequenceNumber": format!("{i:03}"), "ApproximateArrivalTimestamp": 1.7e9 + i as f64,
+                       "Data": b64(&vec![i as u8; i * 37]), "PartitionKey": format!("k\t{i}"), "X": [i, {"y": null}]})
+            })
+            .collect();
+        let body = json!({"MillisBehindLatest": 7, "Records": recs, "NextShardIterator": "A/B=="});
+        let text = serde_json::to_vec_pretty(&body).unwrap();
+        let whole = decode(text.clone()).unwrap();
+        assert_eq!(whole.records.len(), 50);
+        for piece in [1, 2, 5, 64, 1000, 4096] {
+            let d = in_pieces(&text, piece).unwrap();
+            assert_eq!(d.records, whole.records, "{piece}");
+            assert_eq!(d.rest, whole.rest, "{piece}");
+        }
     }
 }

@@ -752,6 +752,27 @@ async fn the_readmes_iam_policies_cover_exactly_the_calls_made() {
     }
 }
 
+/// The table once two scans in a row agree. Once, under heavy CPU load, one
+/// item was missing from the scan after a rerun (not reproduced since); the
+/// suspect is a request the killed writer sent just before its death, still
+/// in moto's hands and landing while the scan pages. A real loss would show
+/// in every scan, so it still fails the test.
+async fn settled_counts(
+    d: &aws_sdk_dynamodb::Client,
+    t: &str,
+) -> BTreeMap<(String, String), String> {
+    let mut last = crate::writer::counts(d, t).await;
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = crate::writer::counts(d, t).await;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
+}
+
 /// kill -9 the DynamoDB writer mid-load, at seeded random moments, then run
 /// it again: put mode ends as an undisturbed run; add mode adds every
 /// iteration exactly once (what landed before the kill is recognised by its
@@ -794,7 +815,7 @@ async fn dynamodb_writer_killed_mid_load_then_rerun_ends_as_undisturbed() {
         let after = Duration::from_millis(next_ms(1500));
         tokio::task::block_in_place(|| kill_then_rerun(&a, rows.as_bytes(), after));
         assert_eq!(
-            crate::writer::counts(&d, &t).await,
+            settled_counts(&d, &t).await,
             expected,
             "put after a kill at {after:?}"
         );
@@ -813,7 +834,7 @@ async fn dynamodb_writer_killed_mid_load_then_rerun_ends_as_undisturbed() {
         tokio::task::block_in_place(|| kill_then_rerun(&a, rows.as_bytes(), after));
         // Adjacent lines with one key are summed: 2i and 2i+1 differ in region, so each line is a key.
         assert_eq!(
-            crate::writer::counts(&d, &t).await,
+            settled_counts(&d, &t).await,
             expected,
             "add after a kill at {after:?}"
         );
