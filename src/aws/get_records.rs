@@ -4,13 +4,14 @@
 //! deserialiser reading each base64 `Data` string a byte at a time, then one
 //! allocation per record, as the largest cost of the whole reader. Here an HTTP
 //! connector wraps the SDK's own one. For a GetRecords call made inside
-//! [`decoding`], it reads the 200 answer, decodes the `Records` array itself
-//! (string ends found with `memchr`, SIMD base64 into one buffer that every
-//! record of the page slices) and hands the SDK the same JSON with
-//! `"Records":[]`. The SDK still does everything else: signing, retries,
-//! timeouts, errors, and parsing `NextShardIterator`, `MillisBehindLatest` and
-//! `ChildShards`. An answer this decoder does not fully understand goes to the
-//! SDK untouched, so the worst case is the old speed, never a wrong record.
+//! [`decoding`], it decodes the `Records` array of a 200 answer itself, chunk
+//! by chunk as it arrives (string ends found with `memchr`, SIMD base64 into
+//! one buffer that every record of the page slices), and hands the SDK the
+//! same JSON with `"Records":[]`. The SDK still does everything else: signing,
+//! retries, timeouts, errors, and parsing `NextShardIterator`,
+//! `MillisBehindLatest` and `ChildShards`. An answer that surprises the decoder
+//! before any record was consumed goes to the SDK untouched; a malformed
+//! record fails the call, as it would in the SDK. Never a wrong record.
 
 use crate::stream::Record;
 use aws_smithy_runtime_api::client::http::{
