@@ -644,6 +644,10 @@ impl<'a> Cursor<'a> {
         if self.i == start {
             return Err("expected a number");
         }
+        if self.i == self.b.len() {
+            // It may go on in the next chunk (a number never ends an answer).
+            return Err(MORE);
+        }
         Ok(&self.b[start..self.i])
     }
 
