@@ -259,24 +259,21 @@ impl Decoder {
         }
         if self.pending.is_empty() {
             // The common case: parse the chunk where it is, keep its tail.
-            let (used, r) = parse(chunk, &mut self.out);
-            self.settle(r, &chunk[used..]);
-            if self.failed.is_none() {
-                self.pending.extend_from_slice(&chunk[used..]);
-                self.retry_at = 2 * self.pending.len();
-            }
-            return;
+            return self.take_in(chunk);
         }
         self.pending.extend_from_slice(chunk);
-        if self.pending.len() < self.retry_at {
-            return;
+        if self.pending.len() >= self.retry_at {
+            let pending = std::mem::take(&mut self.pending);
+            self.take_in(&pending);
         }
-        let pending = std::mem::take(&mut self.pending);
-        let (used, r) = parse(&pending, &mut self.out);
-        self.settle(r, &pending[used..]);
+    }
+
+    /// Parses `b` (with `pending` empty); what is left waits in `pending`.
+    fn take_in(&mut self, b: &[u8]) {
+        let (used, r) = parse(b, &mut self.out);
+        self.settle(r, &b[used..]);
         if self.failed.is_none() {
-            self.pending = pending;
-            self.pending.drain(..used);
+            self.pending.extend_from_slice(&b[used..]);
             self.retry_at = 2 * self.pending.len();
         }
     }
@@ -301,13 +298,9 @@ impl Decoder {
 
     pub fn finish(mut self) -> Result<Decoded, Undecoded> {
         if self.failed.is_none() && !self.pending.is_empty() {
+            // Whatever is still left could not be parsed even at the end.
             let pending = std::mem::take(&mut self.pending);
-            let (used, r) = parse(&pending, &mut self.out);
-            self.settle(r, &pending[used..]);
-            if self.failed.is_none() && used < pending.len() {
-                // Whatever is left could not be parsed even at the end.
-                self.pending = pending[used..].to_vec();
-            }
+            self.take_in(&pending);
         }
         let done = self.out.state == State::End && self.out.saw_records;
         if self.failed.is_none() && (!done || !self.pending.is_empty()) {
