@@ -298,7 +298,8 @@ impl Decoder {
 
     pub fn finish(mut self) -> Result<Decoded, Undecoded> {
         if self.failed.is_none() && !self.pending.is_empty() {
-            // Whatever is still left could not be parsed even at the end.
+            // What waited for more bytes gets its last chance; anything still
+            // left after it is an answer cut short.
             let pending = std::mem::take(&mut self.pending);
             self.take_in(&pending);
         }
@@ -398,7 +399,7 @@ fn unit(c: &mut Cursor, out: &mut Out, mark: usize) -> Result<bool, &'static str
             } else {
                 c.skip_value(0)?;
                 c.ws();
-                out.state = separator(c, b'}', State::Member)?;
+                out.state = separator(c, b'}', State::Member, State::End)?;
                 out.rest.extend_from_slice(&c.b[mark..c.i]);
             }
         }
@@ -412,12 +413,7 @@ fn unit(c: &mut Cursor, out: &mut Out, mark: usize) -> Result<bool, &'static str
         State::Record => {
             let f = record(c)?;
             c.ws();
-            let next = separator(c, b']', State::Record)?;
-            let next = if next == State::End {
-                State::AfterRecords
-            } else {
-                next
-            };
+            let next = separator(c, b']', State::Record, State::AfterRecords)?;
             // Complete: decode its data now.
             let sequence_number = f.sequence_number.text()?;
             let partition_key = match &f.partition_key {
@@ -441,7 +437,7 @@ fn unit(c: &mut Cursor, out: &mut Out, mark: usize) -> Result<bool, &'static str
         }
         State::AfterRecords => {
             let at = c.i;
-            out.state = separator(c, b'}', State::Member)?;
+            out.state = separator(c, b'}', State::Member, State::End)?;
             out.rest.extend_from_slice(&c.b[at..c.i]);
         }
         State::End => {
@@ -459,11 +455,16 @@ fn unit(c: &mut Cursor, out: &mut Out, mark: usize) -> Result<bool, &'static str
     Ok(true)
 }
 
-/// `,` (then `again`) or `close` (then the end of the enclosing thing).
-fn separator(c: &mut Cursor, close: u8, again: State) -> Result<State, &'static str> {
+/// `,` (then `again`) or `close` (then `closed`).
+fn separator(
+    c: &mut Cursor,
+    close: u8,
+    again: State,
+    closed: State,
+) -> Result<State, &'static str> {
     match c.next()? {
         b',' => Ok(again),
-        x if x == close => Ok(State::End),
+        x if x == close => Ok(closed),
         _ => Err("expected , or a closing bracket"),
     }
 }
