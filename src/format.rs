@@ -4,7 +4,7 @@
 //! fails before any I/O); each record is then written straight into the
 //! output buffer with no per-record allocation for the TSV path.
 
-use crate::stream::Record;
+use crate::records::RecordRef;
 use base64::Engine;
 use std::io::{self, Write};
 use std::str::FromStr;
@@ -117,7 +117,7 @@ impl Formatter {
         }
     }
 
-    pub fn write(&self, out: &mut impl Write, shard_id: &str, r: &Record) -> io::Result<()> {
+    pub fn write(&self, out: &mut impl Write, shard_id: &str, r: RecordRef<'_>) -> io::Result<()> {
         match self.format {
             OutputFormat::Tsv => self.write_tsv(out, shard_id, r),
             OutputFormat::Jsonl => self.write_json(out, shard_id, r),
@@ -130,7 +130,12 @@ impl Formatter {
     /// the others when there are more, or empty bytes when there is one.
     /// Data is bytes (type 0) whatever it holds; numbers are longs (type 4);
     /// everything else is a string (type 7). Lengths are 4-byte big-endian.
-    fn write_typed(&self, out: &mut impl Write, shard_id: &str, r: &Record) -> io::Result<()> {
+    fn write_typed(
+        &self,
+        out: &mut impl Write,
+        shard_id: &str,
+        r: RecordRef<'_>,
+    ) -> io::Result<()> {
         let (key, rest) = self.fields.split_first().expect("at least one field");
         self.typed_field(out, *key, shard_id, r)?;
         match rest {
@@ -152,14 +157,14 @@ impl Formatter {
         out: &mut impl Write,
         f: Field,
         shard_id: &str,
-        r: &Record,
+        r: RecordRef<'_>,
     ) -> io::Result<()> {
         let long = |out: &mut dyn Write, v: i64| -> io::Result<()> {
             out.write_all(&[4])?;
             out.write_all(&v.to_be_bytes())
         };
         match f {
-            Field::Data => typed(out, 0, &r.data),
+            Field::Data => typed(out, 0, r.data),
             Field::ShardId => typed(out, 7, shard_id.as_bytes()),
             Field::SequenceNumber => typed(out, 7, r.sequence_number.as_bytes()),
             Field::PartitionKey => typed(out, 7, r.partition_key.as_bytes()),
@@ -174,7 +179,7 @@ impl Formatter {
         }
     }
 
-    fn write_tsv(&self, out: &mut impl Write, shard_id: &str, r: &Record) -> io::Result<()> {
+    fn write_tsv(&self, out: &mut impl Write, shard_id: &str, r: RecordRef<'_>) -> io::Result<()> {
         for (i, f) in self.fields.iter().enumerate() {
             if i > 0 {
                 out.write_all(b"\t")?;
@@ -188,7 +193,7 @@ impl Formatter {
                     write!(out, "{}", crate::iteration::rfc3339(r.arrival_ms))?
                 }
                 Field::ArrivalMillis => write!(out, "{}", r.arrival_ms)?,
-                Field::Data => self.encode(out, &r.data)?,
+                Field::Data => self.encode(out, r.data)?,
                 Field::Stream => out.write_all(self.stream.as_bytes())?,
                 Field::Iteration => out.write_all(self.iteration.as_bytes())?,
             }
@@ -219,25 +224,25 @@ impl Formatter {
         }
     }
 
-    fn write_json(&self, out: &mut impl Write, shard_id: &str, r: &Record) -> io::Result<()> {
+    fn write_json(&self, out: &mut impl Write, shard_id: &str, r: RecordRef<'_>) -> io::Result<()> {
         use serde_json::{Map, Value};
         let mut m = Map::new();
         for f in &self.fields {
             let v = match f {
                 Field::ShardId => Value::from(shard_id),
-                Field::SequenceNumber => Value::from(r.sequence_number.as_str()),
+                Field::SequenceNumber => Value::from(r.sequence_number),
                 Field::SubSequenceNumber => Value::from(r.sub_sequence_number.unwrap_or(0)),
-                Field::PartitionKey => Value::from(r.partition_key.as_str()),
+                Field::PartitionKey => Value::from(r.partition_key),
                 Field::ArrivalTimestamp => Value::from(crate::iteration::fmt_ms(r.arrival_ms)),
                 Field::ArrivalMillis => Value::from(r.arrival_ms),
                 Field::Stream => Value::from(self.stream.as_str()),
                 Field::Iteration if self.iteration.is_empty() => Value::Null,
                 Field::Iteration => Value::from(self.iteration.parse::<u64>().unwrap_or(0)),
-                Field::Data => match std::str::from_utf8(&r.data) {
+                Field::Data => match std::str::from_utf8(r.data) {
                     Ok(s) => Value::from(s),
                     Err(_) => {
                         m.insert("data_encoding".into(), Value::from("base64"));
-                        Value::from(base64::engine::general_purpose::STANDARD.encode(&r.data))
+                        Value::from(base64::engine::general_purpose::STANDARD.encode(r.data))
                     }
                 },
             };
@@ -288,6 +293,7 @@ fn next_special(b: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stream::Record;
     use bytes::Bytes;
 
     fn rec(data: &[u8], pk: &str) -> Record {
@@ -302,7 +308,7 @@ mod tests {
 
     fn line(f: &Formatter, r: &Record) -> String {
         let mut v = Vec::new();
-        f.write(&mut v, "shardId-000000000001", r).unwrap();
+        f.write(&mut v, "shardId-000000000001", r.as_ref()).unwrap();
         String::from_utf8(v).unwrap()
     }
 
@@ -399,9 +405,10 @@ mod tests {
             "s",
             Some(3),
         );
-        pair.write(&mut v, "shardId-1", &rec(&data, "ключ"))
+        pair.write(&mut v, "shardId-1", rec(&data, "ключ").as_ref())
             .unwrap();
-        pair.write(&mut v, "shardId-1", &rec(b"", "k2")).unwrap();
+        pair.write(&mut v, "shardId-1", rec(b"", "k2").as_ref())
+            .unwrap();
         let more = Formatter::new(
             parse_fields("shard_id,arrival_millis,iteration,data").unwrap(),
             DataEncoding::Escape,
@@ -409,7 +416,8 @@ mod tests {
             "s",
             None,
         );
-        more.write(&mut v, "shardId-1", &rec(b"x", "k")).unwrap();
+        more.write(&mut v, "shardId-1", rec(b"x", "k").as_ref())
+            .unwrap();
         let mut b = v.as_slice();
         let got: Vec<String> = (0..6).map(|_| read_typed(&mut b)).collect();
         assert!(b.is_empty(), "nothing after the last item");

@@ -127,17 +127,14 @@ pub fn get_records_answer(data: &[u8]) {
     };
     let records = full["Records"].as_array().expect("Records is an array");
     assert_eq!(records.len(), d.records.len());
-    for (want, got) in records.iter().zip(&d.records) {
-        assert_eq!(
-            want["SequenceNumber"].as_str(),
-            Some(&got.sequence_number[..])
-        );
+    for (want, got) in records.iter().zip(d.records.iter()) {
+        assert_eq!(want["SequenceNumber"].as_str(), Some(got.sequence_number));
         let key = want["PartitionKey"].as_str().unwrap_or("");
         assert_eq!(key, got.partition_key);
         let bytes = base64_simd::STANDARD
             .decode_to_vec(want["Data"].as_str().expect("Data is a string"))
             .expect("Data is base64");
-        assert_eq!(bytes, &got.data[..]);
+        assert_eq!(bytes, got.data);
     }
     let mut rest: serde_json::Value =
         serde_json::from_slice(&d.rest).expect("the SDK's part is JSON");

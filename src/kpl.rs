@@ -6,6 +6,7 @@
 //! sub-sequence number). A record that fails any check — magic, length, MD5,
 //! protobuf, table index — is passed on as a plain record, as the KCL does.
 
+use crate::records::{Builder, Records};
 use crate::stream::Record;
 use bytes::Bytes;
 
@@ -43,41 +44,39 @@ pub struct Tag {
     pub value: Option<String>,
 }
 
-/// The sub-records of `r` if it is a valid aggregate, each with the outer
-/// record's sequence number and arrival time; `None` for a plain record.
-pub fn deaggregate(r: &Record) -> Option<Vec<Record>> {
+/// The aggregate in `data` if it is a valid one: magic, MD5, protobuf, and
+/// every table index in range. Sub-record data are slices of `data`.
+fn parse(data: Bytes) -> Option<AggregatedRecord> {
     use md5::{Digest, Md5};
     use prost::Message;
-    let d = &r.data;
+    let d = &data;
     if d.len() < MAGIC.len() + MD5_LEN || d[..4] != MAGIC {
         return None;
     }
     let body = d.slice(4..d.len() - MD5_LEN);
     if Md5::digest(&body)[..] != d[d.len() - MD5_LEN..] {
-        log::debug!(
-            "record {}: KPL magic but a wrong MD5; passed on as is",
-            r.sequence_number
-        );
+        log::debug!("a record with the KPL magic but a wrong MD5; passed on as is");
         return None;
     }
     let agg = AggregatedRecord::decode(body).ok()?;
-    let mut out = Vec::with_capacity(agg.records.len());
-    for (i, sub) in agg.records.into_iter().enumerate() {
-        let pk = agg
-            .partition_key_table
-            .get(sub.partition_key_index as usize)?;
-        if let Some(e) = sub.explicit_hash_key_index {
-            agg.explicit_hash_key_table.get(e as usize)?;
-        }
-        out.push(Record {
-            sequence_number: r.sequence_number.clone(),
-            sub_sequence_number: Some(i as u64),
-            partition_key: pk.clone(),
-            data: sub.data,
-            arrival_ms: r.arrival_ms,
-        });
-    }
-    Some(out)
+    let (keys, hash_keys) = (
+        agg.partition_key_table.len() as u64,
+        agg.explicit_hash_key_table.len() as u64,
+    );
+    let indices_ok = agg.records.iter().all(|sub| {
+        sub.partition_key_index < keys && sub.explicit_hash_key_index.is_none_or(|e| e < hash_keys)
+    });
+    // A key no real partition key comes near (256 characters) could not be
+    // stored in a page.
+    let keys_ok = agg.partition_key_table.iter().all(|k| k.len() <= 4096);
+    (indices_ok && keys_ok).then_some(agg)
+}
+
+/// The sub-records of `r` if it is a valid aggregate, each with the outer
+/// record's sequence number and arrival time; `None` for a plain record.
+pub fn deaggregate(r: &Record) -> Option<Vec<Record>> {
+    parse(r.data.clone())?;
+    Some(expand(Records::from(vec![r.clone()])).to_vec())
 }
 
 /// Builds an aggregated record as the KPL does, from (partition key,
@@ -111,18 +110,32 @@ pub fn aggregate(subs: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
 }
 
 /// Replaces every valid aggregate in `records` by its sub-records.
-pub fn expand(records: Vec<Record>) -> Vec<Record> {
+pub fn expand(records: Records) -> Records {
     if !records.iter().any(|r| r.data.starts_with(&MAGIC)) {
         return records;
     }
-    let mut out = Vec::with_capacity(records.len());
-    for r in records {
-        match deaggregate(&r) {
-            Some(subs) => out.extend(subs),
-            None => out.push(r),
+    let mut out = Builder::with_capacity(records.len(), records.data_len() as usize);
+    for (i, r) in records.iter().enumerate() {
+        let agg = match r.data.starts_with(&MAGIC) {
+            true => parse(records.data_bytes(i)),
+            false => None,
+        };
+        let Some(agg) = agg else {
+            out.push(r).expect("a record of a page fits a page");
+            continue;
+        };
+        // The sub-records share the outer record's sequence number.
+        let seq = out.append_text(r.sequence_number);
+        for (n, sub) in agg.records.iter().enumerate() {
+            let key = out.append_text(&agg.partition_key_table[sub.partition_key_index as usize]);
+            let at = out.data.len();
+            out.data.extend_from_slice(&sub.data);
+            let data = at..out.data.len();
+            out.push_parts(seq.clone(), key, data, Some(n as u64), r.arrival_ms)
+                .expect("an aggregate's parts fit a page");
         }
     }
-    out
+    out.finish()
 }
 
 #[cfg(test)]
@@ -238,10 +251,13 @@ pub mod tests {
             ("plain", b"hello".to_vec()),
         ] {
             assert!(deaggregate(&rec(d.clone())).is_none(), "{name}");
-            assert_eq!(expand(vec![rec(d.clone())]), vec![rec(d)], "{name}");
+            let page = Records::from(vec![rec(d.clone())]);
+            assert_eq!(expand(page).to_vec(), vec![rec(d)], "{name}");
         }
-        let mixed = expand(vec![rec(b"plain".to_vec()), rec(good)]);
+        let mixed = expand(Records::from(vec![rec(b"plain".to_vec()), rec(good)])).to_vec();
         assert_eq!(mixed.len(), 2);
+        assert_eq!(mixed[0].data, &b"plain"[..]);
         assert_eq!(mixed[1].sub_sequence_number, Some(0));
+        assert_eq!(mixed[1].partition_key, "k");
     }
 }

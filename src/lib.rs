@@ -8,6 +8,7 @@
 //! - [`config`]: settings from flags, `-D` EMR names and Hadoop-mangled env vars.
 //! - [`position`]: shard positions and sequence-number ordering.
 //! - [`stream`]: the small trait the reader needs from Kinesis, and its types.
+//! - [`records`]: a page of records, stored compactly.
 //! - [`checkpoint`]: the checkpoint store trait and the iteration/shard records.
 //! - [`iteration`]: planning and opening an iteration (pure logic + the store).
 //! - [`shard_reader`]: reading one shard to its end rule.
@@ -37,6 +38,7 @@ pub mod pages;
 pub mod position;
 pub mod progress;
 pub mod reader;
+pub mod records;
 pub mod shard_reader;
 pub mod status;
 pub mod stream;

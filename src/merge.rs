@@ -18,8 +18,8 @@
 
 use crate::format::Formatter;
 use crate::pages::ShardPages;
+use crate::records::{RecordRef, Records};
 use crate::shard_reader::{Outcome, ShardEvent};
-use crate::stream::Record;
 use anyhow::{Context, Result};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -36,7 +36,8 @@ enum State {
 
 struct Slot {
     shard_id: String,
-    pages: VecDeque<std::vec::IntoIter<Record>>,
+    /// Pages not fully written yet, each with its next record's index.
+    pages: VecDeque<(Records, usize)>,
     state: State,
     outcome: Option<Outcome>,
     finished: bool,
@@ -44,8 +45,8 @@ struct Slot {
 }
 
 impl Slot {
-    fn head(&self) -> Option<&Record> {
-        self.pages.front().and_then(|p| p.as_slice().first())
+    fn head(&self) -> Option<RecordRef<'_>> {
+        self.pages.front().map(|(p, next)| p.get(*next))
     }
     fn is_empty(&self) -> bool {
         self.pages.is_empty()
@@ -101,7 +102,7 @@ pub fn merge(
                     return Ok(());
                 }
                 let was_empty = s.is_empty();
-                s.pages.push_back(records.into_iter());
+                s.pages.push_back((records, 0));
                 s.state = State::Active;
                 if was_empty {
                     let h = s.head().expect("non-empty page");
@@ -173,13 +174,14 @@ pub fn merge(
             }
             heap.pop();
             let s = &mut slots[i];
-            let page = s.pages.front_mut().expect("heap entry has a page");
-            let r = page.next().expect("heap entry has a record");
-            fmt.write(out, &s.shard_id, &r)
+            let (page, next) = s.pages.front_mut().expect("heap entry has a page");
+            let r = page.get(*next);
+            fmt.write(out, &s.shard_id, r)
                 .context("writing to stdout")?;
             stats.records += 1;
             stats.bytes += r.data.len() as u64;
-            if page.as_slice().is_empty() {
+            *next += 1;
+            if *next == page.len() {
                 s.pages.pop_front();
                 s.page_slots.release();
             }
@@ -198,6 +200,7 @@ pub fn merge(
 mod tests {
     use super::*;
     use crate::format::{DataEncoding, Field, OutputFormat};
+    use crate::stream::Record;
     use bytes::Bytes;
 
     fn rec(seq: u32, ts: i64) -> Record {
@@ -229,7 +232,7 @@ mod tests {
             for (i, recs) in [(0usize, &a), (1usize, &b)] {
                 let mut e: Vec<(usize, ShardEvent)> = recs
                     .chunks(split)
-                    .map(|c| (i, ShardEvent::Page(c.to_vec())))
+                    .map(|c| (i, ShardEvent::Page(c.to_vec().into())))
                     .collect();
                 e.push((i, ShardEvent::Done(None)));
                 evs.push(e);
@@ -276,7 +279,7 @@ mod tests {
             None,
         );
         let (tx, rx) = mpsc::channel(64);
-        tx.try_send((0, ShardEvent::Page(vec![rec(1, 10), rec(2, 100)])))
+        tx.try_send((0, ShardEvent::Page(vec![rec(1, 10), rec(2, 100)].into())))
             .unwrap();
         tx.try_send((1, ShardEvent::Idle { watermark_ms: 50 }))
             .unwrap();
@@ -293,7 +296,7 @@ mod tests {
         });
         std::thread::sleep(std::time::Duration::from_millis(100));
         // The idle shard then produces a record older than a's second one.
-        tx.try_send((1, ShardEvent::Page(vec![rec(1, 60)])))
+        tx.try_send((1, ShardEvent::Page(vec![rec(1, 60)].into())))
             .unwrap();
         tx.try_send((1, ShardEvent::Done(None))).unwrap();
         tx.try_send((0, ShardEvent::Done(None))).unwrap();

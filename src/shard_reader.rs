@@ -7,7 +7,8 @@
 //! stalled consumer stops the reading.
 
 use crate::position::{seq_cmp, Position};
-use crate::stream::{Page, Record, StreamApi, StreamError, Subscription};
+use crate::records::Records;
+use crate::stream::{Page, StreamApi, StreamError, Subscription};
 use anyhow::{anyhow, Context, Result};
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -73,7 +74,7 @@ pub struct Outcome {
 
 #[derive(Debug)]
 pub enum ShardEvent {
-    Page(Vec<Record>),
+    Page(Records),
     /// Caught up: no record of this shard that arrived before `watermark_ms`
     /// is still to come.
     Idle {
@@ -149,7 +150,7 @@ impl ShardTask {
         if let Some(m) = &self.settings.meter {
             match &ev {
                 ShardEvent::Page(records) => {
-                    let bytes = records.iter().map(|r| r.data.len() as u64).sum();
+                    let bytes = records.data_len();
                     m.page(&self.shard_id, records.len() as u64, bytes, None);
                 }
                 ShardEvent::Done(_) => m.done(&self.shard_id),
@@ -199,16 +200,18 @@ impl ShardTask {
             if caught_up {
                 known = later(known, asked_ms - WATERMARK_MARGIN_MS);
             }
-            let mut batch = Vec::with_capacity(page.records.len());
+            let mut batch = page.records;
+            // Which records go on: a mask over the page, then one `keep`.
+            let mut keep = Vec::with_capacity(batch.len());
+            let mut prev = last.as_deref();
             let mut stop = false;
             let mut reached_end = false;
-            for r in page.records {
-                if !start.admits(&r.sequence_number)
-                    || last
-                        .as_deref()
-                        .is_some_and(|l| seq_cmp(&r.sequence_number, l) != Ordering::Greater)
+            for r in batch.iter() {
+                if !start.admits(r.sequence_number)
+                    || prev.is_some_and(|l| seq_cmp(r.sequence_number, l) != Ordering::Greater)
                 {
-                    continue; // never emit a record twice, whatever the service sends
+                    keep.push(false); // never emit a record twice, whatever the service sends
+                    continue;
                 }
                 if let Some(t) = rules.snapshot_ms.filter(|t| r.arrival_ms > *t) {
                     // Everything that arrived up to the snapshot time is read.
@@ -219,20 +222,26 @@ impl ShardTask {
                 // The shard's last record (an emulator may never end the
                 // iterator of a closed shard; the service ends it here too).
                 // Only equality counts: the contract says nothing of larger numbers.
-                if ending.as_deref() == Some(r.sequence_number.as_str()) {
+                if ending.as_deref() == Some(r.sequence_number) {
                     reached_end = true;
                 }
                 records += 1;
                 bytes += r.data.len() as u64;
-                last = Some(r.sequence_number.clone());
+                prev = Some(r.sequence_number);
                 known = later(known, r.arrival_ms);
-                first.get_or_insert_with(|| (r.sequence_number.clone(), r.arrival_ms));
-                batch.push(r);
+                first.get_or_insert_with(|| (r.sequence_number.to_string(), r.arrival_ms));
+                keep.push(true);
                 if reached_end {
                     break;
                 }
             }
+            let prev = prev.map(str::to_string);
+            let kept = keep.iter().filter(|k| **k).count();
+            if kept < batch.len() {
+                batch.keep(&keep);
+            }
             if !batch.is_empty() {
+                last = prev;
                 last_data = Instant::now();
                 slot.sent(); // the merge frees it when the page is written
                 if !self.send(ShardEvent::Page(batch)).await {
@@ -308,29 +317,35 @@ impl ShardTask {
                 .map_or_else(|| start.clone(), Position::After);
             let page = src.next(api, &self.shard_id, &resume).await?;
             let caught_up = page.records.is_empty() && page.millis_behind_latest == Some(0);
-            let mut batch = Vec::with_capacity(page.records.len());
+            let mut batch = page.records;
+            let mut keep = Vec::with_capacity(batch.len());
+            let mut prev = emitted.as_deref();
             let mut done = false;
-            for r in page.records {
-                if !start.admits(&r.sequence_number)
-                    || emitted
-                        .as_deref()
-                        .is_some_and(|l| seq_cmp(&r.sequence_number, l) != Ordering::Greater)
+            for r in batch.iter() {
+                if !start.admits(r.sequence_number)
+                    || prev.is_some_and(|l| seq_cmp(r.sequence_number, l) != Ordering::Greater)
                 {
+                    keep.push(false);
                     continue;
                 }
-                match seq_cmp(&r.sequence_number, &last) {
+                match seq_cmp(r.sequence_number, &last) {
                     Ordering::Greater => {
-                        return Err(missing(&last, &emitted));
+                        return Err(missing(&last, &prev.map(str::to_string)));
                     }
                     Ordering::Equal => done = true,
                     Ordering::Less => {}
                 }
-                emitted = Some(r.sequence_number.clone());
-                batch.push(r);
+                prev = Some(r.sequence_number);
+                keep.push(true);
                 if done {
                     break;
                 }
             }
+            let prev = prev.map(str::to_string);
+            if keep.iter().filter(|k| **k).count() < batch.len() {
+                batch.keep(&keep);
+            }
+            emitted = prev;
             if !batch.is_empty() {
                 slot.sent();
             }
@@ -517,6 +532,7 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stream::Record;
     use crate::stream::{Page, ShardInfo, StreamInfo};
     use async_trait::async_trait;
     use bytes::Bytes;
@@ -558,7 +574,7 @@ mod tests {
                         .map_or("-".into(), |r| r.sequence_number.clone()),
                 ),
                 millis_behind_latest: Some(if self.records.is_empty() { 0 } else { 5 }),
-                records,
+                records: records.into(),
             }))
         }
     }
@@ -610,7 +626,7 @@ mod tests {
             let i: usize = it.parse().unwrap();
             let end = (i + self.page.min(limit as usize)).min(self.records.len());
             Ok(Page {
-                records: self.records[i..end].to_vec(),
+                records: self.records[i..end].to_vec().into(),
                 next_iterator: Some(end.to_string()),
                 millis_behind_latest: Some(if end == self.records.len() { 0 } else { 5 }),
             })
@@ -662,7 +678,7 @@ mod tests {
         let outcome = loop {
             match rx.recv().await.expect("task ends with Done") {
                 (_, ShardEvent::Page(p)) => {
-                    seqs.extend(p.into_iter().map(|r| r.sequence_number));
+                    seqs.extend(p.iter().map(|r| r.sequence_number.to_string()));
                     page_slots.release();
                 }
                 (_, ShardEvent::Done(o)) => break o,

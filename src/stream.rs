@@ -2,6 +2,7 @@
 //! logic can be tested against an in-memory fake and the SDK stays in `aws/`.
 
 use crate::position::Position;
+use crate::records::Records;
 use async_trait::async_trait;
 use bytes::Bytes;
 
@@ -52,7 +53,7 @@ pub struct StreamInfo {
 /// One GetRecords answer.
 #[derive(Debug, Default)]
 pub struct Page {
-    pub records: Vec<Record>,
+    pub records: Records,
     /// `None` when the shard is closed and fully read.
     pub next_iterator: Option<String>,
     pub millis_behind_latest: Option<i64>,

@@ -13,7 +13,7 @@
 //! before any record was consumed goes to the SDK untouched; a malformed
 //! record fails the call, as it would in the SDK. Never a wrong record.
 
-use crate::stream::Record;
+use crate::records::{Builder, Records};
 use aws_smithy_runtime_api::client::http::{
     HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
     SharedHttpConnector,
@@ -22,13 +22,12 @@ use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
-use bytes::Bytes;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Records decoded by the connector for the call in flight.
-type Slot = Arc<Mutex<Option<Vec<Record>>>>;
+type Slot = Arc<Mutex<Option<Records>>>;
 
 tokio::task_local! {
     // Task-local, not a header or a global map: the SDK polls the connector
@@ -50,7 +49,7 @@ pub fn pages() -> (u64, u64) {
 
 /// Runs `call` (a GetRecords `send()`), returning its result and the records
 /// the connector decoded, if it did. `None` means the SDK's output holds them.
-pub async fn decoding<T>(call: impl Future<Output = T>) -> (T, Option<Vec<Record>>) {
+pub async fn decoding<T>(call: impl Future<Output = T>) -> (T, Option<Records>) {
     let slot = Slot::default();
     let out = SLOT.scope(slot.clone(), call).await;
     let records = slot.lock().unwrap().take();
@@ -165,7 +164,7 @@ impl HttpConnector for Connector {
 /// A GetRecords answer: its records, and the answer with `"Records":[]`.
 #[derive(Debug)]
 pub struct Decoded {
-    pub records: Vec<Record>,
+    pub records: Records,
     pub rest: Vec<u8>,
 }
 
@@ -209,17 +208,9 @@ struct Out {
     saw_records: bool,
     /// The answer without its records; verbatim until `Records` starts.
     rest: Vec<u8>,
-    /// Every record's data, back to back.
-    data: Vec<u8>,
-    records: Vec<Parsed>,
-}
-
-/// A record whose data is at `data` in `Out::data`.
-struct Parsed {
-    sequence_number: String,
-    partition_key: String,
-    data: (usize, usize),
-    arrival_ms: i64,
+    /// The answer's length, if known (to size the page's buffers).
+    size: usize,
+    records: Builder,
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -242,10 +233,8 @@ impl Decoder {
                 state: State::Start,
                 saw_records: false,
                 rest: Vec::with_capacity(256),
-                // Data is shorter than its base64: no reallocation, and the
-                // untouched tail of the capacity costs no memory.
-                data: Vec::with_capacity(size / 4 * 3 + 3),
-                records: Vec::new(),
+                size,
+                records: Builder::default(),
             },
             failed: None,
         }
@@ -325,21 +314,8 @@ impl Decoder {
             Some(Failed::Broken(why)) => return Err(Undecoded { body: None, why }),
             None => {}
         }
-        let data = Bytes::from(self.out.data);
-        let records = self
-            .out
-            .records
-            .into_iter()
-            .map(|r| Record {
-                sequence_number: r.sequence_number,
-                sub_sequence_number: None,
-                partition_key: r.partition_key,
-                data: data.slice(r.data.0..r.data.1),
-                arrival_ms: r.arrival_ms,
-            })
-            .collect();
         Ok(Decoded {
-            records,
+            records: self.out.records.finish(),
             rest: self.out.rest,
         })
     }
@@ -415,24 +391,25 @@ fn unit(c: &mut Cursor, out: &mut Out, mark: usize) -> Result<bool, &'static str
             c.ws();
             let next = separator(c, b']', State::Record, State::AfterRecords)?;
             // Complete: decode its data now.
-            let sequence_number = f.sequence_number.text()?;
-            let partition_key = match &f.partition_key {
-                Some(k) => k.text()?,
-                None => String::new(),
+            let b = &mut out.records;
+            if b.is_empty() {
+                reserve(b, out.size, c.i - mark, &f);
+            }
+            let seq = f.sequence_number.append_to(&mut b.text)?;
+            let key = match &f.partition_key {
+                Some(k) => k.append_to(&mut b.text)?,
+                None => seq.end..seq.end,
             };
-            let start = out.data.len();
+            let start = b.data.len();
             let decoded = if f.data.escaped {
-                base64_simd::STANDARD.decode_append(f.data.text()?, &mut out.data)
+                base64_simd::STANDARD.decode_append(f.data.text()?, &mut b.data)
             } else {
-                base64_simd::STANDARD.decode_append(f.data.raw, &mut out.data)
+                base64_simd::STANDARD.decode_append(f.data.raw, &mut b.data)
             };
             decoded.map_err(|_| "Data is not base64")?;
-            out.records.push(Parsed {
-                sequence_number,
-                partition_key,
-                data: (start, out.data.len()),
-                arrival_ms: f.arrival_ms,
-            });
+            let data = start..b.data.len();
+            b.push_parts(seq, key, data, None, f.arrival_ms)
+                .map_err(|_| "a record beyond the service's limits")?;
             out.state = next;
         }
         State::AfterRecords => {
@@ -453,6 +430,20 @@ fn unit(c: &mut Cursor, out: &mut Out, mark: usize) -> Result<bool, &'static str
         return Ok(false);
     }
     Ok(true)
+}
+
+/// Sizes the page's buffers from its first record (`json` bytes of the
+/// answer's `size`), as if every record were like it: records of one stream
+/// are mostly alike, and a wrong guess only costs a reallocation. Reserving
+/// for the whole answer instead (base64 is 4/3 of the data) doubled the
+/// buffer for small records, whose answer is mostly sequence numbers, keys
+/// and time stamps — memory that a reused heap makes resident.
+fn reserve(b: &mut Builder, size: usize, json: usize, first: &Fields) {
+    let records = size / json.max(1) + 1;
+    let data = first.data.raw.len() / 4 * 3 + 3;
+    let text =
+        first.sequence_number.raw.len() + first.partition_key.as_ref().map_or(0, |k| k.raw.len());
+    b.reserve(records, records * data, records * text);
 }
 
 /// `,` (then `again`) or `close` (then `closed`).
@@ -543,6 +534,18 @@ struct Str<'a> {
 }
 
 impl Str<'_> {
+    /// Appends the string's text to `to`; where it is there.
+    fn append_to(&self, to: &mut Vec<u8>) -> Result<std::ops::Range<usize>, &'static str> {
+        let at = to.len();
+        if self.escaped {
+            to.extend_from_slice(self.text()?.as_bytes());
+        } else {
+            std::str::from_utf8(self.raw).map_err(|_| "a string is not UTF-8")?;
+            to.extend_from_slice(self.raw);
+        }
+        Ok(at..to.len())
+    }
+
     fn text(&self) -> Result<String, &'static str> {
         if !self.escaped {
             return String::from_utf8(self.raw.to_vec()).map_err(|_| "a string is not UTF-8");
@@ -715,14 +718,14 @@ mod tests {
         let text = serde_json::to_vec(&body).unwrap();
         let d = decode(text).unwrap();
         assert_eq!(d.records.len(), 2);
-        let r = &d.records[0];
+        let r = &d.records.get(0);
         assert_eq!(r.sequence_number, "4960");
-        assert_eq!(&r.data[..], b"hello\tworld\n");
+        assert_eq!(r.data, b"hello\tworld\n");
         assert_eq!(r.partition_key, "k1");
         assert_eq!(r.arrival_ms, 1_700_000_000_500);
-        let r = &d.records[1];
+        let r = &d.records.get(1);
         assert_eq!(r.partition_key, "caf\u{e9} \"quoted\"");
-        assert_eq!(&r.data[..], b"");
+        assert_eq!(r.data, b"");
         assert_eq!(r.arrival_ms, 1_700_000_001_000);
         let mut expected = body.clone();
         expected["Records"] = json!([]);
@@ -738,9 +741,9 @@ mod tests {
             "ApproximateArrivalTimestamp" : null, "Extra": [] } ] ,
             "NextShardIterator" : null } "#;
         let d = decode(text.to_vec()).unwrap();
-        assert_eq!(&d.records[0].data[..], &[0x3f, 0xff]);
-        assert_eq!(d.records[0].partition_key, "");
-        assert_eq!(d.records[0].arrival_ms, 0);
+        assert_eq!(d.records.get(0).data, &[0x3f, 0xff]);
+        assert_eq!(d.records.get(0).partition_key, "");
+        assert_eq!(d.records.get(0).arrival_ms, 0);
         let rest: serde_json::Value = serde_json::from_slice(&d.rest).unwrap();
         assert_eq!(rest["Records"], json!([]));
         assert_eq!(rest["Unknown"]["a"][5], "x\"y");
@@ -757,8 +760,8 @@ mod tests {
             assert_eq!(r.data, vec![i as u8; 1000]);
         }
         // Back to back in one buffer.
-        let base = d.records[0].data.as_ptr() as usize;
-        assert_eq!(d.records[99].data.as_ptr() as usize, base + 99 * 1000);
+        let base = d.records.get(0).data.as_ptr() as usize;
+        assert_eq!(d.records.get(99).data.as_ptr() as usize, base + 99 * 1000);
     }
 
     #[test]
@@ -798,7 +801,7 @@ mod tests {
             }
         }
         let ok = br#"{"Records":[{"SequenceNumber":"1","Data":"QQ=="}]}"#;
-        assert_eq!(&decode(ok.to_vec()).unwrap().records[0].data[..], b"A");
+        assert_eq!(&decode(ok.to_vec()).unwrap().records.get(0).data, b"A");
     }
 
     fn in_pieces(body: &[u8], piece: usize) -> Result<Decoded, Undecoded> {
