@@ -58,7 +58,8 @@ fn render(size: usize) -> (Vec<u8>, Vec<usize>) {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(br#"{"SequenceNumber":"1"#);
+        // 56 digits like the service's: a fixed head, then the page and the record.
+        out.extend_from_slice(br#"{"SequenceNumber":"495903382714902566085596925383615710959215"#);
         digits.push(out.len());
         out.extend_from_slice(format!("000000000{i:05}\",\"ApproximateArrivalTimestamp\":1764165900.123,\"PartitionKey\":\"client-{}\",\"Data\":\"{data}\"}}", i % 500).as_bytes());
     }
