@@ -70,8 +70,10 @@ const NO_SUB: u32 = u32::MAX;
 #[derive(Clone, Debug, Default)]
 pub struct Records {
     data: Bytes,
-    /// Only valid UTF-8 at every entry's ranges (checked when pushed).
-    text: Bytes,
+    /// A `String`, so that reading a record's text checks only that its
+    /// range falls on character boundaries: UTF-8 is checked once, when the
+    /// text is added (checking it at every read cost 7 % of the reader's CPU).
+    text: String,
     entries: Vec<Entry>,
 }
 
@@ -87,10 +89,7 @@ impl Records {
     /// Record `i`; panics if there is none.
     pub fn get(&self, i: usize) -> RecordRef<'_> {
         let e = &self.entries[i];
-        let text = |at: u32, len: u16| {
-            let b = &self.text[at as usize..at as usize + len as usize];
-            std::str::from_utf8(b).expect("checked when pushed")
-        };
+        let text = |at: u32, len: u16| &self.text[at as usize..at as usize + len as usize];
         RecordRef {
             sequence_number: text(e.seq, e.seq_len),
             sub_sequence_number: (e.sub != NO_SUB).then_some(e.sub as u64),
@@ -150,12 +149,12 @@ impl PartialEq for Records {
 }
 
 /// Builds a [`Records`] page. A decoder may write a record's data straight
-/// into [`Builder::data`] and its strings into [`Builder::text`], then
+/// into [`Builder::data`] and its strings onto [`Builder::text`], then
 /// [`Builder::push_parts`] the ranges.
 #[derive(Default)]
 pub struct Builder {
     pub data: Vec<u8>,
-    pub text: Vec<u8>,
+    pub text: String,
     entries: Vec<Entry>,
 }
 
@@ -177,7 +176,7 @@ impl Builder {
     pub fn with_capacity(records: usize, data: usize) -> Builder {
         Builder {
             data: Vec::with_capacity(data),
-            text: Vec::with_capacity(records * 32),
+            text: String::with_capacity(records * 32),
             entries: Vec::with_capacity(records),
         }
     }
@@ -210,13 +209,14 @@ impl Builder {
     /// Appends `s` to the text; its range there.
     pub fn append_text(&mut self, s: &str) -> Range<usize> {
         let at = self.text.len();
-        self.text.extend_from_slice(s.as_bytes());
+        self.text.push_str(s);
         at..self.text.len()
     }
 
     /// Adds a record whose parts are already in `text` and `data`. The ranges
     /// may be shared with other records (the sub-records of an aggregate
-    /// share its sequence number). Refuses text that is not UTF-8.
+    /// share its sequence number). Ranges of text must fall on character
+    /// boundaries (as those of [`Builder::append_text`] do).
     pub fn push_parts(
         &mut self,
         seq: Range<usize>,
@@ -226,8 +226,10 @@ impl Builder {
         arrival_ms: i64,
     ) -> Result<(), TooLarge> {
         for r in [&seq, &key] {
-            let utf8 = self.text.get(r.clone()).map(std::str::from_utf8);
-            assert!(matches!(utf8, Some(Ok(_))), "text pushed is not UTF-8");
+            assert!(
+                self.text.get(r.clone()).is_some(),
+                "text range {r:?} is not text"
+            );
         }
         assert!(data.end <= self.data.len() && data.start <= data.end);
         let small = |n: usize| u16::try_from(n).map_err(|_| TooLarge);
@@ -258,7 +260,7 @@ impl Builder {
         self.entries.shrink_to_fit();
         Records {
             data: Bytes::from(self.data),
-            text: Bytes::from(self.text),
+            text: self.text,
             entries: self.entries,
         }
     }

@@ -193,6 +193,8 @@ pub struct Decoder {
     /// Parse `pending` again once it holds this many bytes (a large record
     /// arriving in small chunks is not re-scanned at every chunk).
     retry_at: usize,
+    /// `pending` was already parsed once at a likely end of its unit.
+    guessed: bool,
     out: Out,
     failed: Option<Failed>,
 }
@@ -229,6 +231,7 @@ impl Decoder {
         Decoder {
             pending: Vec::new(),
             retry_at: 0,
+            guessed: false,
             out: Out {
                 state: State::Start,
                 saw_records: false,
@@ -246,14 +249,34 @@ impl Decoder {
             Some(Failed::Broken(_)) => return,
             None => {}
         }
-        if self.pending.is_empty() {
-            // The common case: parse the chunk where it is, keep its tail.
-            return self.take_in(chunk);
+        let mut chunk = chunk;
+        // A unit cut by the last chunk's end waits in `pending`. Copy only up
+        // to where it likely ends (the next `}` and the separator after it: a
+        // record's end; never inside base64), parse it there, and parse the
+        // rest of the chunk where it lies — not the whole chunk copied behind
+        // it (5 % of the CPU at 10 KB records, which most chunks cut). A wrong
+        // guess (a `}` inside a key) is tried once; then `retry_at` doubles,
+        // as for small chunks.
+        while !self.pending.is_empty() && !chunk.is_empty() {
+            let end = memchr::memchr(b'}', chunk).filter(|i| i + 2 <= chunk.len());
+            let n = end.map_or(chunk.len(), |i| i + 2);
+            self.pending.extend_from_slice(&chunk[..n]);
+            chunk = &chunk[n..];
+            let guess = end.is_some() && !self.guessed;
+            self.guessed |= guess;
+            if guess || self.pending.len() >= self.retry_at {
+                let pending = std::mem::take(&mut self.pending);
+                self.take_in(&pending);
+                match &mut self.failed {
+                    Some(Failed::Raw(raw, _)) => return raw.extend_from_slice(chunk),
+                    Some(Failed::Broken(_)) => return,
+                    None => {}
+                }
+            }
         }
-        self.pending.extend_from_slice(chunk);
-        if self.pending.len() >= self.retry_at {
-            let pending = std::mem::take(&mut self.pending);
-            self.take_in(&pending);
+        if !chunk.is_empty() {
+            // The common case: parse the chunk where it is, keep its tail.
+            self.take_in(chunk);
         }
     }
 
@@ -264,6 +287,9 @@ impl Decoder {
         if self.failed.is_none() {
             self.pending.extend_from_slice(&b[used..]);
             self.retry_at = 2 * self.pending.len();
+            if used > 0 {
+                self.guessed = false; // a new unit waits
+            }
         }
     }
 
@@ -535,13 +561,12 @@ struct Str<'a> {
 
 impl Str<'_> {
     /// Appends the string's text to `to`; where it is there.
-    fn append_to(&self, to: &mut Vec<u8>) -> Result<std::ops::Range<usize>, &'static str> {
+    fn append_to(&self, to: &mut String) -> Result<std::ops::Range<usize>, &'static str> {
         let at = to.len();
         if self.escaped {
-            to.extend_from_slice(self.text()?.as_bytes());
+            to.push_str(&self.text()?);
         } else {
-            std::str::from_utf8(self.raw).map_err(|_| "a string is not UTF-8")?;
-            to.extend_from_slice(self.raw);
+            to.push_str(std::str::from_utf8(self.raw).map_err(|_| "a string is not UTF-8")?);
         }
         Ok(at..to.len())
     }
@@ -810,23 +835,30 @@ mod tests {
         d.finish()
     }
 
-    /// Any cut of the answer into chunks decodes to the same records and rest.
+    /// Any cut of the answer into chunks decodes to the same records and
+    /// rest: compact (a record's end guessed right) or pretty, with `}` inside
+    /// records (guessed wrong).
     #[test]
     fn chunks_of_any_size_decode_alike() {
         let recs: Vec<_> = (0..50)
             .map(|i| {
                 json!({"SequenceNumber": format!("{i:03}"), "ApproximateArrivalTimestamp": 1.7e9 + i as f64,
-                       "Data": b64(&vec![i as u8; i * 37]), "PartitionKey": format!("k\t{i}"), "X": [i, {"y": null}]})
+                       "Data": b64(&vec![i as u8; i * 37]), "PartitionKey": format!("k\t{i}}},"), "X": [i, {"y": null}]})
             })
             .collect();
         let body = json!({"MillisBehindLatest": 7, "Records": recs, "NextShardIterator": "A/B=="});
-        let text = serde_json::to_vec_pretty(&body).unwrap();
-        let whole = decode(text.clone()).unwrap();
-        assert_eq!(whole.records.len(), 50);
-        for piece in [1, 2, 5, 64, 1000, 4096] {
-            let d = in_pieces(&text, piece).unwrap();
-            assert_eq!(d.records, whole.records, "{piece}");
-            assert_eq!(d.rest, whole.rest, "{piece}");
+        for text in [
+            serde_json::to_vec(&body).unwrap(),
+            serde_json::to_vec_pretty(&body).unwrap(),
+        ] {
+            let whole = decode(text.clone()).unwrap();
+            assert_eq!(whole.records.len(), 50);
+            assert_eq!(whole.records.get(3).partition_key, "k\t3},");
+            for piece in [1, 2, 5, 64, 1000, 4096] {
+                let d = in_pieces(&text, piece).unwrap();
+                assert_eq!(d.records, whole.records, "{piece}");
+                assert_eq!(d.rest, whole.rest, "{piece}");
+            }
         }
     }
 }
