@@ -116,11 +116,7 @@ pub fn expand(records: Records) -> Records {
     }
     let mut out = Builder::with_capacity(records.len(), records.data_len() as usize);
     for (i, r) in records.iter().enumerate() {
-        let agg = match r.data.starts_with(&MAGIC) {
-            true => parse(records.data_bytes(i)),
-            false => None,
-        };
-        let Some(agg) = agg else {
+        let Some(agg) = parse(records.data_bytes(i)) else {
             out.push(r).expect("a record of a page fits a page");
             continue;
         };

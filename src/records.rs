@@ -117,6 +117,9 @@ impl Records {
 
     /// Keeps record `i` if `keep[i]` is true; records past `keep`'s end go.
     pub fn keep(&mut self, keep: &[bool]) {
+        if keep.len() == self.len() && keep.iter().all(|k| *k) {
+            return; // the usual page: all of it
+        }
         let mut i = 0;
         self.entries.retain(|_| {
             i += 1;

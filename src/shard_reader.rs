@@ -235,13 +235,9 @@ impl ShardTask {
                     break;
                 }
             }
-            let prev = prev.map(str::to_string);
-            let kept = keep.iter().filter(|k| **k).count();
-            if kept < batch.len() {
-                batch.keep(&keep);
-            }
+            last = prev.map(str::to_string); // unchanged when nothing was kept
+            batch.keep(&keep);
             if !batch.is_empty() {
-                last = prev;
                 last_data = Instant::now();
                 slot.sent(); // the merge frees it when the page is written
                 if !self.send(ShardEvent::Page(batch)).await {
@@ -341,11 +337,8 @@ impl ShardTask {
                     break;
                 }
             }
-            let prev = prev.map(str::to_string);
-            if keep.iter().filter(|k| **k).count() < batch.len() {
-                batch.keep(&keep);
-            }
-            emitted = prev;
+            emitted = prev.map(str::to_string);
+            batch.keep(&keep);
             if !batch.is_empty() {
                 slot.sent();
             }
@@ -532,8 +525,7 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream::Record;
-    use crate::stream::{Page, ShardInfo, StreamInfo};
+    use crate::stream::{Page, Record, ShardInfo, StreamInfo};
     use async_trait::async_trait;
     use bytes::Bytes;
     use std::sync::atomic::{AtomicUsize, Ordering as AO};

@@ -243,13 +243,7 @@ impl Decoder {
         }
     }
 
-    pub fn feed(&mut self, chunk: &[u8]) {
-        match &mut self.failed {
-            Some(Failed::Raw(raw, _)) => return raw.extend_from_slice(chunk),
-            Some(Failed::Broken(_)) => return,
-            None => {}
-        }
-        let mut chunk = chunk;
+    pub fn feed(&mut self, mut chunk: &[u8]) {
         // A unit cut by the last chunk's end waits in `pending`. Copy only up
         // to where it likely ends (the next `}` and the separator after it: a
         // record's end; never inside base64), parse it there, and parse the
@@ -257,7 +251,16 @@ impl Decoder {
         // it (5 % of the CPU at 10 KB records, which most chunks cut). A wrong
         // guess (a `}` inside a key) is tried once; then `retry_at` doubles,
         // as for small chunks.
-        while !self.pending.is_empty() && !chunk.is_empty() {
+        while !chunk.is_empty() {
+            match &mut self.failed {
+                Some(Failed::Raw(raw, _)) => return raw.extend_from_slice(chunk),
+                Some(Failed::Broken(_)) => return,
+                None => {}
+            }
+            if self.pending.is_empty() {
+                // The common case: parse the chunk where it is, keep its tail.
+                return self.take_in(chunk);
+            }
             let end = memchr::memchr(b'}', chunk).filter(|i| i + 2 <= chunk.len());
             let n = end.map_or(chunk.len(), |i| i + 2);
             self.pending.extend_from_slice(&chunk[..n]);
@@ -267,16 +270,7 @@ impl Decoder {
             if guess || self.pending.len() >= self.retry_at {
                 let pending = std::mem::take(&mut self.pending);
                 self.take_in(&pending);
-                match &mut self.failed {
-                    Some(Failed::Raw(raw, _)) => return raw.extend_from_slice(chunk),
-                    Some(Failed::Broken(_)) => return,
-                    None => {}
-                }
             }
-        }
-        if !chunk.is_empty() {
-            // The common case: parse the chunk where it is, keep its tail.
-            self.take_in(chunk);
         }
     }
 
