@@ -302,14 +302,30 @@ pub async fn open(
         });
     }
     let waited_since = now();
+    // Set once another run's lease was seen; then failed polls in a row.
+    let mut waiting = false;
+    let mut failed_polls = 0;
     loop {
         let t = now();
         let expires = t + lease.duration.as_millis() as i64;
-        match store
+        let answer = store
             .acquire(key, n, &lease.holder(), t, expires, lease.takeover)
-            .await
-            .context("taking the iteration's lease")?
-        {
+            .await;
+        let answer = match answer {
+            // While waiting, one failed poll (after the SDK's own retries) is
+            // no reason to give up a wait that the next poll may end: several
+            // runs polling one item under a flaky service met this. A
+            // persistent error still ends the run, as itself.
+            Err(e) if waiting && failed_polls < WAIT_POLL_FAILURES => {
+                failed_polls += 1;
+                log::warn!("polling the lease of iteration {n} failed ({e:#}); polling again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            a => a.context("taking the iteration's lease")?,
+        };
+        failed_polls = 0;
+        match answer {
             Lease::Succeeded => {
                 let header = store.header(key, n).await?.unwrap_or(header);
                 let shards = store.shards(key, n).await?;
@@ -332,6 +348,7 @@ pub async fn open(
                 });
             }
             Lease::HeldBy { owner, expires_ms } => {
+                waiting = true;
                 let waited = Duration::from_millis((t - waited_since).max(0) as u64);
                 if waited >= lease.wait {
                     return Err(ReaderError::IterationOwned(format!(
@@ -363,6 +380,9 @@ pub async fn open(
         }
     }
 }
+
+/// Failed lease polls in a row tolerated while waiting for another run.
+const WAIT_POLL_FAILURES: u32 = 3;
 
 /// What a lease covers, for messages.
 fn what(n: u64, lease: &LeaseOptions) -> String {
@@ -967,25 +987,35 @@ mod tests {
             .all(|s| s.end.as_ref().unwrap().fixed_by == "b"));
     }
 
-    /// A store whose first `header` answer is stale (as if another run
-    /// created the iteration between our read and our write).
-    struct LateHeader(MemoryStore, std::sync::atomic::AtomicBool);
+    /// A store with injected quirks: a stale first `header` answer (as if
+    /// another run created the iteration between our read and our write),
+    /// and `acquire` calls (counted from 0) that fail.
+    #[derive(Default)]
+    struct Quirky {
+        inner: MemoryStore,
+        stale_first_header: bool,
+        header_read: std::sync::atomic::AtomicBool,
+        fail_acquires: std::ops::Range<usize>,
+        acquires: std::sync::atomic::AtomicUsize,
+    }
 
     #[async_trait::async_trait]
-    impl CheckpointStore for LateHeader {
+    impl CheckpointStore for Quirky {
         async fn latest(&self, k: &LogicalKey) -> Result<Option<IterationHeader>, StoreError> {
-            self.0.latest(k).await
+            self.inner.latest(k).await
         }
         async fn header(
             &self,
             k: &LogicalKey,
             n: u64,
         ) -> Result<Option<IterationHeader>, StoreError> {
-            if self.1.swap(true, std::sync::atomic::Ordering::SeqCst) {
-                self.0.header(k, n).await
-            } else {
-                Ok(None)
+            let read = self
+                .header_read
+                .swap(true, std::sync::atomic::Ordering::SeqCst);
+            if self.stale_first_header && !read {
+                return Ok(None);
             }
+            self.inner.header(k, n).await
         }
         async fn lowest_unfinished(
             &self,
@@ -993,13 +1023,13 @@ mod tests {
             a: u64,
             b: u64,
         ) -> Result<Option<u64>, StoreError> {
-            self.0.lowest_unfinished(k, a, b).await
+            self.inner.lowest_unfinished(k, a, b).await
         }
         async fn headers(&self, k: &LogicalKey) -> Result<Vec<IterationHeader>, StoreError> {
-            self.0.headers(k).await
+            self.inner.headers(k).await
         }
         async fn shards(&self, k: &LogicalKey, n: u64) -> Result<Vec<ShardCheckpoint>, StoreError> {
-            self.0.shards(k, n).await
+            self.inner.shards(k, n).await
         }
         async fn create(
             &self,
@@ -1007,7 +1037,7 @@ mod tests {
             h: &IterationHeader,
             s: &[ShardCheckpoint],
         ) -> Result<(), StoreError> {
-            self.0.create(k, h, s).await
+            self.inner.create(k, h, s).await
         }
         async fn add_shards(
             &self,
@@ -1016,7 +1046,7 @@ mod tests {
             o: &Holder,
             s: &[ShardCheckpoint],
         ) -> Result<(), StoreError> {
-            self.0.add_shards(k, n, o, s).await
+            self.inner.add_shards(k, n, o, s).await
         }
         async fn acquire(
             &self,
@@ -1027,7 +1057,13 @@ mod tests {
             exp: i64,
             t: bool,
         ) -> Result<Lease, StoreError> {
-            self.0.acquire(k, n, o, now, exp, t).await
+            let call = self
+                .acquires
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if self.fail_acquires.contains(&call) {
+                return Err(StoreError::Other(anyhow!("injected: service unavailable")));
+            }
+            self.inner.acquire(k, n, o, now, exp, t).await
         }
         async fn renew(
             &self,
@@ -1036,7 +1072,7 @@ mod tests {
             o: &Holder,
             exp: i64,
         ) -> Result<(), StoreError> {
-            self.0.renew(k, n, o, exp).await
+            self.inner.renew(k, n, o, exp).await
         }
         async fn fix_shard(
             &self,
@@ -1046,7 +1082,7 @@ mod tests {
             id: &str,
             e: &ShardEnd,
         ) -> Result<(), StoreError> {
-            self.0.fix_shard(k, n, o, id, e).await
+            self.inner.fix_shard(k, n, o, id, e).await
         }
         async fn finish(
             &self,
@@ -1056,7 +1092,7 @@ mod tests {
             st: IterationState,
             now: i64,
         ) -> Result<(), StoreError> {
-            self.0.finish(k, n, o, st, now).await
+            self.inner.finish(k, n, o, st, now).await
         }
     }
 
@@ -1064,7 +1100,11 @@ mod tests {
     async fn losing_the_race_to_create_iteration_zero_means_waiting_for_its_lease() {
         let inner = MemoryStore::default();
         open_as(&inner, 0, "a", false).await.unwrap();
-        let late = LateHeader(inner, Default::default());
+        let late = Quirky {
+            inner,
+            stale_first_header: true,
+            ..Default::default()
+        };
         let listed = [shard("s0", &[], "1", None)];
         let e = open(
             &late,
@@ -1083,6 +1123,68 @@ mod tests {
             crate::error::Exit::IterationOwned,
             "{e:#}"
         );
+    }
+
+    /// Opens iteration 0 as "b" on `store`, waiting up to 2 minutes for the
+    /// lease "a" holds (30 s from 1,000), on a clock that moves 1 s per read.
+    async fn wait_for_a(store: &Quirky) -> Result<Opened> {
+        let clock = std::sync::atomic::AtomicI64::new(1_000);
+        let now = || clock.fetch_add(1_000, std::sync::atomic::Ordering::SeqCst);
+        let listed = [shard("s0", &[], "1", None), shard("s1", &[], "1", None)];
+        let b = LeaseOptions {
+            wait: Duration::from_secs(120),
+            ..lease("b", false)
+        };
+        open(
+            store,
+            &key(),
+            0,
+            &stream(),
+            &listed,
+            &StartSpec::TrimHorizon,
+            &b,
+            &now,
+        )
+        .await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_poll_while_waiting_for_a_lease_is_polled_again() {
+        let inner = MemoryStore::default();
+        open_as(&inner, 0, "a", false).await.unwrap();
+        // The first poll sees "a"'s lease; the next two fail.
+        let store = Quirky {
+            inner,
+            fail_acquires: 1..3,
+            ..Default::default()
+        };
+        let o = wait_for_a(&store).await.unwrap();
+        assert!(o.leased, "b took the lease once a's expired");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lasting_error_while_waiting_ends_the_run_as_itself() {
+        let inner = MemoryStore::default();
+        open_as(&inner, 0, "a", false).await.unwrap();
+        let store = Quirky {
+            inner,
+            fail_acquires: 1..usize::MAX,
+            ..Default::default()
+        };
+        let e = wait_for_a(&store).await.unwrap_err();
+        assert!(format!("{e:#}").contains("injected"), "{e:#}");
+        // The first poll and WAIT_POLL_FAILURES failed ones, then the last.
+        let polls = store.acquires.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(polls, 2 + WAIT_POLL_FAILURES as usize);
+        // A run that fails at its first poll does not wait at all.
+        let store = Quirky {
+            inner: MemoryStore::default(),
+            fail_acquires: 0..usize::MAX,
+            ..Default::default()
+        };
+        open_as(&store.inner, 0, "a", false).await.unwrap();
+        assert!(wait_for_a(&store).await.is_err());
+        assert_eq!(store.acquires.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
