@@ -785,18 +785,19 @@ mod tests {
     const NOW: fn() -> i64 = || 1_000;
 
     async fn open_as(store: &MemoryStore, n: u64, owner: &str, takeover: bool) -> Result<Opened> {
+        open_with(store, n, &lease(owner, takeover), &NOW).await
+    }
+
+    /// Opens iteration `n` of a two-shard stream from its trim horizon.
+    async fn open_with(
+        store: &dyn CheckpointStore,
+        n: u64,
+        lease: &LeaseOptions,
+        now: &dyn Fn() -> i64,
+    ) -> Result<Opened> {
         let listed = [shard("s0", &[], "1", None), shard("s1", &[], "1", None)];
-        open(
-            store,
-            &key(),
-            n,
-            &stream(),
-            &listed,
-            &StartSpec::TrimHorizon,
-            &lease(owner, takeover),
-            &NOW,
-        )
-        .await
+        let start = StartSpec::TrimHorizon;
+        open(store, &key(), n, &stream(), &listed, &start, lease, now).await
     }
 
     async fn finish_all(store: &MemoryStore, o: &Opened, owner: &str, state: IterationState) {
@@ -1130,22 +1131,11 @@ mod tests {
     async fn wait_for_a(store: &Quirky) -> Result<Opened> {
         let clock = std::sync::atomic::AtomicI64::new(1_000);
         let now = || clock.fetch_add(1_000, std::sync::atomic::Ordering::SeqCst);
-        let listed = [shard("s0", &[], "1", None), shard("s1", &[], "1", None)];
         let b = LeaseOptions {
             wait: Duration::from_secs(120),
             ..lease("b", false)
         };
-        open(
-            store,
-            &key(),
-            0,
-            &stream(),
-            &listed,
-            &StartSpec::TrimHorizon,
-            &b,
-            &now,
-        )
-        .await
+        open_with(store, 0, &b, &now).await
     }
 
     #[tokio::test(start_paused = true)]
