@@ -67,7 +67,7 @@ struct Entry {
 const NO_SUB: u32 = u32::MAX;
 
 /// A page's records (see the module doc).
-#[derive(Clone, Debug, Default)]
+#[derive(Debug, Default)]
 pub struct Records {
     data: Bytes,
     /// A `String`, so that reading a record's text checks only that its
@@ -184,10 +184,7 @@ impl Builder {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
+    /// No record yet (the decoder sizes the page at its first).
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
