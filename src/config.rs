@@ -53,7 +53,12 @@ pub enum Command {
     },
     /// After a distributed job: mark a planned iteration succeeded (every shard must have a
     /// fixed end), so that `--iteration next` moves on to the one after it.
-    Finish,
+    Finish {
+        /// Mark it succeeded even though a run recorded it as failed (say, a command that
+        /// was killed), once you know its output is complete.
+        #[arg(long)]
+        force: bool,
+    },
     /// Deregister an enhanced fan-out consumer of the stream (never done implicitly).
     DeregisterConsumer {
         /// The consumer's name.
@@ -197,8 +202,8 @@ pub struct ReadArgs {
     /// from the manifest.
     #[arg(long, conflicts_with = "task")]
     pub shards_from_stdin: bool,
-    /// Map mode: read task I's share (of N) of a planned iteration's shards. Under Hadoop
-    /// with several map tasks, mapreduce_task_partition / mapreduce_job_maps set it.
+    /// Map mode: read task I's share (of N) of a planned iteration's shards. Inside a Hadoop
+    /// map task, mapreduce_task_partition / mapreduce_job_maps set it (even for one map).
     #[arg(long, value_name = "I/N")]
     pub task: Option<String>,
     /// Write Hadoop `reporter:` counter and status lines on stderr even outside a Hadoop task.
@@ -598,10 +603,11 @@ fn map_mode(
                 .map_err(|_| "expected a whole number".to_string())
         })
     };
+    // Inside a Hadoop task the run is always a map task, even the only one:
+    // a task attempt can be retried or speculated, and the job's reducers
+    // have not run yet, so only `finish` may mark the iteration succeeded.
     match (number(&JOB_MAPS)?, number(&TASK_PARTITION)?) {
-        (Some(count), Some(index)) if count > 1 && index < count => {
-            Ok(Some(MapMode::Task { index, count }))
-        }
+        (Some(count), Some(index)) if index < count => Ok(Some(MapMode::Task { index, count })),
         _ => Ok(None),
     }
 }
@@ -1160,18 +1166,19 @@ pub struct WriterCli {
     pub on_bad_line: String,
 
     /// S3: object name under a prefix target; placeholders {logical_name} {iteration}
-    /// {partition} {stream} {date} {hour}.
-    #[arg(long, default_value = crate::sink::DEFAULT_KEY_TEMPLATE)]
-    pub key_template: String,
-    /// S3: part size (at least 5MiB; doubles after every 1,000 parts).
-    #[arg(long, default_value = "8MiB")]
-    pub part_size: String,
-    /// S3: parts uploaded at once.
-    #[arg(long, default_value_t = 4)]
-    pub parts_in_flight: usize,
-    /// S3: compress the object (adds .gz / .zst to a generated name).
-    #[arg(long, value_enum, default_value_t = crate::sink::s3::Compression::None)]
-    pub compress: crate::sink::s3::Compression,
+    /// {partition} {stream} {date} {hour} [default: iteration={iteration}/part-{partition}].
+    #[arg(long)]
+    pub key_template: Option<String>,
+    /// S3: part size (at least 5MiB; doubles after every 1,000 parts) [default: 8MiB].
+    #[arg(long)]
+    pub part_size: Option<String>,
+    /// S3: parts uploaded at once, 1 to 64 [default: 4].
+    #[arg(long)]
+    pub parts_in_flight: Option<usize>,
+    /// S3: compress the object (adds .gz / .zst to a generated name; an exact key must end
+    /// with it) [default: none].
+    #[arg(long, value_enum)]
+    pub compress: Option<crate::sink::s3::Compression>,
     /// S3: write an empty _SUCCESS object beside the output when done, as Hadoop does.
     #[arg(long)]
     pub success_marker: bool,
@@ -1182,12 +1189,13 @@ pub struct WriterCli {
     /// DynamoDB: NAME:TYPE per field (S N B BOOL NULL SS NS JSON); the first one or two are the key.
     #[arg(long)]
     pub columns: Option<String>,
-    /// DynamoDB: put overwrites items; add adds numeric columns once per iteration.
-    #[arg(long, value_enum, default_value_t = crate::sink::dynamodb::Mode::Put)]
-    pub mode: crate::sink::dynamodb::Mode,
-    /// DynamoDB: BatchWriteItem calls in flight.
-    #[arg(long, default_value_t = 4)]
-    pub batches_in_flight: usize,
+    /// DynamoDB: put overwrites items; add adds numeric columns once per iteration
+    /// [default: put].
+    #[arg(long, value_enum)]
+    pub mode: Option<crate::sink::dynamodb::Mode>,
+    /// DynamoDB: BatchWriteItem calls in flight, 1 to 64 [default: 4].
+    #[arg(long)]
+    pub batches_in_flight: Option<usize>,
     /// DynamoDB: at most this many items per second.
     #[arg(long)]
     pub write_rate: Option<f64>,
@@ -1252,6 +1260,10 @@ pub fn writer_context(
         exported::LOGICAL_NAME,
     )
     .map(|v| v.0);
+    // The same names as the reader's, so that one iteration has one name.
+    if let Some(name) = &logical_name {
+        check_logical_name(name)?;
+    }
     let iteration = parsed(
         or_export(
             l.get("iteration", c.iteration.as_deref(), &[names::ITERATION])?,

@@ -15,8 +15,11 @@ pub enum Exit {
     Usage = 2,
     /// The iteration is held by another live run (lease), or was taken over.
     IterationOwned = 3,
-    /// A stored position has aged out of the stream's retention (issue 3).
+    /// A stored position has aged out of the stream's retention.
     DataExpired = 4,
+    /// Exec mode: the command exited 0 without reading all of its input, so
+    /// the iteration was not delivered whole (it is marked failed).
+    Undrained = 5,
     /// Stopped by SIGINT or SIGTERM (the iteration is released as failed).
     Interrupted = 130,
 }
@@ -38,6 +41,8 @@ pub enum ReaderError {
     DataExpired(String),
     #[error("{0}")]
     Interrupted(String),
+    #[error("{0}")]
+    Undrained(String),
 }
 
 /// The `main` of both binaries: logging (`RUST_LOG`, default `info` for
@@ -114,6 +119,7 @@ pub fn exit_for(err: &anyhow::Error) -> Exit {
                 ReaderError::IterationOwned(_) => Exit::IterationOwned,
                 ReaderError::DataExpired(_) => Exit::DataExpired,
                 ReaderError::Interrupted(_) => Exit::Interrupted,
+                ReaderError::Undrained(_) => Exit::Undrained,
             };
         }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
@@ -145,5 +151,10 @@ mod tests {
             Exit::Usage
         );
         assert_eq!(Exit::DataExpired as u8, 4);
+        assert_eq!(
+            exit_for(&ReaderError::Undrained("u".into()).into()),
+            Exit::Undrained
+        );
+        assert_eq!(Exit::Undrained as u8, 5);
     }
 }

@@ -87,6 +87,36 @@ impl Prepared {
         }
     }
 
+    /// Gives the lease back before anything was read (the run could not
+    /// start its output), so that the next run need not wait for it. The
+    /// iteration is recorded as failed; a map task's shards are only released.
+    pub async fn abandon(self) {
+        if let Some((store, key, opened, lease)) = &self.iteration {
+            if opened.leased {
+                release(
+                    store.as_ref(),
+                    key,
+                    opened.header.number,
+                    lease,
+                    IterationState::Failed,
+                )
+                .await;
+            }
+        }
+    }
+
+    /// The iteration whose outcome this run records (it holds its lease, or
+    /// a map task's), and whether it is a map task's share; `None` for a
+    /// replay of a succeeded iteration or a read without checkpoints.
+    pub fn recorded(&self) -> Option<(u64, bool)> {
+        match &self.iteration {
+            Some((_, _, opened, lease)) if opened.leased => {
+                Some((opened.header.number, lease.task.is_some()))
+            }
+            _ => None,
+        }
+    }
+
     /// The stream's name, and the logical name, iteration number and opening
     /// time (epoch ms) when checkpointing.
     pub fn context(&self) -> (String, Option<(String, u64, i64)>) {
@@ -144,6 +174,46 @@ async fn locate(
     })
 }
 
+/// Opens (or, for `plan`, plans) the located iteration. Invariant 8 of the
+/// README's "Iterations: the semantics": `--iteration next` never delivers a
+/// succeeded iteration again. A run that waited for another run's lease
+/// finds the iteration succeeded when that run ends well; it then resolves
+/// `next` anew and opens what follows (or a failed iteration) instead.
+async fn open_located(
+    store: &dyn CheckpointStore,
+    l: &mut Located,
+    cfg: &ReaderConfig,
+    planning: bool,
+) -> Result<Opened> {
+    let next = cfg
+        .checkpoint
+        .as_ref()
+        .is_some_and(|c| c.iteration == iteration::IterationRequest::Next);
+    loop {
+        let (key, n, info, listed, start, lease) =
+            (&l.key, l.n, &l.info, &l.listed, &cfg.start, &l.lease);
+        let opened = if planning {
+            iteration::plan(store, key, n, info, listed, start, lease, &crate::now_ms).await
+        } else {
+            iteration::open(store, key, n, info, listed, start, lease, &crate::now_ms).await
+        }
+        .with_context(|| opening(n, key))?;
+        if !(next && opened.header.state == IterationState::Succeeded) {
+            return Ok(opened);
+        }
+        let again = iteration::resolve(store, &l.key, iteration::IterationRequest::Next).await?;
+        if again == l.n {
+            return Ok(opened);
+        }
+        log::info!(
+            "iteration {} succeeded while this run waited for it, so --iteration next is now \
+             iteration {again}",
+            l.n
+        );
+        l.n = again;
+    }
+}
+
 fn opening(n: u64, key: &LogicalKey) -> String {
     format!(
         "opening iteration {n} of logical name {:?}",
@@ -172,25 +242,15 @@ pub async fn prepare(
             started,
         });
     };
+    let mut located = locate(api.as_ref(), store.as_ref(), cfg, owner).await?;
+    let mut opened = open_located(store.as_ref(), &mut located, cfg, false).await?;
     let Located {
         info,
         listed,
         key,
         n,
         lease,
-    } = locate(api.as_ref(), store.as_ref(), cfg, owner).await?;
-    let mut opened = iteration::open(
-        store.as_ref(),
-        &key,
-        n,
-        &info,
-        &listed,
-        &cfg.start,
-        &lease,
-        &crate::now_ms,
-    )
-    .await
-    .with_context(|| opening(n, &key))?;
+    } = located;
     if let Some(m) = &cfg.map {
         if let Err(e) = select(&mut opened, m, &key) {
             if opened.leased {
@@ -240,19 +300,8 @@ pub async fn plan(
     owner: &str,
     per_line: usize,
 ) -> Result<Planned> {
-    let l = locate(api, store, cfg, owner).await?;
-    let opened = iteration::plan(
-        store,
-        &l.key,
-        l.n,
-        &l.info,
-        &l.listed,
-        &cfg.start,
-        &l.lease,
-        &crate::now_ms,
-    )
-    .await
-    .with_context(|| opening(l.n, &l.key))?;
+    let mut l = locate(api, store, cfg, owner).await?;
+    let opened = open_located(store, &mut l, cfg, true).await?;
     let ids: Vec<String> = opened.shards.iter().map(|s| s.shard_id.clone()).collect();
     Ok(Planned {
         iteration: l.n,
@@ -265,13 +314,31 @@ pub async fn plan(
 }
 
 /// `finish`: marks a planned iteration succeeded (false: it had already).
+/// An iteration that a run recorded as failed is refused without `force`:
+/// its output may be incomplete, and marking it succeeded would move `next`
+/// past it for good.
 pub async fn confirm(
     api: &dyn StreamApi,
     store: &dyn CheckpointStore,
     cfg: &ReaderConfig,
     owner: &str,
+    force: bool,
 ) -> Result<(u64, bool)> {
     let l = locate(api, store, cfg, owner).await?;
+    let failed = store
+        .header(&l.key, l.n)
+        .await?
+        .is_some_and(|h| h.state == IterationState::Failed);
+    if failed && !force {
+        return Err(ReaderError::Usage(format!(
+            "iteration {} of {:?} is recorded as failed (a run of it ended in an error, or its \
+             command failed or was killed), so its output may be incomplete: rerun it \
+             (--iteration {} or --iteration next), or mark it succeeded anyway with \
+             `finish --force`",
+            l.n, l.key.logical_name, l.n
+        ))
+        .into());
+    }
     let done = iteration::confirm(
         store,
         &l.key,
@@ -303,6 +370,66 @@ async fn release(
             state.as_str()
         );
     }
+}
+
+/// A lease this run held was taken by another run (`--rerun-without-wait`,
+/// or after it expired): whatever this run delivered is not the iteration's
+/// output, so it ends with exit code 3, never as a success.
+fn lease_lost(key: &LogicalKey, n: u64, holder: &Holder) -> anyhow::Error {
+    let what = match &holder.task {
+        None => format!("iteration {n} of {:?}", key.logical_name),
+        Some(t) => format!("task {t} of iteration {n} of {:?}", key.logical_name),
+    };
+    ReaderError::IterationOwned(format!(
+        "{what} was taken over by another run while this run read it: this run's output is \
+         incomplete (discard it); the other run delivers the iteration"
+    ))
+    .into()
+}
+
+/// Records the end of our lease; a lease no longer ours is [`lease_lost`].
+async fn record_end(
+    store: &dyn CheckpointStore,
+    key: &LogicalKey,
+    n: u64,
+    holder: &Holder,
+    state: IterationState,
+) -> Result<()> {
+    match store.finish(key, n, holder, state, crate::now_ms()).await {
+        Ok(()) => Ok(()),
+        Err(StoreError::Conflict(_)) => Err(lease_lost(key, n, holder)),
+        Err(e) => Err(anyhow!(e).context(format!("recording iteration {n} as {}", state.as_str()))),
+    }
+}
+
+/// Keeps our lease renewed; the receiver resolves if another run took it.
+fn spawn_renewal(
+    store: Arc<dyn CheckpointStore>,
+    key: LogicalKey,
+    n: u64,
+    holder: Holder,
+    duration: Duration,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::oneshot::Receiver<()>,
+) {
+    let (lost, lost_rx) = tokio::sync::oneshot::channel();
+    let every = duration / 3;
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            let exp = crate::now_ms() + duration.as_millis() as i64;
+            match store.renew(&key, n, &holder, exp).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict(_)) => {
+                    let _ = lost.send(());
+                    return;
+                }
+                Err(e) => log::warn!("iteration {n}: could not renew the lease: {e:#}"),
+            }
+        }
+    });
+    (task, lost_rx)
 }
 
 /// Map mode: keeps only this task's shards of the opened iteration.
@@ -403,10 +530,7 @@ impl Held {
         } else {
             IterationState::Failed
         };
-        self.store
-            .finish(&self.key, self.n, &self.holder, state, crate::now_ms())
-            .await
-            .with_context(|| format!("recording iteration {} as {}", self.n, state.as_str()))
+        record_end(self.store.as_ref(), &self.key, self.n, &self.holder, state).await
     }
 }
 
@@ -525,23 +649,29 @@ async fn run_iteration(
         &key.stream,
         Some(n),
     );
-    let renewal = opened.leased.then(|| {
-        let (store, key, holder) = (store.clone(), key.clone(), lease.holder());
-        let every = lease.duration / 3;
-        let duration = lease.duration;
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let exp = crate::now_ms() + duration.as_millis() as i64;
-                if let Err(e) = store.renew(&key, n, &holder, exp).await {
-                    log::warn!("iteration {n}: could not renew the lease: {e:#}");
-                    if matches!(e, StoreError::Conflict(_)) {
-                        return;
-                    }
-                }
-            }
-        })
-    });
+    let (renewal, lost) = match opened.leased {
+        true => {
+            let (task, lost) = spawn_renewal(
+                store.clone(),
+                key.clone(),
+                n,
+                lease.holder(),
+                lease.duration,
+            );
+            (Some(task), Some(lost))
+        }
+        false => (None, None),
+    };
+    let lost = async move {
+        // A renewal that ends without a loss (aborted) never resolves this.
+        let taken = match lost {
+            Some(rx) => rx.await.is_ok(),
+            None => false,
+        };
+        if !taken {
+            std::future::pending::<()>().await;
+        }
+    };
     let handle = tokio::runtime::Handle::current();
     let checked = handle_expired(
         api.as_ref(),
@@ -572,10 +702,10 @@ async fn run_iteration(
             let end = end_from(o, &holder.owner, skipped.get(&i));
             match handle.block_on(store.fix_shard(&key, n, &holder, &ids[i], &end)) {
                 Ok(()) => Ok(()),
-                Err(StoreError::Conflict(c)) => Err(ReaderError::IterationOwned(format!(
+                Err(StoreError::Conflict(_)) => Err(ReaderError::IterationOwned(format!(
                     "iteration {n} of {:?}: shard {} could not be fixed because another run \
-                     took the iteration over or fixed it first ({c}); this run's output is \
-                     incomplete, the other run's counts",
+                     took the iteration over or fixed it first: this run's output is \
+                     incomplete (discard it); the other run's counts",
                     key.logical_name, ids[i]
                 ))
                 .into()),
@@ -590,6 +720,7 @@ async fn run_iteration(
             "stopped by {why}; iteration {n} is released as failed, and no shard is fixed past \
              its last delivered record"
         )).into()),
+        () = lost => Err(lease_lost(&key, n, &lease.holder())),
     };
     // Held: keep the lease renewed until the caller records the outcome.
     if hold && opened.leased && result.is_ok() {
@@ -619,12 +750,13 @@ async fn run_iteration(
         .err()
         .is_some_and(|e| crate::error::exit_for(e) == crate::error::Exit::IterationOwned);
     if opened.leased && !lost {
-        let state = if result.is_ok() {
-            IterationState::Succeeded
-        } else {
-            IterationState::Failed
-        };
-        release(store.as_ref(), &key, n, &lease, state).await;
+        match &result {
+            Ok(_) => {
+                let holder = lease.holder();
+                record_end(store.as_ref(), &key, n, &holder, IterationState::Succeeded).await?
+            }
+            Err(_) => release(store.as_ref(), &key, n, &lease, IterationState::Failed).await,
+        }
     }
     let stats = result?;
     Ok(Summary {

@@ -121,7 +121,7 @@ async fn run(mut cli: Cli) -> Result<u8> {
             );
             Ok(0)
         }
-        Some(Command::Finish) => {
+        Some(Command::Finish { force }) => {
             let cfg = ReaderConfig::resolve(&cli.common, &cli.read, &layers, None)?;
             if !matches!(
                 cfg.checkpoint.as_ref().map(|c| c.iteration),
@@ -134,7 +134,7 @@ async fn run(mut cli: Cli) -> Result<u8> {
             }
             let (api, store) = clients(&cfg).await?;
             let (n, done) =
-                reader::confirm(api.as_ref(), store.as_ref(), &cfg, &owner_id()).await?;
+                reader::confirm(api.as_ref(), store.as_ref(), &cfg, &owner_id(), force).await?;
             eprintln!(
                 "kinesis-reader: iteration {n} {}",
                 if done {
@@ -180,9 +180,9 @@ async fn read(mut cfg: ReaderConfig, reporter: bool, quiet: bool) -> Result<u8> 
     let meter = watched.then(|| Arc::new(kinesis_streaming::progress::Shards::default()));
     cfg.read.meter = meter.clone();
     if let Some(program) = cfg.command.first() {
-        if !on_path(program) {
+        if let Some(why) = not_runnable(program) {
             return Err(ReaderError::Usage(format!(
-                "command {program:?} (after --) is not an executable file or on the PATH"
+                "command {program:?} (after --) cannot be run: {why}"
             ))
             .into());
         }
@@ -226,9 +226,14 @@ async fn read(mut cfg: ReaderConfig, reporter: bool, quiet: bool) -> Result<u8> 
                         .env(mangle(names::ITERATION), n.to_string())
                         .env(exported::ITERATION_START, fmt_ms(opened_ms));
                 }
-                let mut c = cmd
-                    .spawn()
-                    .map_err(|e| anyhow::anyhow!("starting {program:?}: {e}"))?;
+                let mut c = match cmd.spawn() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Nothing was read: give the iteration back at once.
+                        prepared.abandon().await;
+                        return Err(anyhow::anyhow!("starting {program:?}: {e}"));
+                    }
+                };
                 let stdin = c.stdin.take().expect("piped");
                 let out = Box::new(stdin);
                 let pid = c.id() as i32;
@@ -246,6 +251,7 @@ async fn read(mut cfg: ReaderConfig, reporter: bool, quiet: bool) -> Result<u8> 
     let heartbeat = hadoop
         .then(|| kinesis_streaming::progress::spawn_heartbeat(progress.clone(), "kinesis-reader"));
     let shard_count = prepared.shard_count();
+    let recorded = prepared.recorded();
     let display =
         meter.map(|m| kinesis_streaming::progress::spawn_display(progress, m, shard_count));
     let summary = reader::run(prepared, &cfg, out, stop, child.is_some()).await;
@@ -255,7 +261,17 @@ async fn read(mut cfg: ReaderConfig, reporter: bool, quiet: bool) -> Result<u8> 
     }
     let mut code = 0u8;
     let summary = match child.take() {
-        None => summary?,
+        // `| head`: a closed pipe is a normal end (exit 0), but say that the
+        // iteration was not completed, or a scheduler would never know.
+        None => match summary {
+            Err(e) if exit_for(&e) == Exit::Ok => {
+                if let Some(what) = incomplete(recorded) {
+                    log::warn!("the output was closed before the end: {what}");
+                }
+                return Ok(0);
+            }
+            s => s?,
+        },
         Some(c) => {
             // The reader's end of the pipe is closed: wait for the child.
             let status = tokio::task::spawn_blocking(move || wait(c)).await??;
@@ -278,9 +294,24 @@ async fn read(mut cfg: ReaderConfig, reporter: bool, quiet: bool) -> Result<u8> 
                     }
                     s
                 }
-                // The child stopped reading early: its status decides.
-                Err(e) if exit_for(&e) == Exit::Ok => return Ok(code),
-                Err(e) if status == 0 => return Err(e),
+                // The child stopped reading early.
+                Err(e) if exit_for(&e) == Exit::Ok => {
+                    let what = incomplete(recorded)
+                        .unwrap_or_else(|| "it did not get every record".into());
+                    if status == 0 {
+                        return Err(ReaderError::Undrained(format!(
+                            "the command exited 0 without reading all of its input: {what}"
+                        ))
+                        .into());
+                    }
+                    log::warn!(
+                        "the command exited with {status} before reading all of its input: {what}"
+                    );
+                    return Ok(code);
+                }
+                // A lost lease is exit 3 whatever the command did: its
+                // output is not the iteration's.
+                Err(e) if status == 0 || exit_for(&e) == Exit::IterationOwned => return Err(e),
                 Err(e) => {
                     eprintln!("kinesis-reader: {e:#}");
                     return Ok(code);
@@ -324,6 +355,19 @@ async fn read(mut cfg: ReaderConfig, reporter: bool, quiet: bool) -> Result<u8> 
     Ok(code)
 }
 
+/// What an early end means for a run that records its outcome.
+fn incomplete(recorded: Option<(u64, bool)>) -> Option<String> {
+    recorded.map(|(n, task)| match task {
+        false => format!(
+            "iteration {n} was not completed and is marked failed (--iteration next runs it again)"
+        ),
+        true => format!(
+            "this task's shards of iteration {n} that were not read to their end stay unfixed, \
+             so a retry of the task reads them"
+        ),
+    })
+}
+
 /// The child's exit status as a shell reports it (128 + signal if killed).
 fn wait(mut c: Child) -> std::io::Result<u8> {
     use std::os::unix::process::ExitStatusExt;
@@ -361,14 +405,35 @@ fn forward_signals(pid: i32) -> reader::Stop {
     Box::pin(async move { rx.await.unwrap_or_default() })
 }
 
-/// Is `program` runnable: a path to a file, or a name found on the PATH?
-fn on_path(program: &str) -> bool {
+/// Why `program` cannot be run, if it cannot: it must be an executable file,
+/// given as a path or found on the PATH, as execvp(3) looks for it.
+fn not_runnable(program: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
     if program.contains('/') {
-        return std::path::Path::new(program).is_file();
+        let p = std::path::Path::new(program);
+        return match std::fs::metadata(p) {
+            Err(_) => Some("no such file".into()),
+            Ok(m) if !m.is_file() => Some("not a file".into()),
+            Ok(_) if !executable(p) => Some(format!(
+                "not executable (chmod +x {program}, or run it through its interpreter, e.g. \
+                 -- python3 {program})"
+            )),
+            Ok(_) => None,
+        };
     }
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false)
+    let dirs: Vec<_> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if dirs.iter().any(|d| executable(&d.join(program))) {
+        return None;
+    }
+    Some(match dirs.iter().find(|d| d.join(program).is_file()) {
+        Some(d) => format!("{} is not executable", d.join(program).display()),
+        None => "not found on the PATH".into(),
+    })
 }
 
 /// Who holds a lease: host, process and start time, so `status` says who.

@@ -62,30 +62,38 @@ async fn write(
     progress: Arc<kinesis_streaming::progress::Progress>,
 ) -> Result<Vec<(&'static str, u64)>> {
     let started = Instant::now();
+    refuse_other_targets_flags(&cli, &target)?;
     match target {
         Target::S3 { bucket, key } => {
+            let compression = cli.compress.unwrap_or(s3sink::Compression::None);
             let key = match key {
                 S3Key::Exact(k) => k,
                 S3Key::Prefix(p) => format!(
                     "{p}{}{}",
-                    expand_key(&cli.key_template, &ctx)?,
-                    cli.compress.extension()
+                    expand_key(
+                        cli.key_template
+                            .as_deref()
+                            .unwrap_or(kinesis_streaming::sink::DEFAULT_KEY_TEMPLATE),
+                        &ctx
+                    )?,
+                    compression.extension()
                 ),
             };
             kinesis_streaming::sink::check_key(&key)?;
-            let part_size = parse_size(&cli.part_size)
+            kinesis_streaming::sink::check_extension(&key, compression)?;
+            let part_size_text = cli.part_size.as_deref().unwrap_or("8MiB");
+            let part_size = parse_size(part_size_text)
                 .map_err(|e| ReaderError::Usage(format!("--part-size {e}")))?;
             if part_size < s3sink::MIN_PART_SIZE {
                 return Err(ReaderError::Usage(format!(
-                    "--part-size {}: S3 parts are at least 5MiB",
-                    cli.part_size
+                    "--part-size {part_size_text}: S3 parts are at least 5MiB"
                 ))
                 .into());
             }
             let opts = UploadOptions {
                 part_size,
-                parts_in_flight: cli.parts_in_flight.max(1),
-                compression: cli.compress,
+                parts_in_flight: in_range("--parts-in-flight", cli.parts_in_flight, 4)?,
+                compression,
                 skip_empty: cli.skip_empty,
                 progress,
             };
@@ -137,8 +145,9 @@ async fn write(
             })?;
             let columns = dynamodb::parse_columns(columns)
                 .map_err(|e| ReaderError::Usage(format!("--columns: {e}")))?;
+            let mode = cli.mode.unwrap_or(Mode::Put);
             let tag =
-                match (cli.mode, &ctx.logical_name, ctx.iteration) {
+                match (mode, &ctx.logical_name, ctx.iteration) {
                     (Mode::Add, Some(l), Some(n)) => Some(format!("{l}#{n}")),
                     (Mode::Add, _, _) => return Err(ReaderError::Usage(
                         "--mode add records each iteration in the items it changes, so it needs \
@@ -181,9 +190,9 @@ async fn write(
             let opts = LoadOptions {
                 columns,
                 key_len,
-                mode: cli.mode,
+                mode,
                 escaped: cli.field_encoding == FieldEncoding::Escape,
-                batches_in_flight: cli.batches_in_flight.max(1),
+                batches_in_flight: in_range("--batches-in-flight", cli.batches_in_flight, 4)?,
                 rate,
                 tag,
                 max_attempts: 10,
@@ -217,5 +226,69 @@ async fn write(
                 ("skipped_lines", bad.skipped),
             ])
         }
+    }
+}
+
+/// Requests in flight: 1 to 64 (more only queues at the client).
+fn in_range(flag: &str, v: Option<usize>, default: usize) -> Result<usize, ReaderError> {
+    match v.unwrap_or(default) {
+        n @ 1..=64 => Ok(n),
+        n => Err(ReaderError::Usage(format!("{flag} {n}: must be 1 to 64"))),
+    }
+}
+
+/// A flag for the other kind of target is a mistake, not a no-op.
+fn refuse_other_targets_flags(cli: &WriterCli, target: &Target) -> Result<(), ReaderError> {
+    let given = |set: bool, flag: &'static str| set.then_some(flag);
+    let (misplaced, here, there): (Vec<&str>, _, _) = match target {
+        Target::S3 { key, .. } => {
+            if let (S3Key::Exact(k), Some(_)) = (key, &cli.key_template) {
+                return Err(ReaderError::Usage(format!(
+                    "--key-template names objects under a prefix (a target ending with '/'), \
+                     but {:?} is the exact key {k:?}",
+                    cli.target
+                )));
+            }
+            (
+                [
+                    given(cli.columns.is_some(), "--columns"),
+                    given(cli.mode.is_some(), "--mode"),
+                    given(cli.batches_in_flight.is_some(), "--batches-in-flight"),
+                    given(cli.write_rate.is_some(), "--write-rate"),
+                    given(
+                        cli.write_capacity_percent.is_some(),
+                        "--write-capacity-percent",
+                    ),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
+                "an s3:// target",
+                "dynamodb://",
+            )
+        }
+        Target::DynamoDb { .. } => (
+            [
+                given(cli.compress.is_some(), "--compress"),
+                given(cli.key_template.is_some(), "--key-template"),
+                given(cli.part_size.is_some(), "--part-size"),
+                given(cli.parts_in_flight.is_some(), "--parts-in-flight"),
+                given(cli.success_marker, "--success-marker"),
+                given(cli.skip_empty, "--skip-empty"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            "a dynamodb:// target",
+            "s3://",
+        ),
+    };
+    match misplaced.as_slice() {
+        [] => Ok(()),
+        flags => Err(ReaderError::Usage(format!(
+            "{} {} not apply to {here} (only to {there} targets)",
+            flags.join(", "),
+            if flags.len() == 1 { "does" } else { "do" }
+        ))),
     }
 }

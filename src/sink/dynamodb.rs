@@ -182,6 +182,47 @@ fn field_value(c: &Column, raw: &str) -> Result<Option<Value>, String> {
     }))
 }
 
+/// A key attribute as text that is equal exactly when DynamoDB takes the two
+/// keys for the same item: numbers compare by value (`7`, `7.0`, `07` and
+/// `0.7e1` are one key), binary by its bytes.
+fn key_text(v: &Value) -> String {
+    match v {
+        Value::N(n) => canonical_number(n).unwrap_or_else(|| n.clone()),
+        Value::B(b) => base64::engine::general_purpose::STANDARD.encode(b),
+        Value::S(s) => s.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A number's value as `[-]DIGITSeEXP` with no leading or trailing zeros in
+/// DIGITS (zero is `0`), so that equal values give equal text.
+fn canonical_number(s: &str) -> Option<String> {
+    let (negative, s) = match s.as_bytes().first()? {
+        b'-' => (true, &s[1..]),
+        b'+' => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let (mantissa, exp) = match s.find(['e', 'E']) {
+        Some(at) => (&s[..at], s[at + 1..].parse::<i64>().ok()?),
+        None => (s, 0),
+    };
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if !(int.bytes().chain(frac.bytes())).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let all = format!("{int}{frac}");
+    let digits = all.trim_start_matches('0');
+    let trimmed = digits.trim_end_matches('0');
+    if trimmed.is_empty() {
+        return Some("0".into());
+    }
+    let exp = exp - frac.len() as i64 + (digits.len() - trimmed.len()) as i64;
+    Some(format!(
+        "{}{trimmed}e{exp}",
+        if negative { "-" } else { "" }
+    ))
+}
+
 /// A parsed line: its key (as text, for de-duplication) and its item.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
@@ -213,14 +254,14 @@ pub fn parse_row(
     for (i, (c, raw)) in columns.iter().zip(fields).enumerate() {
         let raw = if escaped { unescape(raw) } else { raw.into() };
         let what = |e: String| format!("field {} ({}): {e}", i + 1, c.name);
-        if i < key_len {
-            if raw.is_empty() {
-                return Err(what("a key cannot be empty".into()));
-            }
-            key.push_str(&raw);
-            key.push('\u{0}');
+        if i < key_len && raw.is_empty() {
+            return Err(what("a key cannot be empty".into()));
         }
         if let Some(v) = field_value(c, &raw).map_err(what)? {
+            if i < key_len {
+                key.push_str(&key_text(&v));
+                key.push('\u{0}');
+            }
             item.insert(c.name.clone(), v);
         }
     }
@@ -675,6 +716,30 @@ mod tests {
         // An empty set is left out (DynamoDB has no empty sets).
         let r = parse_row(&cols(), 2, 1, "a\tb\t1\t\taGk=\tfalse\tnull", true).unwrap();
         assert!(!r.item.contains_key("tags"));
+    }
+
+    #[test]
+    fn number_keys_are_one_key_when_dynamodb_takes_them_as_one() {
+        for same in [
+            &["7", "7.0", "07", "+7", "0.7e1", "70E-1", "7.000"][..],
+            &["0", "-0", "0.0", "0e5", "00"],
+            &["-1.5", "-15e-1", "-1.50"],
+            &["100", "1e2", "1E+2", "100.0"],
+        ] {
+            let texts: Vec<String> = same.iter().map(|n| canonical_number(n).unwrap()).collect();
+            assert!(texts.iter().all(|t| *t == texts[0]), "{same:?}: {texts:?}");
+        }
+        for (a, b) in [("7", "70"), ("1", "-1"), ("0.1", "1"), ("1e2", "1e3")] {
+            assert_ne!(canonical_number(a), canonical_number(b), "{a} {b}");
+        }
+        let cols = parse_columns("k:N,c:N").unwrap();
+        let row = |l: &str| parse_row(&cols, 1, 1, l, true).unwrap().key;
+        assert_eq!(row("7\t5"), row("7.0\t7"));
+        assert_eq!(row("1\t1"), row("01\t1"));
+        assert_ne!(row("7\t1"), row("8\t1"));
+        let cols = parse_columns("k:B,c:N").unwrap();
+        let row = |l: &str| parse_row(&cols, 1, 1, l, true).unwrap().key;
+        assert_ne!(row("AAE=\t1"), row("AAI=\t1"));
     }
 
     #[test]

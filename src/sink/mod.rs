@@ -29,7 +29,14 @@ impl Target {
             ))
         };
         if let Some(rest) = s.strip_prefix("s3://") {
-            let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+            let Some((bucket, key)) = rest.split_once('/') else {
+                // Without a trailing '/' a target is an exact key, and this one names none.
+                return Err(ReaderError::Usage(format!(
+                    "target {s:?} names a bucket but no object: use s3://{rest}/ to write \
+                     under the bucket's top level (objects named from the iteration), or \
+                     s3://{rest}/KEY for one exact key"
+                )));
+            };
             if bucket.is_empty() {
                 return Err(usage("no bucket"));
             }
@@ -99,6 +106,34 @@ pub fn check_key(key: &str) -> Result<(), ReaderError> {
         return bad("ends with '/', so it names no object");
     }
     Ok(())
+}
+
+/// Endings that tools (Hadoop's codecs, Athena, Spark) read as a compression.
+const COMPRESSED_ENDINGS: [&str; 8] = [
+    ".gz", ".gzip", ".zst", ".bz2", ".xz", ".lz4", ".snappy", ".deflate",
+];
+
+/// A key's ending must say how the object is compressed, because the tools
+/// that read it pick the codec from the name alone.
+pub fn check_extension(key: &str, compression: s3::Compression) -> Result<(), ReaderError> {
+    let lower = key.to_ascii_lowercase();
+    let ending = COMPRESSED_ENDINGS.iter().find(|e| lower.ends_with(*e));
+    let want = compression.extension();
+    match (ending, compression) {
+        (None, s3::Compression::None) => Ok(()),
+        (Some(e), s3::Compression::None) => Err(ReaderError::Usage(format!(
+            "S3 key {key:?} ends with {e}, but the object would be stored uncompressed, and \
+             readers pick the codec from the name: add --compress {}, or drop {e} from the key",
+            if *e == ".zst" { "zstd" } else { "gzip" }
+        ))),
+        (Some(e), _) if *e == want => Ok(()),
+        (_, c) => Err(ReaderError::Usage(format!(
+            "S3 key {key:?}: --compress {} stores {} bytes, and readers pick the codec from the \
+             name: end the key with {want}",
+            c.name(),
+            c.name()
+        ))),
+    }
 }
 
 /// A DynamoDB table name as the service allows it: 3–255 of `A-Z a-z 0-9 _ - .`.
@@ -188,12 +223,15 @@ mod tests {
             }
         );
         assert_eq!(
-            Target::parse("s3://results").unwrap(),
+            Target::parse("s3://results/").unwrap(),
             Target::S3 {
                 bucket: "results".into(),
                 key: S3Key::Prefix("".into())
             }
         );
+        // No '/': an exact key, and there is none.
+        let e = Target::parse("s3://results").unwrap_err().to_string();
+        assert!(e.contains("s3://results/"), "{e}");
         assert_eq!(
             Target::parse("s3://b/x/out.tsv").unwrap(),
             Target::S3 {
@@ -224,6 +262,29 @@ mod tests {
             "dynamodb://a b",
         ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_key_says_how_its_object_is_compressed() {
+        use s3::Compression::*;
+        for (key, c) in [
+            ("a/plain.tsv", None),
+            ("a/f.tsv.gz", Gzip),
+            ("a/F.TSV.GZ", Gzip),
+            ("f.zst", Zstd),
+        ] {
+            assert!(check_extension(key, c).is_ok(), "{key} {c:?}");
+        }
+        for (key, c, says) in [
+            ("b/plain.tsv", Gzip, "end the key with .gz"),
+            ("d.tsv.gz", None, "add --compress gzip"),
+            ("f.tsv.zst", Gzip, "end the key with .gz"),
+            ("f.tsv.gz", Zstd, "end the key with .zst"),
+            ("x.bz2", None, "drop .bz2"),
+        ] {
+            let e = check_extension(key, c).unwrap_err().to_string();
+            assert!(e.contains(says), "{key} {c:?}: {e}");
         }
     }
 

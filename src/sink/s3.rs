@@ -8,7 +8,7 @@
 //! any error the upload is aborted, so nothing partial stays visible or billable.
 
 use crate::sink::lines::BadLines;
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::io::{Read, Write};
@@ -61,6 +61,13 @@ pub enum Compression {
 }
 
 impl Compression {
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
     pub fn extension(self) -> &'static str {
         match self {
             Compression::None => "",
@@ -115,6 +122,9 @@ pub struct UploadSummary {
 /// A part buffer on its way to S3; its bytes are accounted until dropped.
 struct Chunk {
     data: Bytes,
+    /// The input was read to its end: nothing follows. A channel that closes
+    /// without a last chunk means the input failed, and nothing is written.
+    last: bool,
     accounting: Arc<Accounting>,
 }
 impl Drop for Chunk {
@@ -136,11 +146,12 @@ impl PartCutter {
     fn target(&self) -> usize {
         self.base << (self.parts_cut / PARTS_PER_SIZE_STEP).min(20)
     }
-    fn cut(&mut self) -> std::io::Result<()> {
+    fn cut(&mut self, last: bool) -> std::io::Result<()> {
         let data = Bytes::from(std::mem::take(&mut self.buf));
         self.parts_cut += 1;
         let chunk = Chunk {
             data,
+            last,
             accounting: self.accounting.clone(),
         };
         self.tx
@@ -168,7 +179,7 @@ impl Write for PartCutter {
                 // The accounted capacity becomes the chunk's length.
                 let cap = self.buf.capacity();
                 self.accounting.sub(cap - self.buf.len());
-                self.cut()?;
+                self.cut(false)?;
             }
         }
         Ok(n)
@@ -212,16 +223,22 @@ impl Encoder {
             Encoder::Gzip(e) => e.finish().context("finishing gzip")?,
             Encoder::Zstd(e) => e.finish().context("finishing zstd")?,
         };
-        if !c.buf.is_empty() || c.parts_cut == 0 {
-            let cap = c.buf.capacity();
-            c.accounting.sub(cap - c.buf.len());
-            c.cut().context("handing over the last part")?;
-        }
+        // The last part; empty when the input was empty or ended on a cut.
+        let cap = c.buf.capacity();
+        c.accounting.sub(cap - c.buf.len());
+        c.cut(true).context("handing over the last part")?;
         Ok(())
     }
 }
 
-/// Reads `input` to its end into parts; returns (lines, input bytes).
+/// The longest line the writer holds back while it waits for the line's
+/// newline. Only whole lines reach the object, so that a truncated last line,
+/// reported as skipped, is never stored.
+pub const MAX_LINE: usize = 256 * 1024 * 1024;
+
+/// Reads `input` to its end into parts; returns (lines, input bytes). Only
+/// complete lines (ending with a newline) are passed on: what follows the
+/// last newline waits in `pending` until its own newline comes.
 fn cut_input(
     mut input: impl Read,
     compression: Compression,
@@ -231,10 +248,9 @@ fn cut_input(
 ) -> Result<(u64, u64)> {
     let mut buf = vec![0u8; 256 * 1024];
     let (mut lines, mut total) = (0u64, 0u64);
-    let mut last = b'\n';
     let mut encoder = Encoder::new(cutter, compression)?;
-    // The current line's last bytes, only to report a truncated last line.
-    let mut tail: Vec<u8> = Vec::new();
+    // The current line, not yet ended by a newline.
+    let mut pending: Vec<u8> = Vec::new();
     loop {
         let n = match input.read(&mut buf) {
             Ok(0) => break,
@@ -243,28 +259,35 @@ fn cut_input(
             Err(e) => return Err(anyhow!(e).context("reading standard input")),
         };
         let chunk = &buf[..n];
-        let newlines = chunk.iter().filter(|b| **b == b'\n').count() as u64;
-        lines += newlines;
+        let newlines = memchr::memchr_iter(b'\n', chunk).count() as u64;
         progress.add(newlines, n as u64);
-        match chunk.iter().rposition(|b| *b == b'\n') {
+        match memchr::memrchr(b'\n', chunk) {
             Some(p) => {
-                tail.clear();
-                tail.extend_from_slice(&chunk[p + 1..]);
+                encoder.write_all(&pending).context("buffering a part")?;
+                encoder
+                    .write_all(&chunk[..=p])
+                    .context("buffering a part")?;
+                pending.clear();
+                pending.extend_from_slice(&chunk[p + 1..]);
             }
-            None => tail.extend_from_slice(chunk),
+            None => pending.extend_from_slice(chunk),
         }
-        if tail.len() > 1024 {
-            tail.drain(..tail.len() - 1024);
-        }
-        last = chunk[n - 1];
-        encoder.write_all(chunk).context("buffering a part")?;
+        lines += newlines;
         total += n as u64;
+        if pending.len() > MAX_LINE {
+            bail!(
+                "line {}: longer than {} MiB without a newline; kinesis-writer keeps a line \
+                 back until its newline arrives, so that a cut-off line is never stored",
+                lines + 1,
+                MAX_LINE >> 20
+            );
+        }
     }
-    if last != b'\n' {
+    if !pending.is_empty() {
         // A reducer's output ends with a newline; without one the input was cut off.
         bad.bad(
             lines + 1,
-            &tail,
+            &pending,
             "the input ends in the middle of a line (no newline at the end): it looks truncated"
                 .into(),
         )?;
@@ -421,20 +444,44 @@ async fn send_parts(
     summary: &mut UploadSummary,
     started: Arc<std::sync::Mutex<Option<String>>>,
 ) -> Result<UploadState, (Option<String>, anyhow::Error)> {
+    // No part at all: the input thread failed before its first part; its
+    // error is the one reported.
     let Some(first) = rx.recv().await else {
-        return Err((None, anyhow!("the input ended before anything was read")));
-    };
-    let Some(second) = rx.recv().await else {
-        summary.object_bytes = first.data.len() as u64;
-        let empty = first.data.is_empty();
-        if !(empty && opts.skip_empty) {
-            store
-                .put_object(key, first.data.clone())
-                .await
-                .map_err(|e| (None, e))?;
-        }
         return Ok(None);
     };
+    // One part, or one and an empty last one: a single PutObject.
+    if !first.last {
+        match rx.recv().await {
+            None => return Ok(None), // the input failed: its error is reported
+            Some(second) if !(second.last && second.data.is_empty()) => {
+                return multipart(store, key, rx, opts, summary, started, [first, second]).await
+            }
+            Some(_) => {}
+        }
+    }
+    summary.object_bytes = first.data.len() as u64;
+    let empty = first.data.is_empty();
+    if !(empty && opts.skip_empty) {
+        store
+            .put_object(key, first.data.clone())
+            .await
+            .map_err(|e| (None, e))?;
+    }
+    Ok(None)
+}
+
+/// From the second part on: a multipart upload, `parts_in_flight` at once.
+/// It is completed only after the last part (by the caller, once the input
+/// was read without error).
+async fn multipart(
+    store: &Arc<dyn ObjectStore>,
+    key: &str,
+    rx: &mut mpsc::Receiver<Chunk>,
+    opts: &UploadOptions,
+    summary: &mut UploadSummary,
+    started: Arc<std::sync::Mutex<Option<String>>>,
+    first_two: [Chunk; 2],
+) -> Result<UploadState, (Option<String>, anyhow::Error)> {
     let before = upload_ids(store, key).await;
     let created = store.create_upload(key).await;
     sweep(
@@ -450,7 +497,7 @@ async fn send_parts(
     let mut tasks = tokio::task::JoinSet::new();
     let mut number = 0i32;
     let mut parts = Vec::new();
-    let mut held = std::collections::VecDeque::from([first, second]);
+    let mut held = std::collections::VecDeque::from(first_two);
     let sent: Result<(), anyhow::Error> = async {
         loop {
             // Take a slot first, then a part: parts wait in the channel (one)
@@ -467,6 +514,9 @@ async fn send_parts(
                     None => break,
                 },
             };
+            if chunk.last && chunk.data.is_empty() {
+                break;
+            }
             number += 1;
             if number as u32 > MAX_PARTS {
                 anyhow::bail!("the input needs more than {MAX_PARTS} parts");
@@ -742,6 +792,89 @@ mod tests {
             .await
             .unwrap_err();
         assert!(e.to_string().contains("not there"), "{e:#}");
+    }
+
+    async fn run_with(
+        store: Arc<Fake>,
+        input: Vec<u8>,
+        o: UploadOptions,
+        policy: BadLinePolicy,
+    ) -> Result<(UploadSummary, u64)> {
+        let bad = BadLines::new(policy).unwrap();
+        let never: crate::reader::Stop = Box::pin(std::future::pending());
+        upload(store, "k", std::io::Cursor::new(input), &o, bad, never)
+            .await
+            .map(|(s, b)| (s, b.skipped))
+    }
+
+    fn plain(stored: &[u8], c: Compression) -> Vec<u8> {
+        match c {
+            Compression::None => stored.to_vec(),
+            Compression::Gzip => {
+                let mut v = Vec::new();
+                flate2::read::GzDecoder::new(stored)
+                    .read_to_end(&mut v)
+                    .unwrap();
+                v
+            }
+            Compression::Zstd => zstd::decode_all(stored).unwrap(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_truncated_last_line_reported_as_skipped_is_not_stored() {
+        // One part and many parts (a cut inside the held-back line), each
+        // way of compressing.
+        for complete in [b"a\t1\nb\t2\n".to_vec(), lines(1_000_000)] {
+            for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
+                let mut input = complete.clone();
+                input.extend_from_slice(b"partial");
+                let store = Arc::new(Fake::default());
+                let o = UploadOptions {
+                    compression: c,
+                    ..opts(2)
+                };
+                let (s, skipped) = run_with(store.clone(), input, o, BadLinePolicy::Skip)
+                    .await
+                    .unwrap();
+                assert_eq!(skipped, 1, "{c:?}");
+                assert_eq!(
+                    s.lines,
+                    complete.iter().filter(|b| **b == b'\n').count() as u64 + 1
+                );
+                let stored = store.objects.lock().unwrap()["k"].clone();
+                assert!(
+                    plain(&stored, c) == complete,
+                    "{c:?}, {} bytes in: the object holds the skipped line",
+                    complete.len()
+                );
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_truncated_input_names_its_line_and_writes_nothing() {
+        // Small (no part was cut), and just over one part (one part was cut
+        // before the input failed: it must not be stored on its own).
+        let big = lines(MIN_PART_SIZE / 13 + 10);
+        let n_big = big.iter().filter(|b| **b == b'\n').count();
+        for (complete, n) in [(b"a\t1\n".to_vec(), 1), (big, n_big)] {
+            let mut input = complete.clone();
+            input.push(b'b');
+            let store = Arc::new(Fake::default());
+            let e = run_with(store.clone(), input, opts(2), BadLinePolicy::Fail)
+                .await
+                .unwrap_err();
+            assert!(
+                e.to_string().starts_with(&format!("line {}: ", n + 1)),
+                "{e:#}"
+            );
+            assert!(store.objects.lock().unwrap().is_empty(), "nothing stored");
+            assert!(
+                store.uploads.lock().unwrap().is_empty(),
+                "nothing left open"
+            );
+        }
     }
 
     #[test]
