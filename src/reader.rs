@@ -381,8 +381,8 @@ fn lease_lost(key: &LogicalKey, n: u64, holder: &Holder) -> anyhow::Error {
         Some(t) => format!("task {t} of iteration {n} of {:?}", key.logical_name),
     };
     ReaderError::IterationOwned(format!(
-        "{what} was taken over by another run while this run read it: this run's output is \
-         incomplete (discard it); the other run delivers the iteration"
+        "{what}: another run took the iteration over while this run read it, so this run's \
+         output is incomplete (discard it); the other run delivers the iteration"
     ))
     .into()
 }

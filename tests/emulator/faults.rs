@@ -690,11 +690,13 @@ async fn the_readmes_iam_policies_cover_exactly_the_calls_made() {
         let o = writer_via(&w, &a, &input);
         assert!(o.status.success(), "{a:?}: {}", stderr(&o));
     }
-    // A truncated upload takes the abort path.
+    // A truncated upload (whole lines for two parts, then a cut one) takes
+    // the abort path.
+    let lines: Vec<u8> = b"xxxxxxx\n".repeat(12 << 17);
     let o = writer_via(
         &w,
         &[&format!("s3://{bucket}/cut"), "--part-size", "5MiB"],
-        &[&vec![b'x'; 12 << 20][..], b"no newline"].concat(),
+        &[&lines[..], b"no newline"].concat(),
     );
     assert!(!o.status.success());
 

@@ -1,0 +1,247 @@
+//! The real Hadoop Streaming (3.5 client, LocalJobRunner, from Maven
+//! Central: scripts/engines) runs streaming-examples/hadoop/emr-streaming-job.sh
+//! as it is: `plan`, one map task per manifest line, reducers into
+//! kinesis-writer on the emulator's S3, then `finish`.
+
+use crate::harness::*;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The engines' classpath file, resolved by scripts/engines (from ~/.m2).
+fn classpath() -> &'static str {
+    static CP: OnceLock<String> = OnceLock::new();
+    CP.get_or_init(|| {
+        if let Ok(cp) = std::env::var("KINESIS_ENGINES_CLASSPATH") {
+            return cp;
+        }
+        let o = std::process::Command::new(root().join("scripts/engines"))
+            .arg("classpath")
+            .output()
+            .expect("scripts/engines classpath (needs java and mvn)");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    })
+}
+
+fn streaming_jar() -> String {
+    std::fs::read_to_string(classpath())
+        .unwrap()
+        .split(':')
+        .find(|j| j.contains("/hadoop-streaming-"))
+        .expect("hadoop-streaming on the classpath")
+        .to_string()
+}
+
+/// Runs the EMR job script under the LocalJobRunner (2 map slots) in a
+/// directory of its own; returns its output (the job client's log included).
+fn emr_job(stream: &str, table: &str, logical: &str, output: &str, defines: &str) -> Output {
+    let work = std::env::temp_dir().join(unique("hadoop-job"));
+    std::fs::create_dir_all(&work).unwrap();
+    let bins = PathBuf::from(READER)
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let defines = format!(
+        "-D mapreduce.framework.name=local -D mapreduce.local.map.tasks.maximum=2 \
+         -D hadoop.tmp.dir={} {defines}",
+        work.join("tmp").display()
+    );
+    let script = root().join("streaming-examples/hadoop/emr-streaming-job.sh");
+    let o = shell(
+        &format!(
+            "cd \"$WORK\" && {} \"$1\" \"$2\" \"$3\" \"$4\"",
+            script.display()
+        )
+        .replace("$1", stream)
+        .replace("$2", table)
+        .replace("$3", logical)
+        .replace("$4", output),
+        &[
+            ("WORK", work.to_str().unwrap()),
+            ("KINESIS_BIN", &bins),
+            ("STREAMING_JAR", &streaming_jar()),
+            (
+                "HADOOP",
+                root().join("tests/engines/hadoop").to_str().unwrap(),
+            ),
+            ("KINESIS_ENGINES_CLASSPATH", classpath()),
+            ("JOB_DIR", &format!("file://{}", work.display())),
+            ("JOB_DEFINES", &defines),
+            ("PYTHON", root().join(".venv/bin/python").to_str().unwrap()),
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&work);
+    o
+}
+
+use std::process::Output;
+
+/// A counter of the finished job, as the job client reports the job's
+/// aggregated counters (`Counters: N` block).
+fn job_counter(o: &Output, group: &str, name: &str) -> Option<u64> {
+    let log = stderr(o) + &String::from_utf8_lossy(&o.stdout);
+    let block = &log[log.rfind("Counters: ")?..];
+    let group = &block[block.find(&format!("\t{group}\n"))?..];
+    group
+        .lines()
+        .skip(1)
+        .take_while(|l| l.starts_with("\t\t"))
+        .find_map(|l| l.trim().strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.parse().ok())
+}
+
+/// The S3 objects of one iteration, their lines sorted.
+async fn job_result(bucket: &str, prefix: &str, n: u64) -> Vec<String> {
+    let s3 = s3().await;
+    let mut lines = Vec::new();
+    for key in keys(&s3, bucket).await {
+        if key.starts_with(&format!("{prefix}/iteration={n}/part-")) {
+            let body = get(&s3, bucket, &key).await;
+            lines.extend(String::from_utf8(body).unwrap().lines().map(str::to_string));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+fn produce(stream: &str, records: &str, seed: &str) {
+    let o = python(
+        &[
+            "streaming-examples/log-analysis/produce.py",
+            "--stream",
+            stream,
+            "--shards",
+            "3",
+            "--records",
+            records,
+            "--seed",
+            seed,
+        ],
+        &[("AWS_DEFAULT_REGION", REGION)],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// The Unix pipeline's answer over a replay of iteration `n`.
+fn unix_pipeline(stream: &str, table: &str, logical: &str, n: u64) -> Vec<String> {
+    let n = n.to_string();
+    let records = ok(reader(&[
+        "--stream",
+        stream,
+        "--checkpoint-table",
+        table,
+        "--logical-name",
+        logical,
+        "--iteration",
+        &n,
+    ]));
+    let mut lines = log_analysis(&records, "--all");
+    lines.sort();
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hadoop_streaming_runs_the_emr_job_and_equals_the_unix_pipeline() {
+    let stream = unique("hadoop");
+    let table = table();
+    let s3c = s3().await;
+    let b = bucket(&s3c).await;
+    let output = format!("s3://{b}/top/");
+    produce(&stream, "600", "7");
+
+    // Iteration 0: the mapper gets NLineInputFormat's `<offset>\t<line>`.
+    let o = emr_job(&stream, &table, "top", &output, "");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        job_counter(&o, "KinesisReader", "records"),
+        Some(600),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(job_counter(&o, "KinesisReader", "shards"), Some(3));
+    let result = job_result(&b, "top", 0).await;
+    assert!(!result.is_empty());
+    assert_eq!(result, unix_pipeline(&stream, &table, "top", 0));
+    assert_eq!(
+        job_counter(&o, "KinesisWriter", "lines"),
+        Some(result.len() as u64)
+    );
+
+    // Iteration 1, with the key stripped: the mapper gets the line alone.
+    produce(&stream, "300", "8");
+    let o = emr_job(
+        &stream,
+        &table,
+        "top",
+        &output,
+        "-D stream.map.input.ignoreKey=true",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(job_counter(&o, "KinesisReader", "records"), Some(300));
+    assert_eq!(
+        job_result(&b, "top", 1).await,
+        unix_pipeline(&stream, &table, "top", 1)
+    );
+    let st = status(&stream, &table, "top");
+    let states: Vec<_> = st
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["state"].clone())
+        .collect();
+    assert_eq!(states, ["succeeded", "succeeded"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_hadoop_job_is_planned_again_with_the_same_records() {
+    let stream = unique("hadoop-fail");
+    let table = table();
+    let s3c = s3().await;
+    let b = bucket(&s3c).await;
+    produce(&stream, "300", "9");
+
+    // A wrong setting (a table that does not exist) fails the map tasks:
+    // the reader's one-line error is in the task's log, and nothing moves.
+    let o = emr_job(
+        &stream,
+        &table,
+        "top",
+        &format!("s3://{b}/top/"),
+        "-D kinesis.checkpoint.metastore.table.name=no-such-table",
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("kinesis-reader: checkpoint table \"no-such-table\" does not exist"),
+        "{}",
+        stderr(&o)
+    );
+    let st = status(&stream, &table, "top");
+    assert_eq!(st[0]["state"], "open");
+    assert!(
+        st[0]["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["next"].is_null()),
+        "{st}"
+    );
+
+    // The reducers fail (no such bucket): the iteration is not finished.
+    let o = emr_job(&stream, &table, "top", "s3://no-such-bucket/top/", "");
+    assert!(!o.status.success());
+    assert_ne!(status(&stream, &table, "top")[0]["state"], "succeeded");
+    // The next run plans the same iteration, with the same records.
+    let o = emr_job(&stream, &table, "top", &format!("s3://{b}/top/"), "");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(job_counter(&o, "KinesisReader", "records"), Some(300));
+    assert_eq!(
+        job_result(&b, "top", 0).await,
+        unix_pipeline(&stream, &table, "top", 0)
+    );
+    assert_eq!(status(&stream, &table, "top")[0]["state"], "succeeded");
+}

@@ -1,0 +1,465 @@
+//! What a new user hit, each as they hit it: the writer storing a line it
+//! said it skipped, number keys that DynamoDB takes for one, a lease left
+//! behind by a command that could not start, overlapping `next` runs, early
+//! ends that looked like success, a lost lease, a one-map Hadoop job, and
+//! flags that did not apply.
+
+use crate::harness::*;
+use std::io::{BufRead, BufReader};
+use std::time::Duration;
+
+fn code(o: &std::process::Output) -> Option<i32> {
+    o.status.code()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_a_line_reported_as_skipped_is_never_in_the_object() {
+    let s3 = s3().await;
+    let b = bucket(&s3).await;
+    let dir = std::env::temp_dir().join(unique("dead"));
+    let dead = format!("dead-letter={}", dir.display());
+    for (policy, compress, key) in [
+        ("skip", "none", "nt/iteration=0/part-00000"),
+        (dead.as_str(), "none", "dl/iteration=0/part-00000"),
+        ("skip", "gzip", "gz/iteration=0/part-00000.gz"),
+    ] {
+        let prefix = key.split('/').next().unwrap();
+        let target = format!("s3://{b}/{prefix}/");
+        let o = writer(
+            &[
+                &target,
+                "--iteration",
+                "0",
+                "--on-bad-line",
+                policy,
+                "--compress",
+                compress,
+            ],
+            b"a\t1\nb\t2\npartial",
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stderr(&o).contains("1 skipped"), "{}", stderr(&o));
+        let stored = get(&s3, &b, key).await;
+        let plain = match compress {
+            "gzip" => {
+                let mut v = Vec::new();
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&stored[..]), &mut v)
+                    .unwrap();
+                v
+            }
+            _ => stored,
+        };
+        assert_eq!(
+            String::from_utf8_lossy(&plain),
+            "a\t1\nb\t2\n",
+            "{policy} {compress}"
+        );
+    }
+    assert_eq!(std::fs::read(&dir).unwrap(), b"partial\n");
+    std::fs::remove_file(dir).ok();
+
+    // Without a policy that goes on: the message names the line.
+    let o = writer(
+        &[&format!("s3://{b}/small/"), "--iteration", "0"],
+        b"a\t1\nb",
+    );
+    assert_eq!(code(&o), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("line 2: "), "{}", stderr(&o));
+    assert!(keys(&s3, &b).await.iter().all(|k| !k.starts_with("small/")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dynamodb_number_keys_equal_as_numbers_are_one_item() {
+    use aws_sdk_dynamodb::types::*;
+    let d = dynamo().await;
+    let t = unique("nkeys");
+    d.create_table()
+        .table_name(&t)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("k")
+                .attribute_type(ScalarAttributeType::N)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("k")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let target = format!("dynamodb://{t}");
+    let add = [
+        target.as_str(),
+        "--columns",
+        "k:N,c:N",
+        "--mode",
+        "add",
+        "--logical-name",
+        "A",
+        "--iteration",
+        "1",
+    ];
+    let o = writer(&add, b"7\t5\n7.0\t7\n8\t1\n");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("2 items written"), "{}", stderr(&o));
+    let c = |k: &str| {
+        let d = d.clone();
+        let t = t.clone();
+        let k = k.to_string();
+        async move {
+            d.get_item()
+                .table_name(t)
+                .key("k", AttributeValue::N(k))
+                .send()
+                .await
+                .unwrap()
+                .item
+                .and_then(|i| i.get("c").cloned())
+                .map(|v| v.as_n().unwrap().clone())
+        }
+    };
+    assert_eq!(c("7").await.as_deref(), Some("12"));
+    assert_eq!(c("8").await.as_deref(), Some("1"));
+
+    // Put: `7`, `8`, `07` are two items, the last `7` wins.
+    let o = writer(
+        &[target.as_str(), "--columns", "k:N,c:N"],
+        b"7\t1\n8\t2\n07\t3\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("2 items written"), "{}", stderr(&o));
+    assert_eq!(c("7").await.as_deref(), Some("3"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_that_cannot_run_is_a_usage_error_before_anything_is_opened() {
+    let k = kinesis().await;
+    let stream = unique("noexec");
+    create_stream(&k, &stream, 1).await;
+    let table = table();
+    put_many(&k, &stream, 0, 3).await;
+    let script = std::env::temp_dir().join(unique("mapper.py"));
+    std::fs::write(&script, "#!/bin/sh\ncat >/dev/null\n").unwrap();
+    let path = script.display().to_string();
+    let mut a = args(&stream, &table, "E", "next");
+    a.extend(["--", path.as_str()]);
+    let o = reader(&a);
+    assert_eq!(code(&o), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not executable"), "{}", stderr(&o));
+    assert!(
+        status(&stream, &table, "E").as_array().unwrap().is_empty(),
+        "nothing was opened"
+    );
+    // The next run does not wait for anything.
+    let mut b = args(&stream, &table, "E", "next");
+    b.extend(["--lease-wait", "0s"]);
+    assert_eq!(parse_lines(&ok(reader(&b))).len(), 3);
+    std::fs::remove_file(script).ok();
+}
+
+/// Starts a `next` run that holds its iteration for 2 s (EMR's end rule),
+/// and returns once it has opened it.
+fn holding_run(stream: &str, table: &str, logical: &str) -> std::process::Child {
+    let mut a = args(stream, table, logical, "next");
+    a.extend(["--until", "timeouts", "--iteration-timeout", "2s"]);
+    let run = spawn_reader(&a);
+    wait_until("the first run opens its iteration", 10, || {
+        !status(stream, table, logical)
+            .as_array()
+            .unwrap()
+            .is_empty()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    run
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_next_run_that_waited_moves_on_and_never_repeats_a_succeeded_iteration() {
+    let k = kinesis().await;
+    let stream = unique("overlap");
+    create_stream(&k, &stream, 2).await;
+    let table = table();
+    put_many(&k, &stream, 0, 20).await;
+
+    let first = holding_run(&stream, &table, "O");
+    let mut a = args(&stream, &table, "O", "next");
+    a.extend(["--until", "timeouts", "--iteration-timeout", "1s"]);
+    let second = reader(&a);
+    let first = first.wait_with_output().unwrap();
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(parse_lines(&first.stdout).len(), 20);
+    assert!(
+        parse_lines(&second.stdout).is_empty(),
+        "the second run delivered iteration 0 again: {}",
+        stderr(&second)
+    );
+    assert!(
+        stderr(&second).contains("is now iteration 1"),
+        "{}",
+        stderr(&second)
+    );
+    let states = |logical: &str| -> Vec<serde_json::Value> {
+        let st = status(&stream, &table, logical);
+        st.as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["state"].clone())
+            .collect()
+    };
+    assert_eq!(states("O"), ["succeeded", "succeeded"]);
+
+    // `plan --iteration next` follows the same rule.
+    let first = holding_run(&stream, &table, "P");
+    let planned = reader(&[
+        "plan",
+        "--stream",
+        &stream,
+        "--checkpoint-table",
+        &table,
+        "--logical-name",
+        "P",
+        "--iteration",
+        "next",
+    ]);
+    assert!(first.wait_with_output().unwrap().status.success());
+    assert!(planned.status.success(), "{}", stderr(&planned));
+    let manifest = String::from_utf8(planned.stdout.clone()).unwrap();
+    assert!(
+        !manifest.is_empty() && manifest.lines().all(|l| l.contains("\"iteration\":1")),
+        "plan handed out a succeeded iteration: {manifest}\n{}",
+        stderr(&planned)
+    );
+    assert_eq!(states("P"), ["succeeded", "open"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn early_ends_say_the_iteration_was_not_completed() {
+    let k = kinesis().await;
+    let stream = unique("early");
+    create_stream(&k, &stream, 1).await;
+    let table = table();
+    let big = "y".repeat(4000);
+    for i in 0..200 {
+        put(&k, &stream, "p", format!("{i} {big}").as_bytes()).await;
+    }
+    // `| head -1`: exit 0, and one warning line.
+    let mut child = spawn_reader(&args(&stream, &table, "H", "next"));
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("iteration 0 was not completed and is marked failed"),
+        "{}",
+        stderr(&out)
+    );
+    // Exec mode: a command that exits 0 without reading its input: exit 5.
+    let mut a = args(&stream, &table, "H", "next");
+    a.extend(["--", "sh", "-c", "head -c 1 >/dev/null"]);
+    let o = reader(&a);
+    assert_eq!(code(&o), Some(5), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("exited 0 without reading all of its input"),
+        "{}",
+        stderr(&o)
+    );
+    // One that fails before reading it all: its status, and a warning.
+    let mut a = args(&stream, &table, "H", "next");
+    a.extend(["--", "sh", "-c", "head -c 1 >/dev/null; exit 7"]);
+    let o = reader(&a);
+    assert_eq!(code(&o), Some(7), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("exited with 7 before reading all of its input"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(status(&stream, &table, "H")[0]["state"], "failed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_whose_lease_is_taken_over_exits_3() {
+    let k = kinesis().await;
+    let stream = unique("lost");
+    create_stream(&k, &stream, 1).await;
+    let table = table();
+    put_many(&k, &stream, 0, 5).await;
+    let mut a = args(&stream, &table, "T4", "0");
+    a.extend(["--", "sh", "-c", "cat >/dev/null; sleep 4"]);
+    let first = spawn_reader(&a);
+    wait_until("the first run opens iteration 0", 10, || {
+        !status(&stream, &table, "T4").as_array().unwrap().is_empty()
+    });
+    let mut take = args(&stream, &table, "T4", "0");
+    take.push("--rerun-without-wait");
+    let second = reader(&take);
+    assert!(second.status.success(), "{}", stderr(&second));
+    let first = first.wait_with_output().unwrap();
+    assert_eq!(code(&first), Some(3), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("another run took the iteration over"),
+        "{}",
+        stderr(&first)
+    );
+    assert!(!stderr(&first).contains("#o"), "{}", stderr(&first));
+    assert_eq!(status(&stream, &table, "T4")[0]["state"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_one_map_hadoop_job_leaves_the_iteration_to_finish() {
+    let k = kinesis().await;
+    let stream = unique("onemap");
+    create_stream(&k, &stream, 2).await;
+    let table = table();
+    put_many(&k, &stream, 0, 10).await;
+    let plan = [
+        "plan",
+        "--stream",
+        &stream,
+        "--checkpoint-table",
+        &table,
+        "--logical-name",
+        "M",
+        "--iteration",
+        "0",
+    ];
+    ok(reader(&plan));
+    let o = reader_env(
+        &args(&stream, &table, "M", "0"),
+        &[
+            ("mapreduce_task_partition", "0"),
+            ("mapreduce_job_maps", "1"),
+            ("mapreduce_task_attempt_id", "attempt_1_0001_m_000000_0"),
+        ],
+    );
+    assert_eq!(parse_lines(&ok(o)).len(), 10);
+    assert_eq!(status(&stream, &table, "M")[0]["state"], "open");
+    let finish = [
+        "finish",
+        "--stream",
+        &stream,
+        "--checkpoint-table",
+        &table,
+        "--logical-name",
+        "M",
+        "--iteration",
+        "0",
+    ];
+    ok(reader(&finish));
+    assert_eq!(status(&stream, &table, "M")[0]["state"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn finish_refuses_a_failed_iteration_unless_forced() {
+    let k = kinesis().await;
+    let stream = unique("finfail");
+    create_stream(&k, &stream, 1).await;
+    let table = table();
+    put_many(&k, &stream, 0, 3).await;
+    let mut a = args(&stream, &table, "F", "0");
+    a.extend(["--", "sh", "-c", "cat >/dev/null; exit 1"]);
+    assert_eq!(code(&reader(&a)), Some(1));
+    assert_eq!(status(&stream, &table, "F")[0]["state"], "failed");
+    let finish = |force: bool| {
+        let mut f = vec![
+            "finish",
+            "--stream",
+            stream.as_str(),
+            "--checkpoint-table",
+            table.as_str(),
+            "--logical-name",
+            "F",
+            "--iteration",
+            "0",
+        ];
+        if force {
+            f.push("--force");
+        }
+        reader(&f)
+    };
+    let o = finish(false);
+    assert_eq!(code(&o), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("recorded as failed"), "{}", stderr(&o));
+    assert_eq!(status(&stream, &table, "F")[0]["state"], "failed");
+    ok(finish(true));
+    assert_eq!(status(&stream, &table, "F")[0]["state"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writer_flags_and_names_that_disagree_are_refused_before_any_write() {
+    let s3 = s3().await;
+    let b = bucket(&s3).await;
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            vec![
+                format!("s3://{b}/plain.tsv"),
+                "--compress".into(),
+                "gzip".into(),
+            ],
+            "end the key with .gz",
+        ),
+        (vec![format!("s3://{b}/d.tsv.gz")], "add --compress gzip"),
+        (
+            vec![
+                format!("s3://{b}/f.tsv.zst"),
+                "--compress".into(),
+                "gzip".into(),
+            ],
+            "end the key with .gz",
+        ),
+        (vec![format!("s3://{b}")], "names a bucket but no object"),
+        (
+            vec![
+                "dynamodb://some-table".into(),
+                "--compress".into(),
+                "gzip".into(),
+            ],
+            "--compress does not apply to a dynamodb:// target",
+        ),
+        (
+            vec![format!("s3://{b}/x/"), "--columns".into(), "k:S".into()],
+            "--columns does not apply to an s3:// target",
+        ),
+        (
+            vec![
+                format!("s3://{b}/x.tsv"),
+                "--key-template".into(),
+                "{iteration}".into(),
+            ],
+            "is the exact key",
+        ),
+        (
+            vec![
+                format!("s3://{b}/x/"),
+                "--iteration".into(),
+                "0".into(),
+                "--parts-in-flight".into(),
+                "0".into(),
+            ],
+            "must be 1 to 64",
+        ),
+        (
+            vec![
+                format!("s3://{b}/x/"),
+                "--logical-name".into(),
+                "a/b".into(),
+            ],
+            "without '/'",
+        ),
+    ];
+    for (argv, says) in cases {
+        let a: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let o = writer(&a, b"a\t1\n");
+        assert_eq!(code(&o), Some(2), "{argv:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(says), "{argv:?}: {}", stderr(&o));
+    }
+    assert!(keys(&s3, &b).await.is_empty());
+}
