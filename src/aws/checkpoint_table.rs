@@ -44,7 +44,7 @@ const TRANSACTION_ITEMS: usize = 100;
 type Item = HashMap<String, AV>;
 
 /// Attribute names of the checkpoint items (besides the two keys).
-const RESERVED: [&str; 28] = [
+const RESERVED: [&str; 29] = [
     "kind",
     "state",
     "stream_arn",
@@ -73,6 +73,7 @@ const RESERVED: [&str; 28] = [
     "expired_skip",
     "first_seq",
     "first_arrival",
+    RELEASED_BY,
 ];
 
 pub struct DynamoStore {
@@ -964,14 +965,15 @@ impl CheckpointStore for DynamoStore {
             ("#exp", "lease_expires"),
             ("#st", "state"),
             ("#fin", "finished_at"),
+            ("#rel", RELEASED_BY),
         ];
         let mut values = vec![(":me", s(&holder.owner)), (":st", s(state.as_str()))];
         // Released without an outcome (`plan`): no finishing time.
         let update = if state == IterationState::Open {
-            "SET #st = :st REMOVE #o, #exp"
+            "SET #st = :st, #rel = :me REMOVE #o, #exp"
         } else {
             values.push((":now", n(now_ms)));
-            "SET #st = :st, #fin = :now REMOVE #o, #exp"
+            "SET #st = :st, #fin = :now, #rel = :me REMOVE #o, #exp"
         };
         let names: Vec<(&str, &str)> = names
             .into_iter()
@@ -981,15 +983,30 @@ impl CheckpointStore for DynamoStore {
             .update_at(key, i, update, "#o = :me", &names, values)
             .await
         {
-            // A retry after a lost answer: our release landed already.
-            Err(StoreError::Conflict(c)) => match self.header(k, i).await? {
-                Some(h) if h.owner.is_none() && h.state == state => Ok(()),
-                _ => Err(StoreError::Conflict(c)),
-            },
+            // A retry after a lost answer: our release landed already. It is
+            // ours only if we released it: a run that took the iteration over
+            // and ended it the same way is not us.
+            Err(StoreError::Conflict(c)) => {
+                let item = self.get(self.lease_key(k, i, holder)).await?;
+                let field = |name: &str| item.as_ref().and_then(|it| get_s(it, name));
+                let ours = field("owner").is_none()
+                    && field("state") == Some(state.as_str())
+                    && field(RELEASED_BY) == Some(holder.owner.as_str());
+                if ours {
+                    Ok(())
+                } else {
+                    Err(StoreError::Conflict(c))
+                }
+            }
             r => r,
         }
     }
 }
+
+/// The header attribute naming the run that last released the iteration's
+/// lease, so that a retried release after a lost answer can tell its own
+/// write from a takeover's.
+const RELEASED_BY: &str = "released_by";
 
 impl DynamoStore {
     /// A transaction item that holds only while `owner` has the lease.

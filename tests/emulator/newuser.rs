@@ -12,6 +12,19 @@ fn code(o: &std::process::Output) -> Option<i32> {
     o.status.code()
 }
 
+/// Exec mode: the reader's flags for one iteration, then `-- sh -c SCRIPT`.
+fn exec_args<'a>(
+    stream: &'a str,
+    table: &'a str,
+    logical: &'a str,
+    iteration: &'a str,
+    script: &'a str,
+) -> Vec<&'a str> {
+    let mut a = args(stream, table, logical, iteration);
+    a.extend(["--", "sh", "-c", script]);
+    a
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_a_line_reported_as_skipped_is_never_in_the_object() {
     let s3 = s3().await;
@@ -263,9 +276,13 @@ async fn early_ends_say_the_iteration_was_not_completed() {
         stderr(&out)
     );
     // Exec mode: a command that exits 0 without reading its input: exit 5.
-    let mut a = args(&stream, &table, "H", "next");
-    a.extend(["--", "sh", "-c", "head -c 1 >/dev/null"]);
-    let o = reader(&a);
+    let o = reader(&exec_args(
+        &stream,
+        &table,
+        "H",
+        "next",
+        "head -c 1 >/dev/null",
+    ));
     assert_eq!(code(&o), Some(5), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("exited 0 without reading all of its input"),
@@ -273,9 +290,13 @@ async fn early_ends_say_the_iteration_was_not_completed() {
         stderr(&o)
     );
     // One that fails before reading it all: its status, and a warning.
-    let mut a = args(&stream, &table, "H", "next");
-    a.extend(["--", "sh", "-c", "head -c 1 >/dev/null; exit 7"]);
-    let o = reader(&a);
+    let o = reader(&exec_args(
+        &stream,
+        &table,
+        "H",
+        "next",
+        "head -c 1 >/dev/null; exit 7",
+    ));
     assert_eq!(code(&o), Some(7), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("exited with 7 before reading all of its input"),
@@ -292,9 +313,13 @@ async fn a_run_whose_lease_is_taken_over_exits_3() {
     create_stream(&k, &stream, 1).await;
     let table = table();
     put_many(&k, &stream, 0, 5).await;
-    let mut a = args(&stream, &table, "T4", "0");
-    a.extend(["--", "sh", "-c", "cat >/dev/null; sleep 4"]);
-    let first = spawn_reader(&a);
+    let first = spawn_reader(&exec_args(
+        &stream,
+        &table,
+        "T4",
+        "0",
+        "cat >/dev/null; sleep 4",
+    ));
     wait_until("the first run opens iteration 0", 10, || {
         !status(&stream, &table, "T4").as_array().unwrap().is_empty()
     });
@@ -364,8 +389,7 @@ async fn finish_refuses_a_failed_iteration_unless_forced() {
     create_stream(&k, &stream, 1).await;
     let table = table();
     put_many(&k, &stream, 0, 3).await;
-    let mut a = args(&stream, &table, "F", "0");
-    a.extend(["--", "sh", "-c", "cat >/dev/null; exit 1"]);
+    let a = exec_args(&stream, &table, "F", "0", "cat >/dev/null; exit 1");
     assert_eq!(code(&reader(&a)), Some(1));
     assert_eq!(status(&stream, &table, "F")[0]["state"], "failed");
     let finish = |force: bool| {
