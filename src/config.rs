@@ -1213,7 +1213,7 @@ pub enum FieldEncoding {
     Raw,
 }
 
-/// Environment variables `kinesis-reader` sets for a child process (issue 5).
+/// Environment variables `kinesis-reader` sets for a child process (exec mode).
 pub mod exported {
     pub const LOGICAL_NAME: &str = "KINESIS_LOGICAL_NAME";
     pub const ITERATION: &str = "KINESIS_ITERATION";

@@ -1,4 +1,4 @@
-//! Map mode (issue 5): which shards of a planned iteration one map task reads.
+//! Map mode: which shards of a planned iteration one map task reads.
 //!
 //! `kinesis-reader plan` fixes an iteration's shards in the checkpoint table
 //! and prints a manifest, one JSON line per group of shards, for Hadoop's
