@@ -105,6 +105,58 @@ pub struct Assignment {
     pub shards: BTreeSet<String>,
 }
 
+/// A map task's input as text lines. Hadoop hands a map task its input as
+/// text (`<offset><TAB><line>`, or the line alone), or, in a job run with
+/// `-io typedbytes`, as typed bytes: a long (the offset) and a string (the
+/// line) per record. Text never starts with a control byte, and typed bytes
+/// always do (a type code), so the first byte tells them apart.
+pub fn input_lines(input: &[u8]) -> Result<String, String> {
+    match input.first() {
+        Some(&b) if b < 0x20 && !b"\t\n\r".contains(&b) => typed_lines(input),
+        _ => String::from_utf8(input.to_vec())
+            .map_err(|e| format!("--shards-from-stdin: stdin is not UTF-8 text ({e})")),
+    }
+}
+
+/// The strings (and byte strings) of a typed-bytes stream, one per line;
+/// the numbers beside them (the offsets) are skipped.
+fn typed_lines(mut b: &[u8]) -> Result<String, String> {
+    let bad = |why: &str| format!("--shards-from-stdin: stdin is typed bytes, but {why}");
+    let mut lines = String::new();
+    let take = |b: &mut &[u8], n: usize| -> Result<Vec<u8>, String> {
+        if b.len() < n {
+            return Err(bad("it ends in the middle of an item"));
+        }
+        let (head, rest) = b.split_at(n);
+        *b = rest;
+        Ok(head.to_vec())
+    };
+    while let Some((&code, rest)) = b.split_first() {
+        b = rest;
+        match code {
+            // bytes, string: a 4-byte length, then that many bytes
+            0 | 7 => {
+                let len = take(&mut b, 4)?;
+                let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+                let text = String::from_utf8(take(&mut b, len)?)
+                    .map_err(|_| bad("a manifest line in it is not UTF-8"))?;
+                lines.push_str(&text);
+                lines.push('\n');
+            }
+            // byte, bool, int, long, float, double
+            1 | 2 => drop(take(&mut b, 1)?),
+            3 | 5 => drop(take(&mut b, 4)?),
+            4 | 6 => drop(take(&mut b, 8)?),
+            other => {
+                return Err(bad(&format!(
+                    "it holds type code {other}, not a manifest line"
+                )))
+            }
+        }
+    }
+    Ok(lines)
+}
+
 /// Reads a map task's input: one or more manifest lines (blank lines are ignored).
 pub fn assignment(input: &str) -> Result<Assignment, String> {
     let mut found: Option<Assignment> = None;
@@ -239,6 +291,32 @@ mod tests {
         assert!(assignment("hello\tworld\n")
             .unwrap_err()
             .contains("stdin line 1: not a manifest line"));
+    }
+
+    #[test]
+    fn typed_bytes_input_is_read_as_its_lines() {
+        // What `-io typedbytes` hands a map task over NLineInputFormat: a
+        // long (the offset) and a string (the line) per record.
+        let m = manifest("s", "l", 3, &ids(2), 1);
+        let mut input = Vec::new();
+        for (offset, line) in [(0i64, m[0].to_line()), (88, m[1].to_line())] {
+            input.push(4);
+            input.extend_from_slice(&offset.to_be_bytes());
+            input.push(7);
+            input.extend_from_slice(&(line.len() as u32).to_be_bytes());
+            input.extend_from_slice(line.as_bytes());
+        }
+        let a = assignment(&input_lines(&input).unwrap()).unwrap();
+        assert_eq!(a.shards.len(), 2);
+        // Text stays text, and a cut or foreign item is named.
+        let text = format!("0\t{}\n", m[0].to_line());
+        assert_eq!(input_lines(text.as_bytes()).unwrap(), text);
+        assert!(input_lines(&input[..input.len() - 3])
+            .unwrap_err()
+            .contains("middle of an item"));
+        assert!(input_lines(&[8, 0, 0, 0, 1])
+            .unwrap_err()
+            .contains("type code 8"));
     }
 
     #[test]

@@ -147,9 +147,12 @@ async fn run(mut cli: Cli) -> Result<u8> {
         }
         None => {
             let assignment = if cli.read.shards_from_stdin {
-                let input = std::io::read_to_string(std::io::stdin())
+                let mut input = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut input)
                     .map_err(|e| anyhow::anyhow!("reading the manifest from stdin: {e}"))?;
-                let a = manifest::assignment(&input).map_err(ReaderError::Usage)?;
+                let a = manifest::input_lines(&input)
+                    .and_then(|text| manifest::assignment(&text))
+                    .map_err(ReaderError::Usage)?;
                 config::apply_manifest(&mut cli.common, &mut cli.read, &layers, &a)?;
                 Some(a)
             } else {

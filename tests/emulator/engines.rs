@@ -39,6 +39,25 @@ fn streaming_jar() -> String {
 /// Runs the EMR job script under the LocalJobRunner (2 map slots) in a
 /// directory of its own; returns its output (the job client's log included).
 fn emr_job(stream: &str, table: &str, logical: &str, output: &str, defines: &str) -> Output {
+    job(
+        "emr-streaming-job.sh",
+        stream,
+        table,
+        logical,
+        output,
+        defines,
+    )
+}
+
+/// Runs `streaming-examples/hadoop/<script>` the same way.
+fn job(
+    script: &str,
+    stream: &str,
+    table: &str,
+    logical: &str,
+    output: &str,
+    defines: &str,
+) -> Output {
     let work = std::env::temp_dir().join(unique("hadoop-job"));
     std::fs::create_dir_all(&work).unwrap();
     let bins = PathBuf::from(READER)
@@ -51,7 +70,7 @@ fn emr_job(stream: &str, table: &str, logical: &str, output: &str, defines: &str
          -D hadoop.tmp.dir={} {defines}",
         work.join("tmp").display()
     );
-    let script = root().join("streaming-examples/hadoop/emr-streaming-job.sh");
+    let script = root().join("streaming-examples/hadoop").join(script);
     let o = shell(
         &format!(
             "cd \"$WORK\" && {} \"$1\" \"$2\" \"$3\" \"$4\"",
@@ -244,4 +263,54 @@ async fn a_failed_hadoop_job_is_planned_again_with_the_same_records() {
         unix_pipeline(&stream, &table, "top", 0)
     );
     assert_eq!(status(&stream, &table, "top")[0]["state"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_typed_bytes_job_hands_the_reducer_every_byte_intact() {
+    let k = kinesis().await;
+    let stream = unique("typed");
+    create_stream(&k, &stream, 2).await;
+    let table = table();
+    let s3c = s3().await;
+    let b = bucket(&s3c).await;
+    // Every byte value, and the ones a text job would split on.
+    let every: Vec<u8> = (0..=255u8).collect();
+    let mut sent = vec![
+        ("all-bytes".to_string(), every.clone()),
+        ("tabs".to_string(), b"a\tb\t\tc".to_vec()),
+        ("newlines".to_string(), b"\n\nx\r\n".to_vec()),
+        ("empty".to_string(), Vec::new()),
+    ];
+    for i in 0..20u8 {
+        let data: Vec<u8> = every.iter().map(|x| x.wrapping_mul(i + 1)).collect();
+        sent.push((format!("key-{}", i % 3), data));
+    }
+    for (key, data) in &sent {
+        put(&k, &stream, key, data).await;
+    }
+    let o = job(
+        "binary-records-job.sh",
+        &stream,
+        &table,
+        "frames",
+        &format!("s3://{b}/frames/"),
+        "",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    use base64::Engine;
+    let mut received: Vec<(String, Vec<u8>)> = job_result(&b, "frames", 0)
+        .await
+        .iter()
+        .map(|l| {
+            let (key, data) = l.split_once('\t').expect("key<TAB>base64");
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .unwrap();
+            (key.to_string(), data)
+        })
+        .collect();
+    received.sort();
+    sent.sort();
+    assert_eq!(received, sent);
+    assert_eq!(status(&stream, &table, "frames")[0]["state"], "succeeded");
 }
