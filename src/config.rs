@@ -404,10 +404,13 @@ impl<'a> Layers<'a> {
         if let Some(v) = one(&from_defines)? {
             return Ok(Some(v));
         }
+        // Hadoop Streaming and Hive export a jobconf key with its
+        // non-alphanumerics turned into '_'; Pig's STREAM exports the keys
+        // listed in pig.streaming.environment under their own names.
         let from_env: Vec<(String, String)> = names
             .iter()
-            .filter_map(|n| {
-                let var = mangle(n);
+            .flat_map(|n| [(n, mangle(n)), (n, n.to_string())])
+            .filter_map(|(n, var)| {
                 (self.env)(&var).map(|v| (v.clone(), format!("environment {var}={}", shown(n, &v))))
             })
             .collect();
@@ -1013,6 +1016,22 @@ mod tests {
             resolve(&["--stream", "s"], &[]).unwrap().read.batch_size,
             10_000
         );
+    }
+
+    #[test]
+    fn pigs_unmangled_environment_names_are_read_too() {
+        // Pig's STREAM exports pig.streaming.environment keys as they are.
+        let env = [("kinesis.records.batchsize", "6")];
+        assert_eq!(
+            resolve(&["--stream", "s"], &env).unwrap().read.batch_size,
+            6
+        );
+        let both = [
+            ("kinesis.records.batchsize", "6"),
+            ("kinesis_records_batchsize", "5"),
+        ];
+        let e = resolve(&["--stream", "s"], &both).unwrap_err().to_string();
+        assert!(e.contains("conflicting settings"), "{e}");
     }
 
     #[test]

@@ -11,20 +11,24 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The engines' classpath file, resolved by scripts/engines (from ~/.m2).
+/// A classpath file resolved by `scripts/engines WHAT` (from ~/.m2), or
+/// the one `scripts/test` named in `var`.
+fn resolved(var: &str, what: &str) -> String {
+    if let Ok(cp) = std::env::var(var) {
+        return cp;
+    }
+    let o = std::process::Command::new(root().join("scripts/engines"))
+        .arg(what)
+        .output()
+        .expect("scripts/engines (needs java and mvn)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+/// Hadoop's classpath file.
 fn classpath() -> &'static str {
     static CP: OnceLock<String> = OnceLock::new();
-    CP.get_or_init(|| {
-        if let Ok(cp) = std::env::var("KINESIS_ENGINES_CLASSPATH") {
-            return cp;
-        }
-        let o = std::process::Command::new(root().join("scripts/engines"))
-            .arg("classpath")
-            .output()
-            .expect("scripts/engines classpath (needs java and mvn)");
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8(o.stdout).unwrap().trim().to_string()
-    })
+    CP.get_or_init(|| resolved("KINESIS_ENGINES_CLASSPATH", "classpath"))
 }
 
 fn streaming_jar() -> String {
@@ -313,4 +317,57 @@ async fn a_typed_bytes_job_hands_the_reducer_every_byte_intact() {
     sent.sort();
     assert_eq!(received, sent);
     assert_eq!(status(&stream, &table, "frames")[0]["state"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pig_streams_a_manifest_through_the_reader_and_equals_the_unix_pipeline() {
+    let stream = unique("pig");
+    let table = table();
+    produce(&stream, "600", "11");
+    let work = std::env::temp_dir().join(unique("pig-job"));
+    std::fs::create_dir_all(&work).unwrap();
+    let pig_cp = resolved("KINESIS_PIG_CLASSPATH", "pig-classpath");
+    let pig = format!(
+        "{} -x local",
+        root().join("tests/engines/pig/pig").display()
+    );
+    let java_opts = format!("-Xmx1g -Dhadoop.tmp.dir={}", work.join("tmp").display());
+    let out = work.join("out");
+    let script = root().join("streaming-examples/pig/top-errors.sh");
+    let o = shell(
+        &format!(
+            "cd \"$WORK\" && {} {stream} {table} top \"$WORK/out\"",
+            script.display()
+        ),
+        &[
+            ("WORK", work.to_str().unwrap()),
+            (
+                "KINESIS_BIN",
+                PathBuf::from(READER).parent().unwrap().to_str().unwrap(),
+            ),
+            ("KINESIS_PIG_CLASSPATH", &pig_cp),
+            ("PIG", &pig),
+            ("JAVA_OPTS", &java_opts),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut lines: Vec<String> = Vec::new();
+    for part in std::fs::read_dir(out.join("iteration=0")).unwrap() {
+        let path = part.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with("part-")
+        {
+            let text = std::fs::read_to_string(path).unwrap();
+            lines.extend(text.lines().map(str::to_string));
+        }
+    }
+    lines.sort();
+    assert!(!lines.is_empty());
+    assert_eq!(lines, unix_pipeline(&stream, &table, "top", 0));
+    assert_eq!(status(&stream, &table, "top")[0]["state"], "succeeded");
+    let _ = std::fs::remove_dir_all(&work);
 }
