@@ -371,3 +371,42 @@ async fn pig_streams_a_manifest_through_the_reader_and_equals_the_unix_pipeline(
     assert_eq!(status(&stream, &table, "top")[0]["state"], "succeeded");
     let _ = std::fs::remove_dir_all(&work);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spark_sql_transform_gives_the_unix_pipelines_top_10() {
+    let stream = unique("spark");
+    let table = table();
+    produce(&stream, "600", "13");
+    let python = resolved("KINESIS_PYSPARK_PYTHON", "pyspark");
+    let work = std::env::temp_dir().join(unique("spark-job"));
+    std::fs::create_dir_all(&work).unwrap();
+    let script = root().join("streaming-examples/spark/top_errors_sql.py");
+    let o = shell(
+        &format!(
+            "cd \"$WORK\" && \"$PY\" {} --stream {stream} --checkpoint-table {table} \
+             --logical-name top",
+            script.display()
+        ),
+        &[("WORK", work.to_str().unwrap()), ("PY", &python)],
+    );
+    let _ = std::fs::remove_dir_all(&work);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let top: Vec<String> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(top.len(), 10);
+    let records = ok(reader(&[
+        "--stream",
+        &stream,
+        "--checkpoint-table",
+        &table,
+        "--logical-name",
+        "top",
+        "--iteration",
+        "0",
+    ]));
+    assert_eq!(top, log_analysis(&records, ""));
+    assert_eq!(status(&stream, &table, "top")[0]["state"], "succeeded");
+}
