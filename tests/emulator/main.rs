@@ -1,7 +1,6 @@
 //! Integration tests against a real AWS API emulator (moto server) over HTTP.
 //! One test binary; each test uses its own stream, table and logical names.
 
-mod engines;
 mod examples;
 mod faults;
 mod harness;
