@@ -209,6 +209,11 @@ pub struct ReadArgs {
     /// Write Hadoop `reporter:` counter and status lines on stderr even outside a Hadoop task.
     #[arg(long)]
     pub hadoop_reporter: bool,
+    /// Under Hadoop: how often the `reporter:status:` heartbeat is written; keep it well under
+    /// the job's mapreduce.task.timeout (600 s by default) [kinesis.hadoop.status.interval;
+    /// default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub status_interval: Option<String>,
     /// Read with enhanced fan-out (SubscribeToShard) as the stream consumer NAME, registering
     /// it if needed (it stays registered: `kinesis-reader deregister-consumer NAME` removes it).
     #[arg(long, value_name = "NAME")]
@@ -298,10 +303,12 @@ pub mod names {
     pub const BATCH_SIZE: &str = "kinesis.records.batchsize";
     pub const REGION: &str = "kinesis.endpoint.region";
     pub const STREAM: &str = "kinesis.stream.name";
+    /// The period of the `reporter:status:` heartbeat under Hadoop.
+    pub const STATUS_INTERVAL: &str = "kinesis.hadoop.status.interval";
     /// Static credentials, for EMR jobs that passed them this way: used, never shown.
     pub const ACCESS_KEY: &str = "kinesis.accessKey";
     pub const SECRET_KEY: &str = "kinesis.secretKey";
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 16] = [
         ACCESS_KEY,
         SECRET_KEY,
         ENABLED,
@@ -317,6 +324,7 @@ pub mod names {
         BATCH_SIZE,
         REGION,
         STREAM,
+        STATUS_INTERVAL,
     ];
 }
 
@@ -569,6 +577,8 @@ pub struct ReaderConfig {
     pub until: Until,
     pub nodata_timeout: Option<Duration>,
     pub iteration_timeout: Option<Duration>,
+    /// Under Hadoop: the period of the `reporter:status:` heartbeat.
+    pub status_interval: Duration,
     /// Batch size, de-aggregation and per-shard read rate.
     pub read: crate::shard_reader::ReadSettings,
     pub on_expired: crate::expiry::OnExpired,
@@ -801,6 +811,23 @@ impl ReaderConfig {
             )?,
             parse_duration,
         )?;
+        let status_interval = match parsed(
+            l.get(
+                "status-interval",
+                r.status_interval.as_deref(),
+                &[names::STATUS_INTERVAL],
+            )?,
+            parse_duration,
+        )? {
+            None => Duration::from_secs(30),
+            Some(d) if d >= Duration::from_secs(1) => d,
+            Some(d) => {
+                return Err(usage(format!(
+                    "--status-interval {}: must be at least 1s",
+                    humantime::format_duration(d)
+                )))
+            }
+        };
         let until = r.until.unwrap_or(Until::Snapshot);
         let iteration_timeout = match until {
             Until::Timeouts => Some(iteration_timeout.unwrap_or(DEFAULT_ITERATION_TIMEOUT)),
@@ -839,6 +866,7 @@ impl ReaderConfig {
             until,
             nodata_timeout,
             iteration_timeout,
+            status_interval,
             read: crate::shard_reader::ReadSettings {
                 batch_size,
                 deaggregate: !r.no_deaggregate,

@@ -171,12 +171,17 @@ pub fn stop_display(d: Option<(tokio::task::JoinHandle<()>, indicatif::ProgressB
     }
 }
 
-/// Under Hadoop: a `reporter:status:` line every 30 s, so that a task
-/// waiting on a quiet stream is not killed for silence (600 s by default).
-pub fn spawn_heartbeat(p: Arc<Progress>, label: &'static str) -> tokio::task::JoinHandle<()> {
+/// Under Hadoop: a `reporter:status:` line every `every` (30 s unless set),
+/// so that a task waiting on a quiet stream is not killed for silence
+/// (mapreduce.task.timeout, 600 s by default).
+pub fn spawn_heartbeat(
+    p: Arc<Progress>,
+    label: &'static str,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            tokio::time::sleep(Duration::from_secs(30)).await;
+            tokio::time::sleep(every).await;
             let _ = writeln!(
                 std::io::stderr(),
                 "reporter:status:{label}: {} lines, {} bytes",

@@ -202,6 +202,19 @@ async fn read(mut cfg: ReaderConfig, reporter: bool, quiet: bool) -> Result<u8> 
     };
     let store = dynamo.clone().map(|s| s as Arc<dyn CheckpointStore>);
     let owner = owner_id();
+    // The heartbeat starts before the iteration is opened: a retried or
+    // speculative attempt may wait for the first attempt's lease, silent
+    // for as long as --lease-wait, and Hadoop kills a silent task.
+    let progress = Arc::new(kinesis_streaming::progress::Progress::default());
+    let hadoop =
+        reporter || kinesis_streaming::progress::under_hadoop(&|k: &str| std::env::var(k).ok());
+    let heartbeat = hadoop.then(|| {
+        kinesis_streaming::progress::spawn_heartbeat(
+            progress.clone(),
+            "kinesis-reader",
+            cfg.status_interval,
+        )
+    });
     // Open the iteration first: a child is told which one it gets.
     let prepared = reader::prepare(api, store, &cfg, &owner).await?;
     let (out, mut child, stop): (Box<dyn Write + Send>, Option<Child>, reader::Stop) =
@@ -244,15 +257,10 @@ async fn read(mut cfg: ReaderConfig, reporter: bool, quiet: bool) -> Result<u8> 
             }
         };
     // Progress on a terminal's stderr; counted where lines leave the buffer.
-    let progress = Arc::new(kinesis_streaming::progress::Progress::default());
     let out: Box<dyn Write + Send> = Box::new(kinesis_streaming::progress::Counting {
         inner: out,
         progress: progress.clone(),
     });
-    let hadoop =
-        reporter || kinesis_streaming::progress::under_hadoop(&|k: &str| std::env::var(k).ok());
-    let heartbeat = hadoop
-        .then(|| kinesis_streaming::progress::spawn_heartbeat(progress.clone(), "kinesis-reader"));
     let shard_count = prepared.shard_count();
     let recorded = prepared.recorded();
     let display =

@@ -487,3 +487,39 @@ async fn writer_flags_and_names_that_disagree_are_refused_before_any_write() {
     }
     assert!(keys(&s3, &b).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_waiting_for_a_lease_keeps_its_heartbeat() {
+    let k = kinesis().await;
+    let stream = unique("beat");
+    create_stream(&k, &stream, 1).await;
+    let table = table();
+    put_many(&k, &stream, 0, 3).await;
+    // The first run holds iteration 0 for 4 s (its command sleeps).
+    let first = spawn_reader(&exec_args(
+        &stream,
+        &table,
+        "B",
+        "0",
+        "cat >/dev/null; sleep 4",
+    ));
+    wait_until("the first run opens iteration 0", 10, || {
+        !status(&stream, &table, "B").as_array().unwrap().is_empty()
+    });
+    // A second attempt, as Hadoop would start it, waits for that lease.
+    let mut a = args(&stream, &table, "B", "0");
+    a.extend(["--hadoop-reporter", "--status-interval", "1s"]);
+    let waiting = reader(&a);
+    assert!(first.wait_with_output().unwrap().status.success());
+    assert!(waiting.status.success(), "{}", stderr(&waiting));
+    let beats = stderr(&waiting)
+        .lines()
+        .filter(|l| l.starts_with("reporter:status:"))
+        .count();
+    assert!(
+        beats >= 2,
+        "{} heartbeats while waiting:\n{}",
+        beats,
+        stderr(&waiting)
+    );
+}

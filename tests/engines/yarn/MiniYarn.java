@@ -1,0 +1,43 @@
+// A YARN cluster on this machine for the engine tests: MiniMRYarnCluster
+// (a ResourceManager, 2 NodeManagers and a JobHistoryServer in this JVM,
+// listening on 127.0.0.1), on the local file system. It writes the
+// cluster's configuration to DIR/core-site.xml, so that a job client given
+// HADOOP_CONF_DIR=DIR submits to it, prints "ready" and runs until its
+// standard input closes. Run as a single-file program:
+//   java -cp "$(cat yarn.classpath)" MiniYarn.java DIR
+import java.io.FileOutputStream;
+import java.io.OutputStream;
+import org.apache.hadoop.conf.Configuration;
+import org.apache.hadoop.mapreduce.v2.MiniMRYarnCluster;
+import org.apache.hadoop.yarn.conf.YarnConfiguration;
+
+public class MiniYarn {
+  public static void main(String[] args) throws Exception {
+    String dir = args[0];
+    Configuration conf = new YarnConfiguration();
+    conf.set("fs.defaultFS", "file:///");
+    conf.set("yarn.resourcemanager.hostname", "127.0.0.1");
+    conf.set("yarn.nodemanager.hostname", "127.0.0.1");
+    conf.set("mapreduce.jobhistory.address", "127.0.0.1:0");
+    // Small containers: 2 NodeManagers on a 2-core machine.
+    conf.setInt("yarn.nodemanager.resource.memory-mb", 3072);
+    conf.setInt("yarn.scheduler.minimum-allocation-mb", 256);
+    conf.setInt("yarn.app.mapreduce.am.resource.mb", 512);
+    conf.setInt("mapreduce.map.memory.mb", 384);
+    conf.setInt("mapreduce.reduce.memory.mb", 384);
+    conf.set("yarn.app.mapreduce.am.command-opts", "-Xmx400m");
+    conf.set("mapreduce.map.java.opts", "-Xmx256m");
+    conf.set("mapreduce.reduce.java.opts", "-Xmx256m");
+    conf.setBoolean("yarn.nodemanager.vmem-check-enabled", false);
+    MiniMRYarnCluster cluster = new MiniMRYarnCluster("kinesis-streaming", 2);
+    cluster.init(conf);
+    cluster.start();
+    try (OutputStream out = new FileOutputStream(dir + "/core-site.xml")) {
+      cluster.getConfig().writeXml(out);
+    }
+    System.out.println("ready");
+    System.out.flush();
+    while (System.in.read() != -1) {}
+    cluster.stop();
+  }
+}
