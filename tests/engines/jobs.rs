@@ -7,13 +7,13 @@ use crate::harness::*;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A classpath file resolved by `scripts/engines WHAT` (from ~/.m2), or
 /// the one `scripts/test` named in `var`.
-fn resolved(var: &str, what: &str) -> String {
+pub(crate) fn resolved(var: &str, what: &str) -> String {
     if let Ok(cp) = std::env::var(var) {
         return cp;
     }
@@ -26,12 +26,12 @@ fn resolved(var: &str, what: &str) -> String {
 }
 
 /// Hadoop's classpath file.
-fn classpath() -> &'static str {
+pub(crate) fn classpath() -> &'static str {
     static CP: OnceLock<String> = OnceLock::new();
     CP.get_or_init(|| resolved("KINESIS_ENGINES_CLASSPATH", "classpath"))
 }
 
-fn streaming_jar() -> String {
+pub(crate) fn streaming_jar() -> String {
     std::fs::read_to_string(classpath())
         .unwrap()
         .split(':')
@@ -106,7 +106,7 @@ use std::process::Output;
 
 /// A counter of the finished job, as the job client reports the job's
 /// aggregated counters (`Counters: N` block).
-fn job_counter(o: &Output, group: &str, name: &str) -> Option<u64> {
+pub(crate) fn job_counter(o: &Output, group: &str, name: &str) -> Option<u64> {
     let log = stderr(o) + &String::from_utf8_lossy(&o.stdout);
     let block = &log[log.rfind("Counters: ")?..];
     let group = &block[block.find(&format!("\t{group}\n"))?..];
@@ -119,7 +119,7 @@ fn job_counter(o: &Output, group: &str, name: &str) -> Option<u64> {
 }
 
 /// The S3 objects of one iteration, their lines sorted.
-async fn job_result(bucket: &str, prefix: &str, n: u64) -> Vec<String> {
+pub(crate) async fn job_result(bucket: &str, prefix: &str, n: u64) -> Vec<String> {
     let s3 = s3().await;
     let mut lines = Vec::new();
     for key in keys(&s3, bucket).await {
@@ -132,7 +132,7 @@ async fn job_result(bucket: &str, prefix: &str, n: u64) -> Vec<String> {
     lines
 }
 
-fn produce(stream: &str, records: &str, seed: &str) {
+pub(crate) fn produce(stream: &str, records: &str, seed: &str) {
     let o = python(
         &[
             "streaming-examples/log-analysis/produce.py",
@@ -151,7 +151,7 @@ fn produce(stream: &str, records: &str, seed: &str) {
 }
 
 /// The Unix pipeline's answer over a replay of iteration `n`.
-fn unix_pipeline(stream: &str, table: &str, logical: &str, n: u64) -> Vec<String> {
+pub(crate) fn unix_pipeline(stream: &str, table: &str, logical: &str, n: u64) -> Vec<String> {
     let n = n.to_string();
     let records = ok(reader(&[
         "--stream",

@@ -8,3 +8,4 @@
 #[path = "../emulator/harness.rs"]
 mod harness;
 mod jobs;
+mod yarn;

@@ -1,7 +1,7 @@
 // A YARN cluster on this machine for the engine tests: MiniMRYarnCluster
 // (a ResourceManager, 2 NodeManagers and a JobHistoryServer in this JVM,
 // listening on 127.0.0.1), on the local file system. It writes the
-// cluster's configuration to DIR/core-site.xml, so that a job client given
+// cluster's configuration to DIR/*-site.xml, so that a job client given
 // HADOOP_CONF_DIR=DIR submits to it, prints "ready" and runs until its
 // standard input closes. Run as a single-file program:
 //   java -cp "$(cat yarn.classpath)" MiniYarn.java DIR
@@ -29,11 +29,20 @@ public class MiniYarn {
     conf.set("mapreduce.map.java.opts", "-Xmx256m");
     conf.set("mapreduce.reduce.java.opts", "-Xmx256m");
     conf.setBoolean("yarn.nodemanager.vmem-check-enabled", false);
+    // Containers (the MR ApplicationMaster, the tasks) run on the jars this
+    // JVM runs on, as a cluster's containers run on its installed jars.
+    String jars = System.getProperty("java.class.path");
+    conf.set("yarn.application.classpath", jars);
+    conf.set("mapreduce.application.classpath", jars);
     MiniMRYarnCluster cluster = new MiniMRYarnCluster("kinesis-streaming", 2);
     cluster.init(conf);
     cluster.start();
-    try (OutputStream out = new FileOutputStream(dir + "/core-site.xml")) {
-      cluster.getConfig().writeXml(out);
+    // The whole configuration in each site file: JobConf reads mapred-default
+    // after core-site, so a setting only in core-site would be overridden.
+    for (String site : new String[] {"core-site.xml", "mapred-site.xml", "yarn-site.xml"}) {
+      try (OutputStream out = new FileOutputStream(dir + "/" + site)) {
+        cluster.getConfig().writeXml(out);
+      }
     }
     System.out.println("ready");
     System.out.flush();
