@@ -540,6 +540,18 @@ pub fn aws_from(
             )))
         }
     };
+    if let Some(url) = &endpoint_url {
+        let host = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or(""));
+        if host.is_none_or(str::is_empty) {
+            return Err(usage(format!(
+                "--endpoint-url {url:?}: expected a URL such as http://127.0.0.1:4566 or \
+                 https://kinesis.us-east-1.amazonaws.com"
+            )));
+        }
+    }
     Ok(AwsSettings {
         region: l.get("region", region, &[names::REGION])?.map(|v| v.0),
         profile,

@@ -123,13 +123,126 @@ pub(crate) fn code<E: ProvideErrorMetadata>(e: &E) -> &str {
     e.code().unwrap_or("")
 }
 
-/// An SDK error with its whole cause chain, as an `anyhow::Error`.
-pub(crate) fn full<E: std::error::Error + Send + Sync + 'static>(e: E) -> anyhow::Error {
-    anyhow::anyhow!("{}", DisplayErrorContext(e))
+/// An SDK error as one line that says what went wrong and what to do
+/// (the README promises that); its whole cause chain goes to the debug log
+/// (`-v`).
+pub(crate) fn full<E>(e: E) -> anyhow::Error
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+{
+    let detail = DisplayErrorContext(&e).to_string();
+    log::debug!("the AWS SDK's error: {detail}");
+    anyhow::anyhow!("{}", explain(e.code(), e.message(), &detail))
+}
+
+/// The one line for an AWS error: the service's own code and message when it
+/// answered, else what the client could not do (credentials, connection).
+fn explain(code: Option<&str>, message: Option<&str>, detail: &str) -> String {
+    let msg = message.unwrap_or("").trim();
+    let said = |what: &str| match msg {
+        "" => format!("{what} ({})", code.unwrap_or("")),
+        m => format!("{what} ({}: {m})", code.unwrap_or("")),
+    };
+    match code {
+        Some("NoSuchBucket") => {
+            return said("the bucket does not exist: create it, or check the name")
+        }
+        Some(
+            "AccessDenied"
+            | "AccessDeniedException"
+            | "UnauthorizedOperation"
+            | "AllAccessDisabled",
+        ) => {
+            return said(
+                "access denied: these credentials lack a permission (the README's \
+                 \"Minimal IAM policies\" lists what each binary needs)",
+            )
+        }
+        Some(
+            "UnrecognizedClientException"
+            | "InvalidAccessKeyId"
+            | "InvalidClientTokenId"
+            | "SignatureDoesNotMatch"
+            | "ExpiredToken"
+            | "ExpiredTokenException"
+            | "InvalidSignatureException",
+        ) => {
+            return said(
+                "the AWS credentials were refused: check them, or the profile or role they \
+                 come from",
+            )
+        }
+        Some(c) if !c.is_empty() => {
+            return match msg {
+                "" => c.to_string(),
+                m => format!("{c}: {m}"),
+            }
+        }
+        _ => {}
+    }
+    let has = |s: &str| detail.contains(s);
+    if has("no credentials found") || has("credential provider was not enabled") {
+        return "no AWS credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+                pass --profile, or run where an instance or task role provides them"
+            .into();
+    }
+    if has("Connection refused") {
+        return "cannot connect to the endpoint (connection refused): check --endpoint-url or \
+                AWS_ENDPOINT_URL, and that the service is running"
+            .into();
+    }
+    if has("dns error") || has("failed to lookup address") {
+        return "cannot resolve the endpoint's host name: check --endpoint-url, \
+                AWS_ENDPOINT_URL and --region"
+            .into();
+    }
+    if has("timeout") || has("timed out") {
+        return "no answer from the endpoint in time: check the network and --endpoint-url \
+                (-v shows each attempt)"
+            .into();
+    }
+    // Anything else: the SDK's own words, without its debug dump.
+    let cut = [
+        " (DispatchFailure(",
+        " (ServiceError(",
+        " (ResponseError(",
+        " (TimeoutError(",
+        " (ConstructionFailure(",
+    ]
+    .iter()
+    .filter_map(|m| detail.find(m))
+    .min()
+    .unwrap_or(detail.len());
+    detail[..cut].to_string()
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn aws_errors_are_one_line_with_what_to_do() {
+        use super::explain as x;
+        let e = x(
+            Some("NoSuchBucket"),
+            Some("The specified bucket does not exist"),
+            "…",
+        );
+        assert!(e.starts_with("the bucket does not exist"), "{e}");
+        assert!(x(Some("AccessDeniedException"), None, "").contains("Minimal IAM policies"));
+        assert!(x(Some("UnrecognizedClientException"), Some("bad"), "").contains("refused"));
+        assert_eq!(
+            x(Some("ThrottlingException"), Some("slow down"), ""),
+            "ThrottlingException: slow down"
+        );
+        let none = "dispatch failure: other: the credential provider was not enabled: no \
+                    credentials found in chain. Attempted:\n  Environment: …";
+        assert!(x(None, None, none).starts_with("no AWS credentials found"));
+        let refused = "dispatch failure: io error: client error (Connect): tcp connect error: \
+                       Connection refused (os error 111) (DispatchFailure(DispatchFailure { … }))";
+        assert!(x(None, None, refused).contains("connection refused"));
+        let other = "dispatch failure: something new (DispatchFailure(DispatchFailure { x }))";
+        assert_eq!(x(None, None, other), "dispatch failure: something new");
+    }
+
     #[test]
     fn only_plain_http_off_this_machine_is_insecure() {
         use super::insecure_host as h;

@@ -34,15 +34,11 @@ impl S3Objects {
         E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
+        // The permission a refused call needs; `full` says the rest.
         let hint = match &e {
-            SdkError::ServiceError(se) => match code(se.err()) {
-                "NoSuchBucket" => format!(": bucket {} does not exist", self.bucket),
-                "AccessDenied" => format!(
-                    ": access denied (the credentials need s3:{what} on {})",
-                    self.bucket
-                ),
-                _ => String::new(),
-            },
+            SdkError::ServiceError(se) if code(se.err()) == "AccessDenied" => {
+                format!(" (needs s3:{what} on {})", self.bucket)
+            }
             _ => String::new(),
         };
         full(e).context(format!("{what} s3://{}/{key}{hint}", self.bucket))

@@ -523,3 +523,67 @@ async fn a_task_waiting_for_a_lease_keeps_its_heartbeat() {
         stderr(&waiting)
     );
 }
+
+/// Bad settings a new user tries, each with the exact line it gives.
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_trouble_is_one_line_that_says_what_to_do() {
+    let bare = |bin: &str, args: &[&str], creds: bool| {
+        let mut c = std::process::Command::new(bin);
+        c.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", std::env::temp_dir())
+            .env("AWS_REGION", REGION)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdin(std::process::Stdio::null());
+        if creds {
+            c.env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test");
+        }
+        c.output().unwrap()
+    };
+    let first = |o: &std::process::Output| stderr(o).lines().next().unwrap_or("").to_string();
+    let ep = endpoint();
+    let cases: Vec<(std::process::Output, i32, String)> =
+        vec![
+        (
+            bare(READER, &["--stream", "s", "--endpoint-url", ep], false),
+            1,
+            "kinesis-reader: DescribeStreamSummary on stream \"s\": no AWS credentials found: set \
+             AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, pass --profile, or run where an \
+             instance or task role provides them"
+                .into(),
+        ),
+        (
+            bare(READER, &["--stream", "s", "--endpoint-url", "http://127.0.0.1:1"], true),
+            1,
+            "kinesis-reader: DescribeStreamSummary on stream \"s\": cannot connect to the \
+             endpoint (connection refused): check --endpoint-url or AWS_ENDPOINT_URL, and that \
+             the service is running"
+                .into(),
+        ),
+        (
+            bare(READER, &["--stream", "s", "--endpoint-url", "notaurl"], true),
+            2,
+            "kinesis-reader: --endpoint-url \"notaurl\": expected a URL such as \
+             http://127.0.0.1:4566 or https://kinesis.us-east-1.amazonaws.com"
+                .into(),
+        ),
+    ];
+    for (o, code, line) in cases {
+        assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
+        assert_eq!(first(&o), line);
+    }
+    let o = writer_env(
+        &["s3://no-such-bucket-here/x/", "--iteration", "0"],
+        b"a\t1\n",
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(
+        first(&o),
+        "kinesis-writer: PutObject s3://no-such-bucket-here/x/iteration=0/part-00000: the bucket \
+         does not exist: create it, or check the name (NoSuchBucket: The specified bucket does \
+         not exist)"
+    );
+}
