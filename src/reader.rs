@@ -361,14 +361,8 @@ async fn release(
     lease: &LeaseOptions,
     state: IterationState,
 ) {
-    if let Err(e) = store
-        .finish(key, n, &lease.holder(), state, crate::now_ms())
-        .await
-    {
-        log::warn!(
-            "iteration {n}: could not record its end ({}): {e}",
-            state.as_str()
-        );
+    if let Err(e) = record_end(store, key, n, &lease.holder(), state).await {
+        log::warn!("iteration {n}: could not record its end: {e:#}");
     }
 }
 
