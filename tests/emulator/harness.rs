@@ -334,6 +334,15 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Asserts that a run ended with `code`, said `text` on stderr, and printed
+/// nothing on stdout.
+pub fn fails_with(o: &Output, code: i32, text: &str) {
+    assert_eq!(o.status.code(), Some(code), "stderr: {}", stderr(o));
+    let e = stderr(o);
+    assert!(e.contains(text), "expected {text:?} in {e:?}");
+    assert!(o.stdout.is_empty(), "nothing on stdout after an error");
+}
+
 /// Asserts success and returns stdout.
 pub fn ok(o: Output) -> Vec<u8> {
     assert!(

@@ -283,12 +283,7 @@ async fn early_ends_say_the_iteration_was_not_completed() {
         "next",
         "head -c 1 >/dev/null",
     ));
-    assert_eq!(code(&o), Some(5), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("exited 0 without reading all of its input"),
-        "{}",
-        stderr(&o)
-    );
+    fails_with(&o, 5, "exited 0 without reading all of its input");
     // One that fails before reading it all: its status, and a warning.
     let o = reader(&exec_args(
         &stream,
@@ -297,12 +292,7 @@ async fn early_ends_say_the_iteration_was_not_completed() {
         "next",
         "head -c 1 >/dev/null; exit 7",
     ));
-    assert_eq!(code(&o), Some(7), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("exited with 7 before reading all of its input"),
-        "{}",
-        stderr(&o)
-    );
+    fails_with(&o, 7, "exited with 7 before reading all of its input");
     assert_eq!(status(&stream, &table, "H")[0]["state"], "failed");
 }
 
@@ -328,12 +318,7 @@ async fn a_run_whose_lease_is_taken_over_exits_3() {
     let second = reader(&take);
     assert!(second.status.success(), "{}", stderr(&second));
     let first = first.wait_with_output().unwrap();
-    assert_eq!(code(&first), Some(3), "{}", stderr(&first));
-    assert!(
-        stderr(&first).contains("another run took the iteration over"),
-        "{}",
-        stderr(&first)
-    );
+    fails_with(&first, 3, "another run took the iteration over");
     assert!(!stderr(&first).contains("#o"), "{}", stderr(&first));
     assert_eq!(status(&stream, &table, "T4")[0]["state"], "succeeded");
 }

@@ -334,13 +334,6 @@ async fn emr_names_as_defines_and_as_env_match_the_flags() {
     }
 }
 
-fn fails_with(o: &std::process::Output, code: i32, text: &str) {
-    assert_eq!(o.status.code(), Some(code), "stderr: {}", stderr(o));
-    let e = stderr(o);
-    assert!(e.contains(text), "expected {text:?} in {e:?}");
-    assert!(o.stdout.is_empty(), "nothing on stdout after an error");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_one_clear_message_a_code_and_no_checkpoint() {
     let k = kinesis().await;
