@@ -771,8 +771,13 @@ impl ReaderConfig {
             parse_duration(&r.lease_wait).map_err(|e| usage(format!("--lease-wait: {e}")))?;
         let lease_duration = parse_duration(&r.lease_duration)
             .map_err(|e| usage(format!("--lease-duration: {e}")))?;
-        if lease_duration < Duration::from_secs(1) {
-            return Err(usage("--lease-duration must be at least 1s".into()));
+        // Renewed every third of it: under 2 s a renewal has under 0.7 s to
+        // land; over an hour a crashed run blocks its iteration for too long.
+        if !(Duration::from_secs(2)..=Duration::from_secs(3600)).contains(&lease_duration) {
+            return Err(usage(format!(
+                "--lease-duration {}: must be 2s to 1h",
+                r.lease_duration
+            )));
         }
         let checkpoint = match table {
             Some(table) => {
@@ -842,7 +847,14 @@ impl ReaderConfig {
         };
         let until = r.until.unwrap_or(Until::Snapshot);
         let iteration_timeout = match until {
-            Until::Timeouts => Some(iteration_timeout.unwrap_or(DEFAULT_ITERATION_TIMEOUT)),
+            Until::Timeouts => Some(iteration_timeout.unwrap_or_else(|| {
+                log::info!(
+                    "--until timeouts without --iteration-timeout: this run reads for {} \
+                     (EMR's default)",
+                    humantime::format_duration(DEFAULT_ITERATION_TIMEOUT)
+                );
+                DEFAULT_ITERATION_TIMEOUT
+            })),
             Until::Snapshot => iteration_timeout,
         };
         let batch_size = parsed(
@@ -1056,6 +1068,30 @@ mod tests {
             resolve(&["--stream", "s"], &[]).unwrap().read.batch_size,
             10_000
         );
+    }
+
+    #[test]
+    fn a_lease_duration_outside_its_range_is_refused_with_the_range() {
+        let with = |d: &str| {
+            resolve(
+                &[
+                    "--stream",
+                    "s",
+                    "--checkpoint-table",
+                    "cp1",
+                    "--logical-name",
+                    "l",
+                    "--lease-duration",
+                    d,
+                ],
+                &[],
+            )
+        };
+        for bad in ["1s", "0", "2h"] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(e.contains("must be 2s to 1h"), "{bad}: {e}");
+        }
+        assert!(with("2s").is_ok() && with("30s").is_ok());
     }
 
     #[test]

@@ -52,10 +52,16 @@ impl ManifestLine {
                 .map(str::to_string)
                 .ok_or_else(|| format!("manifest line has no {k:?}"))
         };
-        let iteration = v
-            .get("iteration")
-            .and_then(Value::as_u64)
-            .ok_or("manifest line has no \"iteration\" number")?;
+        let iteration = match v.get("iteration") {
+            Some(n) if n.is_u64() => n.as_u64().expect("checked"),
+            Some(other) => {
+                return Err(format!(
+                    "manifest \"iteration\" must be a whole number ≥ 0 (as `kinesis-reader \
+                     plan` writes it, e.g. \"iteration\":7), not {other}"
+                ))
+            }
+            None => return Err("manifest line has no \"iteration\" number".into()),
+        };
         let shards: Vec<String> = v
             .get("shards")
             .and_then(Value::as_array)
@@ -291,6 +297,12 @@ mod tests {
         assert!(assignment("hello\tworld\n")
             .unwrap_err()
             .contains("stdin line 1: not a manifest line"));
+        let quoted = r#"{"iteration":"0","logical_name":"l","shards":["s"],"stream":"s"}"#;
+        let e = assignment(quoted).unwrap_err();
+        assert!(
+            e.contains("must be a whole number") && e.contains("\"0\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -75,10 +75,12 @@ pub struct Column {
 /// `--columns error:S,region:S,count:N`.
 pub fn parse_columns(s: &str) -> Result<Vec<Column>, String> {
     let mut cols = Vec::new();
-    for part in s.split(',') {
+    // `k:S, v:N` is meant as `k:S,v:N`: a name never starts or ends with a space.
+    for part in s.split(',').map(str::trim) {
         let (name, ty) = part
             .rsplit_once(':')
             .ok_or_else(|| format!("column {part:?}: expected NAME:TYPE"))?;
+        let (name, ty) = (name.trim(), ty.trim());
         let ty = match ty {
             "S" => ColumnType::S,
             "N" => ColumnType::N,
@@ -243,8 +245,9 @@ pub fn parse_row(
     if fields.len() != columns.len() {
         let names: Vec<String> = columns.iter().map(|c| c.name.clone()).collect();
         return Err(format!(
-            "{} fields, expected {} ({})",
+            "{} field{}, expected {} ({})",
             fields.len(),
+            if fields.len() == 1 { "" } else { "s" },
             columns.len(),
             names.join(", ")
         ));
@@ -716,6 +719,18 @@ mod tests {
         // An empty set is left out (DynamoDB has no empty sets).
         let r = parse_row(&cols(), 2, 1, "a\tb\t1\t\taGk=\tfalse\tnull", true).unwrap();
         assert!(!r.item.contains_key("tags"));
+    }
+
+    #[test]
+    fn column_lists_with_spaces_name_the_same_columns() {
+        assert_eq!(
+            parse_columns("k:S, v:N").unwrap(),
+            parse_columns("k:S,v:N").unwrap()
+        );
+        let cols = parse_columns("k:S,v:N").unwrap();
+        assert!(parse_row(&cols, 1, 1, "x", true)
+            .unwrap_err()
+            .starts_with("1 field, expected 2"));
     }
 
     #[test]
