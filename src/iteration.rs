@@ -191,8 +191,12 @@ pub enum IterationRequest {
 #[derive(Clone, Debug)]
 pub struct LeaseOptions {
     pub owner: String,
-    /// Map mode: the lease covers only this task's shards (see [`Holder`]).
+    /// Map mode: the lease covers only this task's shards (see [`Holder`]);
+    /// the task's name, for messages.
     pub task: Option<String>,
+    /// Map mode: the task's shards. Each is leased on its own, so that two
+    /// tasks whose manifest lines overlap never read one shard at once.
+    pub shards: Vec<String>,
     pub duration: Duration,
     /// How long to wait for another run's lease before giving up (exit code 3).
     pub wait: Duration,
@@ -201,10 +205,36 @@ pub struct LeaseOptions {
 }
 
 impl LeaseOptions {
+    /// The holder of the whole lease, or of the task's (named by the task).
     pub fn holder(&self) -> Holder {
         Holder {
             owner: self.owner.clone(),
             task: self.task.clone(),
+        }
+    }
+
+    /// Every lease this run takes: the iteration's, or one per shard of the
+    /// task, in shard-id order (so that tasks taking several never deadlock).
+    pub fn holders(&self) -> Vec<Holder> {
+        match &self.task {
+            Some(_) if !self.shards.is_empty() => {
+                let mut ids = self.shards.clone();
+                ids.sort();
+                ids.dedup();
+                ids.into_iter().map(|s| self.holder_of(&s)).collect()
+            }
+            _ => vec![self.holder()],
+        }
+    }
+
+    /// The lease under which `shard_id` is read and fixed.
+    pub fn holder_of(&self, shard_id: &str) -> Holder {
+        match &self.task {
+            Some(_) if !self.shards.is_empty() => Holder {
+                owner: self.owner.clone(),
+                task: Some(shard_id.to_string()),
+            },
+            _ => self.holder(),
         }
     }
 }
@@ -301,6 +331,52 @@ pub async fn open(
             leased: false,
         });
     }
+    let holders = lease.holders();
+    for (i, holder) in holders.iter().enumerate() {
+        let taken = acquire_one(store, key, n, holder, lease, now).await;
+        if !matches!(taken, Ok(Lease::Acquired)) {
+            // Not all of them: give back the ones taken.
+            for h in &holders[..i] {
+                if let Err(e) = store.finish(key, n, h, IterationState::Open, now()).await {
+                    log::warn!("iteration {n}: could not release the lease of {h:?}: {e}");
+                }
+            }
+        }
+        match taken? {
+            Lease::Acquired => {}
+            _ => {
+                let header = store.header(key, n).await?.unwrap_or(header);
+                let shards = store.shards(key, n).await?;
+                return Ok(Opened {
+                    header,
+                    shards,
+                    leased: false,
+                });
+            }
+        }
+    }
+    let header = store.header(key, n).await?.unwrap_or(header);
+    let mut shards = store.shards(key, n).await?;
+    if shards.len() < header.shard_count as usize {
+        shards = complete_plan(store, key, &header, shards, listed, lease).await?;
+    }
+    Ok(Opened {
+        header,
+        shards,
+        leased: true,
+    })
+}
+
+/// Takes one lease, waiting (up to `lease.wait`) while another run holds
+/// it: `Acquired`, or `Succeeded` when the iteration needs no lease.
+async fn acquire_one(
+    store: &dyn CheckpointStore,
+    key: &LogicalKey,
+    n: u64,
+    holder: &Holder,
+    lease: &LeaseOptions,
+    now: &dyn Fn() -> i64,
+) -> Result<Lease> {
     let waited_since = now();
     // Set once another run's lease was seen; then failed polls in a row.
     let mut waiting = false;
@@ -309,7 +385,7 @@ pub async fn open(
         let t = now();
         let expires = t + lease.duration.as_millis() as i64;
         let answer = store
-            .acquire(key, n, &lease.holder(), t, expires, lease.takeover)
+            .acquire(key, n, holder, t, expires, lease.takeover)
             .await;
         let answer = match answer {
             // While waiting, one failed poll (after the SDK's own retries) is
@@ -326,27 +402,8 @@ pub async fn open(
         };
         failed_polls = 0;
         match answer {
-            Lease::Succeeded => {
-                let header = store.header(key, n).await?.unwrap_or(header);
-                let shards = store.shards(key, n).await?;
-                return Ok(Opened {
-                    header,
-                    shards,
-                    leased: false,
-                });
-            }
-            Lease::Acquired => {
-                let header = store.header(key, n).await?.unwrap_or(header);
-                let mut shards = store.shards(key, n).await?;
-                if shards.len() < header.shard_count as usize {
-                    shards = complete_plan(store, key, &header, shards, listed, lease).await?;
-                }
-                return Ok(Opened {
-                    header,
-                    shards,
-                    leased: true,
-                });
-            }
+            Lease::Succeeded => return Ok(Lease::Succeeded),
+            Lease::Acquired => return Ok(Lease::Acquired),
             Lease::HeldBy { owner, expires_ms } => {
                 waiting = true;
                 let waited = Duration::from_millis((t - waited_since).max(0) as u64);
@@ -595,7 +652,9 @@ async fn complete_plan(
         have.len(),
         missing.len()
     );
-    store.add_shards(key, n, &lease.holder(), &missing).await?;
+    store
+        .add_shards(key, n, &lease.holders()[0], &missing)
+        .await?;
     Ok(store.shards(key, n).await?)
 }
 
@@ -777,6 +836,7 @@ mod tests {
         LeaseOptions {
             owner: owner.into(),
             task: None,
+            shards: Vec::new(),
             duration: Duration::from_secs(30),
             wait: Duration::ZERO,
             takeover,
@@ -923,6 +983,65 @@ mod tests {
             1
         );
         assert!(!confirm_job().await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn tasks_whose_shards_overlap_never_hold_one_shard_at_once() {
+        let store = MemoryStore::default();
+        let listed = [shard("s0", &[], "1", None), shard("s1", &[], "1", None)];
+        let start = StartSpec::TrimHorizon;
+        plan(
+            &store,
+            &key(),
+            0,
+            &stream(),
+            &listed,
+            &start,
+            &lease("p", false),
+            &NOW,
+        )
+        .await
+        .unwrap();
+        let task = |owner: &str, shards: &[&str]| LeaseOptions {
+            task: Some(shards.join("+")),
+            shards: shards.iter().map(|s| s.to_string()).collect(),
+            ..lease(owner, false)
+        };
+        let both = task("a", &["s1", "s0"]);
+        let o = open(&store, &key(), 0, &stream(), &listed, &start, &both, &NOW)
+            .await
+            .unwrap();
+        assert!(o.leased);
+        // Another task's line overlaps on s1: it waits (here: gives up at
+        // once), and keeps none of its shards.
+        let other = task("b", &["s1"]);
+        let e = open(&store, &key(), 0, &stream(), &listed, &start, &other, &NOW)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("is being run by a"), "{e}");
+        let end = done(&o.shards[1], Some("5"), false).end.unwrap();
+        assert!(store
+            .fix_shard(&key(), 0, &other.holder_of("s1"), "s1", &end)
+            .await
+            .is_err());
+        // Each shard is fixed under its own lease; when they are released,
+        // the other task gets s1.
+        store
+            .fix_shard(&key(), 0, &both.holder_of("s1"), "s1", &end)
+            .await
+            .unwrap();
+        for h in both.holders() {
+            store
+                .finish(&key(), 0, &h, IterationState::Open, 2)
+                .await
+                .unwrap();
+        }
+        assert!(
+            open(&store, &key(), 0, &stream(), &listed, &start, &other, &NOW)
+                .await
+                .unwrap()
+                .leased
+        );
     }
 
     #[tokio::test]

@@ -158,9 +158,27 @@ async fn locate(
         MapMode::Manifest(shards) => crate::manifest::task_name(shards),
         MapMode::Task { index, count } => format!("task-{index}-of-{count}"),
     });
+    // A map task leases each of its shards (known from the manifest, or
+    // dealt from the planned iteration's shards).
+    let shards = match &cfg.map {
+        None => Vec::new(),
+        Some(MapMode::Manifest(shards)) => shards.iter().cloned().collect(),
+        Some(MapMode::Task { index, count }) => {
+            let ids: Vec<String> = store
+                .shards(&key, n)
+                .await?
+                .into_iter()
+                .map(|s| s.shard_id)
+                .collect();
+            crate::manifest::task_share(&ids, *index, *count)
+                .into_iter()
+                .collect()
+        }
+    };
     let lease = LeaseOptions {
         owner: owner.to_string(),
         task,
+        shards,
         duration: cp.lease_duration,
         wait: cp.lease_wait,
         takeover: cp.takeover,
@@ -361,7 +379,7 @@ async fn release(
     lease: &LeaseOptions,
     state: IterationState,
 ) {
-    if let Err(e) = record_end(store, key, n, &lease.holder(), state).await {
+    if let Err(e) = record_ends(store, key, n, &lease.holders(), state).await {
         log::warn!("iteration {n}: could not record its end: {e:#}");
     }
 }
@@ -396,12 +414,30 @@ async fn record_end(
     }
 }
 
-/// Keeps our lease renewed; the receiver resolves if another run took it.
+/// Records the end of every lease we hold (all are given back, whatever
+/// one of them answers); the first failure is the answer.
+async fn record_ends(
+    store: &dyn CheckpointStore,
+    key: &LogicalKey,
+    n: u64,
+    holders: &[Holder],
+    state: IterationState,
+) -> Result<()> {
+    let mut first = None;
+    for h in holders {
+        if let Err(e) = record_end(store, key, n, h, state).await {
+            first.get_or_insert(e);
+        }
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// Keeps our leases renewed; the receiver resolves if another run took one.
 fn spawn_renewal(
     store: Arc<dyn CheckpointStore>,
     key: LogicalKey,
     n: u64,
-    holder: Holder,
+    holders: Vec<Holder>,
     duration: Duration,
 ) -> (
     tokio::task::JoinHandle<()>,
@@ -413,13 +449,15 @@ fn spawn_renewal(
         loop {
             tokio::time::sleep(every).await;
             let exp = crate::now_ms() + duration.as_millis() as i64;
-            match store.renew(&key, n, &holder, exp).await {
-                Ok(()) => {}
-                Err(StoreError::Conflict(_)) => {
-                    let _ = lost.send(());
-                    return;
+            for holder in &holders {
+                match store.renew(&key, n, holder, exp).await {
+                    Ok(()) => {}
+                    Err(StoreError::Conflict(_)) => {
+                        let _ = lost.send(());
+                        return;
+                    }
+                    Err(e) => log::warn!("iteration {n}: could not renew a lease: {e:#}"),
                 }
-                Err(e) => log::warn!("iteration {n}: could not renew the lease: {e:#}"),
             }
         }
     });
@@ -434,6 +472,8 @@ fn select(opened: &mut Opened, m: &MapMode, key: &LogicalKey) -> Result<()> {
         MapMode::Task { index, count } => {
             let ids: Vec<String> = opened.shards.iter().map(|s| s.shard_id.clone()).collect();
             crate::manifest::task_share(&ids, *index, *count)
+                .into_iter()
+                .collect()
         }
     };
     let missing: Vec<&str> = wanted
@@ -503,7 +543,7 @@ pub struct Held {
     store: Arc<dyn CheckpointStore>,
     key: LogicalKey,
     n: u64,
-    holder: Holder,
+    holders: Vec<Holder>,
     renewal: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -524,7 +564,7 @@ impl Held {
         } else {
             IterationState::Failed
         };
-        record_end(self.store.as_ref(), &self.key, self.n, &self.holder, state).await
+        record_ends(self.store.as_ref(), &self.key, self.n, &self.holders, state).await
     }
 }
 
@@ -649,7 +689,7 @@ async fn run_iteration(
                 store.clone(),
                 key.clone(),
                 n,
-                lease.holder(),
+                lease.holders(),
                 lease.duration,
             );
             (Some(task), Some(lost))
@@ -685,7 +725,7 @@ async fn run_iteration(
         }
     };
     let fixer = {
-        let (store, key, holder) = (store.clone(), key.clone(), lease.holder());
+        let (store, key, lease) = (store.clone(), key.clone(), lease.clone());
         let ids: Vec<String> = shards.iter().map(|s| s.shard_id.clone()).collect();
         let leased = opened.leased;
         move |i: usize, outcome: Option<Outcome>| -> Result<()> {
@@ -693,6 +733,7 @@ async fn run_iteration(
             if !leased {
                 return Ok(());
             }
+            let holder = lease.holder_of(&ids[i]);
             let end = end_from(o, &holder.owner, skipped.get(&i));
             match handle.block_on(store.fix_shard(&key, n, &holder, &ids[i], &end)) {
                 Ok(()) => Ok(()),
@@ -731,7 +772,7 @@ async fn run_iteration(
                 store,
                 key,
                 n,
-                holder: lease.holder(),
+                holders: lease.holders(),
                 renewal,
             }),
         });
@@ -746,8 +787,8 @@ async fn run_iteration(
     if opened.leased && !lost {
         match &result {
             Ok(_) => {
-                let holder = lease.holder();
-                record_end(store.as_ref(), &key, n, &holder, IterationState::Succeeded).await?
+                let holders = lease.holders();
+                record_ends(store.as_ref(), &key, n, &holders, IterationState::Succeeded).await?
             }
             Err(_) => release(store.as_ref(), &key, n, &lease, IterationState::Failed).await,
         }

@@ -572,3 +572,77 @@ async fn aws_trouble_is_one_line_that_says_what_to_do() {
          not exist)"
     );
 }
+
+/// Two map tasks whose manifest lines overlap (s1 in both), run at once:
+/// the second waits for the first's lease on s1, then replays it; neither
+/// reads s1 while the other does, and both succeed.
+#[tokio::test(flavor = "multi_thread")]
+async fn overlapping_manifest_lines_never_read_one_shard_at_once() {
+    let k = kinesis().await;
+    let stream = unique("overlapline");
+    create_stream(&k, &stream, 3).await;
+    let table = table();
+    put_many(&k, &stream, 0, 60).await;
+    let plan = [
+        "plan",
+        "--stream",
+        &stream,
+        "--checkpoint-table",
+        &table,
+        "--logical-name",
+        "V",
+        "--iteration",
+        "0",
+    ];
+    let ids: Vec<String> = String::from_utf8(ok(reader(&plan)))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["shards"][0].to_string())
+        .collect();
+    let line = |a: &str, b: &str| {
+        format!(r#"{{"iteration":0,"logical_name":"V","shards":[{a},{b}],"stream":"{stream}"}}"#)
+    };
+    let dir = std::env::temp_dir().join(unique("overlap"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let script = "fields=shard_id,sequence_number,partition_key,data; \
+        printf '%s\\n' \"$A\" | kinesis-reader --shards-from-stdin --checkpoint-table \"$T\" \
+          --fields $fields -- sh -c 'cat > \"$D/a.out\"; sleep 3' 2> \"$D/a.err\" & pid=$!; \
+        sleep 1; \
+        printf '%s\\n' \"$B\" | kinesis-reader --shards-from-stdin --checkpoint-table \"$T\" \
+          --fields $fields > \"$D/b.out\" 2> \"$D/b.err\"; b=$?; \
+        wait $pid; a=$?; echo \"$a $b\"";
+    let o = shell(
+        script,
+        &[
+            ("A", &line(&ids[0], &ids[1])),
+            ("B", &line(&ids[1], &ids[2])),
+            ("T", &table),
+            ("D", dir.to_str().unwrap()),
+        ],
+    );
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "0 0",
+        "{}\n--- a:\n{}\n--- b:\n{}",
+        stderr(&o),
+        read("a.err"),
+        read("b.err")
+    );
+    assert!(
+        read("b.err").contains("waiting for it"),
+        "{}",
+        read("b.err")
+    );
+    // The shard both lines name: the second task replayed it exactly.
+    let s1: String = ids[1].trim_matches('"').to_string();
+    let of = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{s1}\t")))
+            .map(str::to_string)
+            .collect()
+    };
+    assert!(!of(&read("a.out")).is_empty());
+    assert_eq!(of(&read("a.out")), of(&read("b.out")));
+    std::fs::remove_dir_all(dir).ok();
+}
