@@ -930,34 +930,36 @@ impl CheckpointStore for DynamoStore {
     ) -> Result<(), StoreError> {
         let key = self.lease_key(k, i, holder);
         if holder.task.is_some() {
-            // A task's lease item goes away; the iteration's state is not the task's to set.
-            bump(&self.usage.update_item, 1);
-            return match self
-                .client
-                .delete_item()
-                .table_name(&self.t.table)
-                .set_key(Some(key))
-                .condition_expression("#o = :me")
-                .expression_attribute_names("#o", "owner")
-                .expression_attribute_values(":me", s(&holder.owner))
-                .send()
-                .await
-            {
-                Ok(_) => Ok(()),
-                // Gone: our own delete landed before its answer was lost (or
-                // the lease expired and its taker finished; either way it is released).
-                Err(e) if is_condition_failure(&e) => {
-                    match self.get(self.lease_key(k, i, holder)).await? {
-                        None => Ok(()),
-                        Some(_) => Err(StoreError::Conflict(format!(
-                            "iteration {i}: task lease lost"
-                        ))),
+            // A task's lease is released, not deleted: the item keeps who
+            // released it, so that a retry after a lost answer can tell its
+            // own release from that of a run that took the lease over. The
+            // iteration's state is not the task's to set.
+            let released = self
+                .update_at(
+                    key.clone(),
+                    i,
+                    "SET #rel = :me REMOVE #o, #exp",
+                    "#o = :me",
+                    &[
+                        ("#o", "owner"),
+                        ("#exp", "lease_expires"),
+                        ("#rel", RELEASED_BY),
+                    ],
+                    vec![(":me", s(&holder.owner))],
+                )
+                .await;
+            return match released {
+                Err(StoreError::Conflict(c)) => {
+                    let item = self.get(key).await?;
+                    let field = |name: &str| item.as_ref().and_then(|it| get_s(it, name));
+                    if field("owner").is_none() && field(RELEASED_BY) == Some(holder.owner.as_str())
+                    {
+                        Ok(())
+                    } else {
+                        Err(StoreError::Conflict(c))
                     }
                 }
-                Err(e) => Err(StoreError::Other(full(e).context(format!(
-                    "releasing a task of iteration {i} in table {}",
-                    self.t.table
-                )))),
+                r => r,
             };
         }
         let names = [

@@ -646,3 +646,53 @@ async fn overlapping_manifest_lines_never_read_one_shard_at_once() {
     assert_eq!(of(&read("a.out")), of(&read("b.out")));
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// A map task whose shard lease another attempt took over exits 3, even
+/// when the taker has already finished and released that lease.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_map_task_whose_lease_is_taken_over_exits_3() {
+    let k = kinesis().await;
+    let stream = unique("losttask");
+    create_stream(&k, &stream, 1).await;
+    let table = table();
+    put_many(&k, &stream, 0, 5).await;
+    let plan = [
+        "plan",
+        "--stream",
+        &stream,
+        "--checkpoint-table",
+        &table,
+        "--logical-name",
+        "M4",
+        "--iteration",
+        "0",
+    ];
+    let manifest = ok(reader(&plan));
+    let dir = std::env::temp_dir().join(unique("losttask"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("manifest"), &manifest).unwrap();
+    // The first attempt holds its lease while its command sleeps; a second
+    // attempt takes it over and finishes first.
+    let script = "kinesis-reader --shards-from-stdin --checkpoint-table \"$T\" \
+          -- sh -c 'cat >/dev/null; sleep 4' < \"$D/manifest\" 2> \"$D/first.err\" & pid=$!; \
+        sleep 1.5; \
+        kinesis-reader --shards-from-stdin --checkpoint-table \"$T\" --rerun-without-wait \
+          < \"$D/manifest\" > /dev/null 2> \"$D/second.err\"; b=$?; \
+        wait $pid; a=$?; echo \"$a $b\"";
+    let o = shell(script, &[("T", &table), ("D", dir.to_str().unwrap())]);
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "3 0",
+        "{}\n--- first:\n{}\n--- second:\n{}",
+        stderr(&o),
+        read("first.err"),
+        read("second.err")
+    );
+    assert!(
+        read("first.err").contains("another run took the iteration over"),
+        "{}",
+        read("first.err")
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
