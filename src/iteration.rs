@@ -338,7 +338,8 @@ pub async fn open(
             // Not all of them: give back the ones taken.
             for h in &holders[..i] {
                 if let Err(e) = store.finish(key, n, h, IterationState::Open, now()).await {
-                    log::warn!("iteration {n}: could not release the lease of {h:?}: {e}");
+                    let what = h.task.as_deref().unwrap_or("the iteration");
+                    log::warn!("iteration {n}: could not release the lease of {what}: {e}");
                 }
             }
         }
