@@ -204,7 +204,9 @@ pub async fn put_many(k: &Kinesis, stream: &str, from: usize, n: usize) -> Vec<P
     v
 }
 
-fn command(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
+/// One of the binaries with the emulator's endpoint and test credentials,
+/// and nothing else of this process's environment but PATH.
+pub fn command(bin: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut c = Command::new(bin);
     c.args(args)
         .env_clear()
@@ -352,6 +354,21 @@ pub fn ok(o: Output) -> Vec<u8> {
         stderr(&o)
     );
     o.stdout
+}
+
+/// `kinesis-reader plan` of one iteration (`N` or `next`), to its end.
+pub fn run_plan(stream: &str, table: &str, logical: &str, iteration: &str) -> Output {
+    reader(&[
+        "plan",
+        "--stream",
+        stream,
+        "--checkpoint-table",
+        table,
+        "--logical-name",
+        logical,
+        "--iteration",
+        iteration,
+    ])
 }
 
 /// The checkpoint table for one test.

@@ -230,17 +230,7 @@ async fn a_next_run_that_waited_moves_on_and_never_repeats_a_succeeded_iteration
 
     // `plan --iteration next` follows the same rule.
     let first = holding_run(&stream, &table, "P");
-    let planned = reader(&[
-        "plan",
-        "--stream",
-        &stream,
-        "--checkpoint-table",
-        &table,
-        "--logical-name",
-        "P",
-        "--iteration",
-        "next",
-    ]);
+    let planned = run_plan(&stream, &table, "P", "next");
     assert!(first.wait_with_output().unwrap().status.success());
     assert!(planned.status.success(), "{}", stderr(&planned));
     let manifest = String::from_utf8(planned.stdout.clone()).unwrap();
@@ -330,18 +320,7 @@ async fn a_one_map_hadoop_job_leaves_the_iteration_to_finish() {
     create_stream(&k, &stream, 2).await;
     let table = table();
     put_many(&k, &stream, 0, 10).await;
-    let plan = [
-        "plan",
-        "--stream",
-        &stream,
-        "--checkpoint-table",
-        &table,
-        "--logical-name",
-        "M",
-        "--iteration",
-        "0",
-    ];
-    ok(reader(&plan));
+    ok(run_plan(&stream, &table, "M", "0"));
     let o = reader_env(
         &args(&stream, &table, "M", "0"),
         &[
@@ -583,18 +562,7 @@ async fn overlapping_manifest_lines_never_read_one_shard_at_once() {
     create_stream(&k, &stream, 3).await;
     let table = table();
     put_many(&k, &stream, 0, 60).await;
-    let plan = [
-        "plan",
-        "--stream",
-        &stream,
-        "--checkpoint-table",
-        &table,
-        "--logical-name",
-        "V",
-        "--iteration",
-        "0",
-    ];
-    let ids: Vec<String> = String::from_utf8(ok(reader(&plan)))
+    let ids: Vec<String> = String::from_utf8(ok(run_plan(&stream, &table, "V", "0")))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["shards"][0].to_string())
@@ -656,18 +624,7 @@ async fn a_map_task_whose_lease_is_taken_over_exits_3() {
     create_stream(&k, &stream, 1).await;
     let table = table();
     put_many(&k, &stream, 0, 5).await;
-    let plan = [
-        "plan",
-        "--stream",
-        &stream,
-        "--checkpoint-table",
-        &table,
-        "--logical-name",
-        "M4",
-        "--iteration",
-        "0",
-    ];
-    let manifest = ok(reader(&plan));
+    let manifest = ok(run_plan(&stream, &table, "M4", "0"));
     let dir = std::env::temp_dir().join(unique("losttask"));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("manifest"), &manifest).unwrap();

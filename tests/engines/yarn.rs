@@ -107,12 +107,7 @@ fn hadoop(cluster: &Cluster, args: &[&str]) -> std::process::Output {
 
 /// A kinesis-reader in the background with `input` on its stdin.
 fn spawn_reader_with(args: &[&str], input: &str) -> Child {
-    let mut c = Command::new(READER)
-        .args(args)
-        .env("AWS_ENDPOINT_URL", endpoint())
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_REGION", REGION)
+    let mut c = command(READER, args, &[])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -133,18 +128,7 @@ async fn on_yarn_a_failed_and_a_slow_attempt_still_deliver_every_record_once() {
 
     // A slow first attempt of shard 0's task, outside the job: it fixes the
     // shard's end at once, then holds the task's lease for 25 s.
-    let plan = [
-        "plan",
-        "--stream",
-        &stream,
-        "--checkpoint-table",
-        &table,
-        "--logical-name",
-        "top",
-        "--iteration",
-        "next",
-    ];
-    let manifest = String::from_utf8(ok(reader(&plan))).unwrap();
+    let manifest = String::from_utf8(ok(run_plan(&stream, &table, "top", "next"))).unwrap();
     let shard0 = manifest.lines().next().unwrap().to_string();
     let slow = spawn_reader_with(
         &[
