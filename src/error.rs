@@ -1,7 +1,7 @@
 //! Errors that decide the exit code, and the exit codes themselves.
 //!
-//! Everything else travels as `anyhow::Error` with context; the binaries look
-//! for one of these in the chain to pick the code.
+//! Everything else travels as `anyhow::Error` with context; [`exit_for`] looks
+//! for an [`ExitError`] in the chain to pick the code.
 
 use std::process::ExitCode;
 
@@ -30,9 +30,9 @@ impl From<Exit> for ExitCode {
     }
 }
 
-/// Errors with their own exit code.
+/// An error that carries its own exit code.
 #[derive(Debug, thiserror::Error)]
-pub enum ReaderError {
+pub enum ExitError {
     #[error("{0}")]
     Usage(String),
     #[error("{0}")]
@@ -45,82 +45,21 @@ pub enum ReaderError {
     Undrained(String),
 }
 
-/// The `main` of both binaries: logging (`RUST_LOG`, default `info` for
-/// this crate), parsing, a tokio runtime, and the exit code — an error is
-/// printed once, as its whole chain, on one line.
-pub fn main_with<C, F, Fut>(name: &str, run: F) -> ExitCode
-where
-    C: clap::Parser + crate::config::HasVerbosity,
-    F: FnOnce(C) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<u8>>,
-{
-    let cli = match C::try_parse() {
-        Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() {
-                Exit::Usage
-            } else {
-                Exit::Ok
-            }
-            .into();
-        }
-    };
-    // -q / -v win over RUST_LOG, which wins over the default.
-    let krate = name.replace('-', "_");
-    let default = format!("{krate}=info,kinesis_streaming=info,warn");
-    let mut logger = match cli.verbosity().filter(&krate) {
-        Some(f) => {
-            let mut b = env_logger::Builder::new();
-            b.parse_filters(&f);
-            b
-        }
-        None => {
-            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
-        }
-    };
-    logger.format_target(false).init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let result = runtime.block_on(run(cli));
-    // Do not wait for a thread still blocked on stdin or stdout.
-    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
-    match result {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            let code = exit_for(&e);
-            if code != Exit::Ok {
-                eprintln!("{name}: {e:#}");
-            }
-            code.into()
-        }
-    }
-}
-
-/// Resolves at SIGINT or SIGTERM, naming it: both binaries stop cleanly on either.
-pub async fn interrupted() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-    }
-}
-
 /// The exit code for an error chain: a broken pipe (the reader of our stdout
 /// went away, as with `| head`) is a normal end.
 pub fn exit_for(err: &anyhow::Error) -> Exit {
     for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<ReaderError>() {
+        if let Some(e) = cause.downcast_ref::<ExitError>() {
             return match e {
-                ReaderError::Usage(_) => Exit::Usage,
-                ReaderError::IterationOwned(_) => Exit::IterationOwned,
-                ReaderError::DataExpired(_) => Exit::DataExpired,
-                ReaderError::Interrupted(_) => Exit::Interrupted,
-                ReaderError::Undrained(_) => Exit::Undrained,
+                ExitError::Usage(_) => Exit::Usage,
+                ExitError::IterationOwned(_) => Exit::IterationOwned,
+                ExitError::DataExpired(_) => Exit::DataExpired,
+                ExitError::Interrupted(_) => Exit::Interrupted,
+                ExitError::Undrained(_) => Exit::Undrained,
             };
+        }
+        if let Some(crate::ports::SinkError::NotUsable(_)) = cause.downcast_ref() {
+            return Exit::Usage;
         }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::BrokenPipe {
@@ -138,7 +77,7 @@ mod tests {
 
     #[test]
     fn codes_are_found_through_context() {
-        let e = Err::<(), _>(ReaderError::IterationOwned("x".into()))
+        let e = Err::<(), _>(ExitError::IterationOwned("x".into()))
             .context("opening iteration 3")
             .unwrap_err();
         assert_eq!(exit_for(&e), Exit::IterationOwned);
@@ -146,13 +85,10 @@ mod tests {
             .context("writing stdout");
         assert_eq!(exit_for(&pipe), Exit::Ok);
         assert_eq!(exit_for(&anyhow::anyhow!("boom")), Exit::Failure);
-        assert_eq!(
-            exit_for(&ReaderError::Usage("u".into()).into()),
-            Exit::Usage
-        );
+        assert_eq!(exit_for(&ExitError::Usage("u".into()).into()), Exit::Usage);
         assert_eq!(Exit::DataExpired as u8, 4);
         assert_eq!(
-            exit_for(&ReaderError::Undrained("u".into()).into()),
+            exit_for(&ExitError::Undrained("u".into()).into()),
             Exit::Undrained
         );
         assert_eq!(Exit::Undrained as u8, 5);

@@ -7,10 +7,10 @@
 //! is older than the retention (less a margin) is the shard probed: its
 //! oldest record (TRIM_HORIZON) tells whether the start is still there.
 
-use crate::checkpoint::ShardCheckpoint;
 use crate::iteration::fmt_ms;
+use crate::ports::checkpoint::ShardCheckpoint;
+use crate::ports::stream::{Record, StreamApi};
 use crate::position::{seq_cmp, Position};
-use crate::stream::{Record, StreamApi};
 use anyhow::Result;
 use std::cmp::Ordering;
 
@@ -132,42 +132,11 @@ pub fn message(stream: &str, retention_hours: i64, expired: &[Expired]) -> Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::ShardEnd;
-    use crate::stream::{Page, ShardInfo, StreamError, StreamInfo};
-    use async_trait::async_trait;
-    use bytes::Bytes;
+    use crate::fakes::{record, Faulty, MemoryStream};
+    use crate::ports::checkpoint::ShardEnd;
 
     const H: i64 = 3_600_000;
     const NOW: i64 = 1_000 * H;
-
-    /// A shard whose oldest record is `oldest` (sequence, arrival).
-    struct Trimmed(Option<(String, i64)>, std::sync::atomic::AtomicUsize);
-
-    #[async_trait]
-    impl StreamApi for Trimmed {
-        async fn describe(&self) -> Result<StreamInfo, StreamError> {
-            unreachable!()
-        }
-        async fn list_shards(&self) -> Result<Vec<ShardInfo>, StreamError> {
-            unreachable!()
-        }
-        async fn iterator(&self, _: &str, _: &Position) -> Result<String, StreamError> {
-            unreachable!()
-        }
-        async fn get_records(&self, _: &str, _: i32) -> Result<Page, StreamError> {
-            unreachable!()
-        }
-        async fn oldest(&self, _: &str) -> Result<Option<Record>, StreamError> {
-            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Ok(self.0.clone().map(|(s, t)| Record {
-                sequence_number: s,
-                sub_sequence_number: None,
-                partition_key: "k".into(),
-                data: Bytes::new(),
-                arrival_ms: t,
-            }))
-        }
-    }
 
     fn live(start: Position, known: Option<i64>) -> ShardCheckpoint {
         ShardCheckpoint {
@@ -179,10 +148,21 @@ mod tests {
         }
     }
 
+    /// Checks `s` on a shard whose oldest record is `oldest` (sequence,
+    /// arrival), or that has none left; returns what expired and how many
+    /// times the shard's oldest record was asked for.
     async fn run(oldest: Option<(&str, i64)>, s: ShardCheckpoint) -> (usize, usize) {
-        let api = Trimmed(oldest.map(|(a, t)| (a.to_string(), t)), Default::default());
+        let records = match oldest {
+            Some((seq, t)) => vec![record(seq, "", t)],
+            None => vec![record("1", "", 0)],
+        };
+        let stream = MemoryStream::new("logs").with_shard("s", &[], records);
+        if oldest.is_none() {
+            stream.trim("s", 1);
+        }
+        let api = Faulty::new(stream);
         let e = check(&api, 24, &[s], NOW).await.unwrap();
-        (e.len(), api.1.load(std::sync::atomic::Ordering::SeqCst))
+        (e.len(), api.calls("oldest"))
     }
 
     #[tokio::test]

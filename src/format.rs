@@ -293,7 +293,7 @@ fn next_special(b: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream::Record;
+    use crate::ports::stream::Record;
     use bytes::Bytes;
 
     fn rec(data: &[u8], pk: &str) -> Record {

@@ -3,8 +3,9 @@
 //! (libFuzzer, nightly Rust) and the seeded mutation runs in `tests/fuzz.rs`
 //! (stable Rust, in CI) call the same functions.
 
-use crate::config::{Cli, Layers, ReaderConfig};
-use crate::stream::Record;
+use crate::cli::ReaderCli;
+use crate::config::{Layers, ReaderConfig};
+use crate::ports::stream::Record;
 use bytes::Bytes;
 use clap::Parser;
 
@@ -92,7 +93,7 @@ pub fn settings(data: &[u8]) {
     }
     let lookup = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     if let Ok(layers) = Layers::new(&defines, &lookup) {
-        let cli = Cli::try_parse_from(["kinesis-reader"]).expect("no arguments parse");
+        let cli = ReaderCli::try_parse_from(["kinesis-reader"]).expect("no arguments parse");
         let _ = ReaderConfig::resolve(&cli.common, &cli.read, &layers, None);
     }
     let _ = crate::manifest::assignment(&text);

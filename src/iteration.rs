@@ -10,13 +10,13 @@
 //! Opening resolves `--iteration N|next`, creates the iteration if needed
 //! (conditional write) and takes its lease.
 
-use crate::checkpoint::{
+use crate::error::ExitError;
+use crate::ports::checkpoint::{
     CheckpointStore, Holder, IterationHeader, IterationState, Lease, LogicalKey, ShardCheckpoint,
     StoreError,
 };
-use crate::error::ReaderError;
+use crate::ports::stream::{ShardInfo, StreamInfo};
 use crate::position::Position;
-use crate::stream::{ShardInfo, StreamInfo};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -170,7 +170,7 @@ pub fn plan_next(
 }
 
 /// The same shard in the next iteration, from where it ended.
-fn carry(s: &ShardCheckpoint, end: &crate::checkpoint::ShardEnd) -> ShardCheckpoint {
+fn carry(s: &ShardCheckpoint, end: &crate::ports::checkpoint::ShardEnd) -> ShardCheckpoint {
     ShardCheckpoint {
         shard_id: s.shard_id.clone(),
         parents: s.parents.clone(),
@@ -268,14 +268,14 @@ pub async fn resolve(
             Ok(low.unwrap_or(h.number + 1))
         }
         (IterationRequest::Number(0), None) => Ok(0),
-        (IterationRequest::Number(n), None) => Err(ReaderError::Usage(format!(
+        (IterationRequest::Number(n), None) => Err(ExitError::Usage(format!(
             "iteration {n} of logical name {:?} cannot be opened: it has no iterations yet and \
              its first is 0 (use --iteration 0 or --iteration next)",
             key.logical_name
         ))
         .into()),
         (IterationRequest::Number(n), Some(h)) if n <= h.number + 1 => Ok(n),
-        (IterationRequest::Number(n), Some(h)) => Err(ReaderError::Usage(format!(
+        (IterationRequest::Number(n), Some(h)) => Err(ExitError::Usage(format!(
             "iteration {n} of logical name {:?} cannot be opened: the latest iteration is {}, \
              so the next one is {} (use --iteration {} or --iteration next)",
             key.logical_name,
@@ -305,7 +305,7 @@ pub async fn open(
         Some(h) => h,
         // A map task reads a planned iteration; it never creates one.
         None if lease.task.is_some() => {
-            return Err(ReaderError::Usage(format!(
+            return Err(ExitError::Usage(format!(
                 "iteration {n} of logical name {:?} has not been planned: run `kinesis-reader \
                  plan` first (a map task reads only the shards of a planned iteration)",
                 key.logical_name
@@ -409,7 +409,7 @@ async fn acquire_one(
                 waiting = true;
                 let waited = Duration::from_millis((t - waited_since).max(0) as u64);
                 if waited >= lease.wait {
-                    return Err(ReaderError::IterationOwned(format!(
+                    return Err(ExitError::IterationOwned(format!(
                         "{} of logical name {:?} is being run by {owner} \
                          (lease until {}); waited {}; rerun later, or take it over \
                          with --rerun-without-wait",
@@ -488,7 +488,7 @@ pub async fn confirm(
     now: &dyn Fn() -> i64,
 ) -> Result<bool> {
     if store.header(key, n).await?.is_none() {
-        return Err(ReaderError::Usage(format!(
+        return Err(ExitError::Usage(format!(
             "iteration {n} of logical name {:?} does not exist",
             key.logical_name
         ))
@@ -556,7 +556,7 @@ async fn create(
             // For n = 0 a concurrent creator may have won the race: the
             // conditional create below then loses, and we go for the lease.
             if n > 0 && store.latest(key).await?.is_some() {
-                bail!(ReaderError::Usage(format!(
+                bail!(ExitError::Usage(format!(
                     "iteration {} of logical name {:?} does not exist, so {n} cannot follow it",
                     n - 1,
                     key.logical_name
@@ -570,7 +570,7 @@ async fn create(
             let prev_shards = store.shards(key, p.number).await?;
             let shards =
                 plan_next(&prev_shards, listed, spec_time(&p.start_spec)).map_err(|e| {
-                    anyhow!(ReaderError::Usage(format!(
+                    anyhow!(ExitError::Usage(format!(
                         "iteration {n} cannot start yet: iteration {} is not complete ({e}); \
                          run it first (--iteration {} or --iteration next)",
                         p.number, p.number
@@ -693,7 +693,8 @@ pub fn fmt_ms(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::{MemoryStore, ShardEnd};
+    use crate::fakes::{Fault, Faulty, MemoryStore};
+    use crate::ports::checkpoint::ShardEnd;
 
     fn shard(id: &str, parents: &[&str], start: &str, end: Option<&str>) -> ShardInfo {
         ShardInfo {
@@ -1108,124 +1109,13 @@ mod tests {
             .all(|s| s.end.as_ref().unwrap().fixed_by == "b"));
     }
 
-    /// A store with injected quirks: a stale first `header` answer (as if
-    /// another run created the iteration between our read and our write),
-    /// and `acquire` calls (counted from 0) that fail.
-    #[derive(Default)]
-    struct Quirky {
-        inner: MemoryStore,
-        stale_first_header: bool,
-        header_read: std::sync::atomic::AtomicBool,
-        fail_acquires: std::ops::Range<usize>,
-        acquires: std::sync::atomic::AtomicUsize,
-    }
-
-    #[async_trait::async_trait]
-    impl CheckpointStore for Quirky {
-        async fn latest(&self, k: &LogicalKey) -> Result<Option<IterationHeader>, StoreError> {
-            self.inner.latest(k).await
-        }
-        async fn header(
-            &self,
-            k: &LogicalKey,
-            n: u64,
-        ) -> Result<Option<IterationHeader>, StoreError> {
-            let read = self
-                .header_read
-                .swap(true, std::sync::atomic::Ordering::SeqCst);
-            if self.stale_first_header && !read {
-                return Ok(None);
-            }
-            self.inner.header(k, n).await
-        }
-        async fn lowest_unfinished(
-            &self,
-            k: &LogicalKey,
-            a: u64,
-            b: u64,
-        ) -> Result<Option<u64>, StoreError> {
-            self.inner.lowest_unfinished(k, a, b).await
-        }
-        async fn headers(&self, k: &LogicalKey) -> Result<Vec<IterationHeader>, StoreError> {
-            self.inner.headers(k).await
-        }
-        async fn shards(&self, k: &LogicalKey, n: u64) -> Result<Vec<ShardCheckpoint>, StoreError> {
-            self.inner.shards(k, n).await
-        }
-        async fn create(
-            &self,
-            k: &LogicalKey,
-            h: &IterationHeader,
-            s: &[ShardCheckpoint],
-        ) -> Result<(), StoreError> {
-            self.inner.create(k, h, s).await
-        }
-        async fn add_shards(
-            &self,
-            k: &LogicalKey,
-            n: u64,
-            o: &Holder,
-            s: &[ShardCheckpoint],
-        ) -> Result<(), StoreError> {
-            self.inner.add_shards(k, n, o, s).await
-        }
-        async fn acquire(
-            &self,
-            k: &LogicalKey,
-            n: u64,
-            o: &Holder,
-            now: i64,
-            exp: i64,
-            t: bool,
-        ) -> Result<Lease, StoreError> {
-            let call = self
-                .acquires
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            if self.fail_acquires.contains(&call) {
-                return Err(StoreError::Other(anyhow!("injected: service unavailable")));
-            }
-            self.inner.acquire(k, n, o, now, exp, t).await
-        }
-        async fn renew(
-            &self,
-            k: &LogicalKey,
-            n: u64,
-            o: &Holder,
-            exp: i64,
-        ) -> Result<(), StoreError> {
-            self.inner.renew(k, n, o, exp).await
-        }
-        async fn fix_shard(
-            &self,
-            k: &LogicalKey,
-            n: u64,
-            o: &Holder,
-            id: &str,
-            e: &ShardEnd,
-        ) -> Result<(), StoreError> {
-            self.inner.fix_shard(k, n, o, id, e).await
-        }
-        async fn finish(
-            &self,
-            k: &LogicalKey,
-            n: u64,
-            o: &Holder,
-            st: IterationState,
-            now: i64,
-        ) -> Result<(), StoreError> {
-            self.inner.finish(k, n, o, st, now).await
-        }
-    }
-
     #[tokio::test]
     async fn losing_the_race_to_create_iteration_zero_means_waiting_for_its_lease() {
         let inner = MemoryStore::default();
         open_as(&inner, 0, "a", false).await.unwrap();
-        let late = Quirky {
-            inner,
-            stale_first_header: true,
-            ..Default::default()
-        };
+        // A stale read of the header: as if the other run created the
+        // iteration between our read and our write.
+        let late = Faulty::new(inner).on("header", 1..=1, Fault::StaleRead);
         let listed = [shard("s0", &[], "1", None)];
         let e = open(
             &late,
@@ -1248,7 +1138,7 @@ mod tests {
 
     /// Opens iteration 0 as "b" on `store`, waiting up to 2 minutes for the
     /// lease "a" holds (30 s from 1,000), on a clock that moves 1 s per read.
-    async fn wait_for_a(store: &Quirky) -> Result<Opened> {
+    async fn wait_for_a(store: &Faulty<MemoryStore>) -> Result<Opened> {
         let clock = std::sync::atomic::AtomicI64::new(1_000);
         let now = || clock.fetch_add(1_000, std::sync::atomic::Ordering::SeqCst);
         let b = LeaseOptions {
@@ -1263,11 +1153,7 @@ mod tests {
         let inner = MemoryStore::default();
         open_as(&inner, 0, "a", false).await.unwrap();
         // The first poll sees "a"'s lease; the next two fail.
-        let store = Quirky {
-            inner,
-            fail_acquires: 1..3,
-            ..Default::default()
-        };
+        let store = Faulty::new(inner).on("acquire", 2..=3, Fault::Fail);
         let o = wait_for_a(&store).await.unwrap();
         assert!(o.leased, "b took the lease once a's expired");
     }
@@ -1276,25 +1162,17 @@ mod tests {
     async fn a_lasting_error_while_waiting_ends_the_run_as_itself() {
         let inner = MemoryStore::default();
         open_as(&inner, 0, "a", false).await.unwrap();
-        let store = Quirky {
-            inner,
-            fail_acquires: 1..usize::MAX,
-            ..Default::default()
-        };
+        let store = Faulty::new(inner).on("acquire", 2.., Fault::Fail);
         let e = wait_for_a(&store).await.unwrap_err();
         assert!(format!("{e:#}").contains("injected"), "{e:#}");
         // The first poll and WAIT_POLL_FAILURES failed ones, then the last.
-        let polls = store.acquires.load(std::sync::atomic::Ordering::SeqCst);
+        let polls = store.calls("acquire");
         assert_eq!(polls, 2 + WAIT_POLL_FAILURES as usize);
         // A run that fails at its first poll does not wait at all.
-        let store = Quirky {
-            inner: MemoryStore::default(),
-            fail_acquires: 0..usize::MAX,
-            ..Default::default()
-        };
-        open_as(&store.inner, 0, "a", false).await.unwrap();
+        let store = Faulty::new(MemoryStore::default()).on("acquire", 1.., Fault::Fail);
+        open_as(store.inner(), 0, "a", false).await.unwrap();
         assert!(wait_for_a(&store).await.is_err());
-        assert_eq!(store.acquires.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(store.calls("acquire"), 1);
     }
 
     #[tokio::test]

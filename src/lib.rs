@@ -23,10 +23,14 @@
 //! - [`aws`]: the only place that touches the AWS SDK (clients and adapters).
 
 pub mod aws;
-pub mod checkpoint;
+pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod error;
+pub mod exec;
 pub mod expiry;
+#[cfg(any(test, feature = "fakes"))]
+pub mod fakes;
 pub mod format;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -35,13 +39,14 @@ pub mod kpl;
 pub mod manifest;
 pub mod merge;
 pub mod pages;
+pub mod ports;
 pub mod position;
 pub mod progress;
 pub mod reader;
 pub mod records;
 pub mod shard_reader;
 pub mod status;
-pub mod stream;
+pub mod stop;
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

@@ -200,7 +200,7 @@ pub fn merge(
 mod tests {
     use super::*;
     use crate::format::{DataEncoding, Field, OutputFormat};
-    use crate::stream::Record;
+    use crate::ports::stream::Record;
     use bytes::Bytes;
 
     fn rec(seq: u32, ts: i64) -> Record {

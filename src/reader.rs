@@ -2,24 +2,22 @@
 //! once, write them through the deterministic merge, fix each shard's
 //! boundary as soon as its records are delivered, and close the iteration.
 
-use crate::checkpoint::{
-    CheckpointStore, Holder, IterationState, LogicalKey, ShardCheckpoint, ShardEnd, StoreError,
-};
-use crate::config::{MapMode, ReaderConfig, Until};
-use crate::error::ReaderError;
+use crate::config::{MapMode, ReaderConfig};
+use crate::error::ExitError;
 use crate::expiry::{self, OnExpired};
 use crate::format::Formatter;
 use crate::iteration::{self, LeaseOptions, Opened};
 use crate::merge::{merge, MergeShard, MergeStats};
 use crate::pages::{Budget, PAGES_PER_SHARD};
+use crate::ports::checkpoint::{
+    CheckpointStore, Holder, IterationState, LogicalKey, ShardCheckpoint, ShardEnd, StoreError,
+};
+use crate::ports::stream::{ShardInfo, StreamApi, StreamError, StreamInfo};
 use crate::position::Position;
-use crate::shard_reader::{EndRules, Outcome, ReadSettings, ShardEvent, ShardTask, Target};
-use crate::stream::{ShardInfo, StreamApi, StreamError, StreamInfo};
+use crate::shard_reader::{EndRules, Outcome, ReadSettings, ShardEvent, ShardTask, Target, Until};
 use anyhow::{anyhow, Context, Result};
 use std::collections::HashMap;
-use std::future::Future;
 use std::io::Write;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -48,23 +46,7 @@ fn stream_error(e: StreamError) -> anyhow::Error {
     }
 }
 
-/// Resolves (with a description such as "SIGTERM") when the run must stop.
-pub type Stop = Pin<Box<dyn Future<Output = String> + Send>>;
-
-/// Reads one iteration (with a store) or one pass from the start position
-/// (without), writing lines to `out`. When `stop` resolves, the run ends with
-/// [`ReaderError::Interrupted`] and its iteration is released as failed.
-pub async fn read(
-    api: Arc<dyn StreamApi>,
-    store: Option<Arc<dyn CheckpointStore>>,
-    cfg: &ReaderConfig,
-    owner: &str,
-    out: Box<dyn Write + Send>,
-    stop: Stop,
-) -> Result<Summary> {
-    let prepared = prepare(api, store, cfg, owner).await?;
-    run(prepared, cfg, out, stop, false).await
-}
+pub use crate::stop::Stop;
 
 /// A run with its stream looked at and, with checkpoints, its iteration
 /// opened and leased: what a child process is told before records flow.
@@ -146,7 +128,7 @@ async fn locate(
     let cp = cfg
         .checkpoint
         .as_ref()
-        .ok_or_else(|| ReaderError::Usage("this needs a checkpoint table".into()))?;
+        .ok_or_else(|| ExitError::Usage("this needs a checkpoint table".into()))?;
     let info = api.describe().await.map_err(stream_error)?;
     let listed = api.list_shards().await.map_err(stream_error)?;
     let key = LogicalKey {
@@ -240,14 +222,17 @@ fn opening(n: u64, key: &LogicalKey) -> String {
 }
 
 /// Looks at the stream and opens the iteration (waiting for its lease).
+/// `meter`: per-shard progress, when a person watches.
 pub async fn prepare(
     api: Arc<dyn StreamApi>,
     store: Option<Arc<dyn CheckpointStore>>,
     cfg: &ReaderConfig,
     owner: &str,
+    meter: Option<Arc<crate::progress::Shards>>,
 ) -> Result<Prepared> {
     let started = Instant::now();
-    let read = read_settings(api.as_ref(), cfg).await?;
+    let mut read = read_settings(api.as_ref(), cfg).await?;
+    read.meter = meter;
     let Some(store) = store.filter(|_| cfg.checkpoint.is_some()) else {
         let info = api.describe().await.map_err(stream_error)?;
         let listed = api.list_shards().await.map_err(stream_error)?;
@@ -348,7 +333,7 @@ pub async fn confirm(
         .await?
         .is_some_and(|h| h.state == IterationState::Failed);
     if failed && !force {
-        return Err(ReaderError::Usage(format!(
+        return Err(ExitError::Usage(format!(
             "iteration {} of {:?} is recorded as failed (a run of it ended in an error, or its \
              command failed or was killed), so its output may be incomplete: rerun it \
              (--iteration {} or --iteration next), or mark it succeeded anyway with \
@@ -392,7 +377,7 @@ fn lease_lost(key: &LogicalKey, n: u64, holder: &Holder) -> anyhow::Error {
         None => format!("iteration {n} of {:?}", key.logical_name),
         Some(t) => format!("task {t} of iteration {n} of {:?}", key.logical_name),
     };
-    ReaderError::IterationOwned(format!(
+    ExitError::IterationOwned(format!(
         "{what}: another run took the iteration over while this run read it, so this run's \
          output is incomplete (discard it); the other run delivers the iteration"
     ))
@@ -482,7 +467,7 @@ fn select(opened: &mut Opened, m: &MapMode, key: &LogicalKey) -> Result<()> {
         .map(String::as_str)
         .collect();
     if !missing.is_empty() {
-        return Err(ReaderError::Usage(format!(
+        return Err(ExitError::Usage(format!(
             "shard{} {} {} not part of iteration {n} of {:?}, whose shards are {}: the manifest \
              comes from another plan",
             if missing.len() == 1 { "" } else { "s" },
@@ -531,7 +516,7 @@ pub async fn run(
         }
         None => tokio::select! {
             r = read_unchecked(api, &listed, cfg, &read, &info.name, out) => r?,
-            why = stop => return Err(ReaderError::Interrupted(format!("stopped by {why}")).into()),
+            why = stop => return Err(ExitError::Interrupted(format!("stopped by {why}")).into()),
         },
     };
     summary.elapsed = started.elapsed();
@@ -621,7 +606,7 @@ async fn handle_expired(
     }
     if policy == OnExpired::Fail {
         return Err(
-            ReaderError::DataExpired(expiry::message(stream, retention_hours, &expired)).into(),
+            ExitError::DataExpired(expiry::message(stream, retention_hours, &expired)).into(),
         );
     }
     let mut skipped = HashMap::new();
@@ -737,7 +722,7 @@ async fn run_iteration(
             let end = end_from(o, &holder.owner, skipped.get(&i));
             match handle.block_on(store.fix_shard(&key, n, &holder, &ids[i], &end)) {
                 Ok(()) => Ok(()),
-                Err(StoreError::Conflict(_)) => Err(ReaderError::IterationOwned(format!(
+                Err(StoreError::Conflict(_)) => Err(ExitError::IterationOwned(format!(
                     "iteration {n} of {:?}: shard {} could not be fixed because another run \
                      took the iteration over or fixed it first: this run's output is \
                      incomplete (discard it); the other run's counts",
@@ -751,7 +736,7 @@ async fn run_iteration(
     let result = tokio::select! {
         r = pump_groups(api, &read_shards, stream.listed, rules, stream.read, fmt, out, fixer,
                         cfg.max_concurrent_shards) => r,
-        why = stop => Err(ReaderError::Interrupted(format!(
+        why = stop => Err(ExitError::Interrupted(format!(
             "stopped by {why}; iteration {n} is released as failed, and no shard is fixed past \
              its last delivered record"
         )).into()),

@@ -9,7 +9,7 @@
 //! Records are read as [`RecordRef`] views; dropping records (a filter, the
 //! end of a range) only touches the entries.
 
-use crate::stream::Record;
+use crate::ports::stream::Record;
 use bytes::Bytes;
 use std::ops::Range;
 

@@ -6,9 +6,9 @@
 //! ([`crate::pages`]), so memory is bounded by pages, not by the stream, and a
 //! stalled consumer stops the reading.
 
+use crate::ports::stream::{Page, StreamApi, StreamError, Subscription};
 use crate::position::{seq_cmp, Position};
 use crate::records::Records;
-use crate::stream::{Page, StreamApi, StreamError, Subscription};
 use anyhow::{anyhow, Context, Result};
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -25,6 +25,15 @@ const IDLE_POLL: Duration = Duration::from_millis(1000);
 /// Records arriving after a caught-up poll are assumed to carry an arrival
 /// time no earlier than this much before the poll (clock skew allowance).
 const WATERMARK_MARGIN_MS: i64 = 1000;
+
+/// `--until`: which rule ends a live read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Until {
+    /// What was in the stream when the iteration opened.
+    Snapshot,
+    /// EMR's rules: no new record for a while, or the iteration's time is up.
+    Timeouts,
+}
 
 /// When a live read stops.
 #[derive(Clone, Debug, Default)]
@@ -525,133 +534,39 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stream::{Page, Record, ShardInfo, StreamInfo};
-    use async_trait::async_trait;
+    use crate::fakes::{record, Fault, Faulty, MemoryStream};
+    use crate::ports::stream::Record;
     use bytes::Bytes;
-    use std::sync::atomic::{AtomicUsize, Ordering as AO};
 
-    /// One shard in memory. Like moto, its iterator never ends; the k-th
-    /// GetRecords calls listed in `expire_on` answer ExpiredIteratorException.
-    struct FakeShard {
-        records: Vec<Record>,
-        page: usize,
-        calls: AtomicUsize,
-        expire_on: Vec<usize>,
-        /// Enhanced fan-out: subscriptions refused as "in use" before one is
-        /// granted, and subscriptions made.
-        busy_first: usize,
-        subscribes: AtomicUsize,
-    }
-
-    /// A subscription that pushes two pages, then ends (as after 5 minutes).
-    struct FakeSub {
-        records: Vec<Record>,
-        page: usize,
-        events_left: usize,
-    }
-
-    #[async_trait]
-    impl Subscription for FakeSub {
-        async fn next(&mut self) -> Result<Option<Page>, StreamError> {
-            if self.events_left == 0 {
-                return Ok(None);
-            }
-            self.events_left -= 1;
-            let n = self.page.min(self.records.len());
-            let records: Vec<Record> = self.records.drain(..n).collect();
-            Ok(Some(Page {
-                next_iterator: Some(
-                    records
-                        .last()
-                        .map_or("-".into(), |r| r.sequence_number.clone()),
-                ),
-                millis_behind_latest: Some(if self.records.is_empty() { 0 } else { 5 }),
-                records: records.into(),
-            }))
-        }
-    }
-
-    #[async_trait]
-    impl StreamApi for FakeShard {
-        async fn oldest(&self, _: &str) -> Result<Option<Record>, StreamError> {
-            Ok(self.records.first().cloned())
-        }
-        async fn describe(&self) -> Result<StreamInfo, StreamError> {
-            unreachable!()
-        }
-        async fn list_shards(&self) -> Result<Vec<ShardInfo>, StreamError> {
-            unreachable!()
-        }
-        async fn iterator(&self, _: &str, from: &Position) -> Result<String, StreamError> {
-            let i = self.records.iter().position(|r| match from {
-                Position::Timestamp(t) => r.arrival_ms >= *t,
-                p => p.admits(&r.sequence_number),
-            });
-            Ok(i.unwrap_or(self.records.len()).to_string())
-        }
-        async fn subscribe(
-            &self,
-            _: &str,
-            _: &str,
-            from: &Position,
-        ) -> Result<Box<dyn Subscription>, StreamError> {
-            if self.subscribes.fetch_add(1, AO::SeqCst) < self.busy_first {
-                return Err(StreamError::SubscriptionInUse("busy".into()));
-            }
-            let records = self
-                .records
-                .iter()
-                .filter(|r| from.admits(&r.sequence_number))
-                .cloned()
-                .collect();
-            Ok(Box::new(FakeSub {
-                records,
-                page: self.page,
-                events_left: 2,
-            }))
-        }
-        async fn get_records(&self, it: &str, limit: i32) -> Result<Page, StreamError> {
-            let call = self.calls.fetch_add(1, AO::SeqCst);
-            if self.expire_on.contains(&call) {
-                return Err(StreamError::IteratorExpired);
-            }
-            let i: usize = it.parse().unwrap();
-            let end = (i + self.page.min(limit as usize)).min(self.records.len());
-            Ok(Page {
-                records: self.records[i..end].to_vec().into(),
-                next_iterator: Some(end.to_string()),
-                millis_behind_latest: Some(if end == self.records.len() { 0 } else { 5 }),
-            })
-        }
-    }
-
-    fn fake(n: u64, page: usize, expire_on: Vec<usize>) -> Arc<FakeShard> {
+    /// Shard "s" of `n` records (sequence numbers 10, 20, …), `page` per
+    /// GetRecords call. Like moto, its iterator never ends.
+    fn shard(n: u64, page: usize) -> MemoryStream {
         let records = (1..=n)
-            .map(|i| Record {
-                sequence_number: (i * 10).to_string(),
-                sub_sequence_number: None,
-                partition_key: "k".into(),
-                data: Bytes::from(format!("r{i}")),
-                arrival_ms: 1000 + i as i64,
-            })
+            .map(|i| record(&(i * 10).to_string(), &format!("r{i}"), 1000 + i as i64))
             .collect();
-        Arc::new(FakeShard {
-            records,
-            page,
-            calls: AtomicUsize::new(0),
-            expire_on,
-            busy_first: 0,
-            subscribes: AtomicUsize::new(0),
-        })
+        let mut stream = MemoryStream::new("logs").with_shard("s", &[], records);
+        stream.page = page;
+        stream.endless_iterators = true;
+        stream
+    }
+
+    /// [`shard`], whose GetRecords calls `expired` (counted from 1) answer
+    /// that the iterator expired.
+    fn fake(n: u64, page: usize, expired: &[usize]) -> Arc<Faulty<MemoryStream>> {
+        let mut api = Faulty::new(shard(n, page));
+        for &k in expired {
+            api = api.on("get_records", k..=k, Fault::IteratorExpired);
+        }
+        Arc::new(api)
     }
 
     /// Runs a shard task, consuming its pages, and returns (sequence numbers, outcome).
-    async fn run(api: Arc<FakeShard>, target: Target) -> (Vec<String>, Option<Outcome>) {
+    async fn run(api: Arc<dyn StreamApi>, target: Target) -> (Vec<String>, Option<Outcome>) {
         run_with(api, target, ReadSettings::default()).await
     }
 
     async fn run_with(
-        api: Arc<FakeShard>,
+        api: Arc<dyn StreamApi>,
         target: Target,
         settings: ReadSettings,
     ) -> (Vec<String>, Option<Outcome>) {
@@ -700,7 +615,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn snapshot_stops_at_records_that_arrived_after_the_opening() {
         let (got, o) = run(
-            fake(20, 3, vec![]),
+            fake(20, 3, &[]),
             live(Position::At("10".into()), None, Some(1012)),
         )
         .await;
@@ -713,10 +628,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn fan_out_subscriptions_are_renewed_after_the_last_record_and_wait_while_busy() {
-        let api = Arc::new(FakeShard {
-            busy_first: 3,
-            ..Arc::try_unwrap(fake(20, 3, vec![])).ok().unwrap()
-        });
+        let api =
+            Arc::new(Faulty::new(shard(20, 3)).on("subscribe", 1..=3, Fault::SubscriptionInUse));
         let settings = ReadSettings {
             efo: Some(Arc::from("consumer-arn")),
             ..ReadSettings::default()
@@ -728,18 +641,15 @@ mod tests {
         assert_eq!(o.unwrap().last_sequence.as_deref(), Some("200"));
         // 3 refused, then one per two pages of 3 records (17 records: 6 pages, the
         // last one followed by the caught-up event).
-        assert!(
-            api.subscribes.load(AO::SeqCst) >= 3 + 3,
-            "{api:?}",
-            api = api.subscribes
-        );
-        assert_eq!(api.calls.load(AO::SeqCst), 0, "no GetRecords with fan-out");
+        let subscribes = api.calls("subscribe");
+        assert!(subscribes >= 3 + 3, "{subscribes}");
+        assert_eq!(api.calls("get_records"), 0, "no GetRecords with fan-out");
     }
 
     #[tokio::test(start_paused = true)]
     async fn expired_iterators_reseek_after_the_last_record_without_loss_or_duplicate() {
         let (got, o) = run(
-            fake(20, 4, vec![1, 2, 4]),
+            fake(20, 4, &[2, 3, 5]),
             live(Position::After("30".into()), None, Some(i64::MAX)),
         )
         .await;
@@ -750,7 +660,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_closed_shard_ends_at_its_ending_sequence_number_even_if_the_iterator_does_not() {
         let (got, o) = run(
-            fake(9, 4, vec![]),
+            fake(9, 4, &[]),
             live(Position::At("10".into()), Some("70"), None),
         )
         .await;
@@ -758,7 +668,7 @@ mod tests {
         assert!(o.as_ref().unwrap().closed);
         // Started after its last record: caught up at once, closed.
         let (got, o) = run(
-            fake(7, 4, vec![]),
+            fake(7, 4, &[]),
             live(Position::After("70".into()), Some("70"), None),
         )
         .await;
@@ -770,7 +680,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn replay_reads_exactly_the_fixed_range() {
-        let api = fake(30, 7, vec![3]);
+        let api = fake(30, 7, &[4]);
         let (got, o) = run(
             api,
             Target::Replay {
@@ -782,7 +692,7 @@ mod tests {
         assert_eq!(got, seqs(6..=22));
         assert!(o.is_none());
         let (got, _) = run(
-            fake(30, 7, vec![]),
+            fake(30, 7, &[]),
             Target::Replay {
                 start: Position::At("10".into()),
                 last: None,
@@ -805,14 +715,9 @@ mod tests {
                 arrival_ms: 1,
             })
             .collect();
-        let api = Arc::new(FakeShard {
-            records,
-            page: 1,
-            calls: AtomicUsize::new(0),
-            expire_on: vec![],
-            busy_first: 0,
-            subscribes: AtomicUsize::new(0),
-        });
+        let mut api = MemoryStream::new("logs").with_shard("s", &[], records);
+        api.page = 1;
+        let api = Arc::new(api);
         let start = Instant::now();
         let (got, _) = run(api, live(Position::At("1".into()), None, Some(i64::MAX))).await;
         assert_eq!(got.len(), 3);
@@ -847,7 +752,7 @@ mod tests {
             page_slots: page_slots.clone(),
             events: tx,
         };
-        let h = tokio::spawn(task.run(fake(5, 10, vec![])));
+        let h = tokio::spawn(task.run(fake(5, 10, &[])));
         let (mut records, mut idles) = (0, 0);
         let o = loop {
             match rx.recv().await.unwrap().1 {

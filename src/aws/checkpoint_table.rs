@@ -17,12 +17,12 @@
 //! small shard item, never a big document.
 
 use super::{code, full};
-use crate::checkpoint::{
+use crate::config::TableSettings;
+use crate::error::ExitError;
+use crate::ports::checkpoint::{
     CheckpointStore, Holder, IterationHeader, IterationState, Lease, LogicalKey, ShardCheckpoint,
     ShardEnd, StoreError,
 };
-use crate::config::TableSettings;
-use crate::error::ReaderError;
 use crate::position::Position;
 use anyhow::anyhow;
 use async_trait::async_trait;
@@ -261,10 +261,10 @@ impl DynamoStore {
 
     /// The key names must not clash with each other or with the attributes
     /// this layout writes.
-    fn check_key_names(&self) -> Result<(), ReaderError> {
+    fn check_key_names(&self) -> Result<(), ExitError> {
         for k in [&self.t.hash_key, &self.t.range_key] {
             if k.is_empty() || RESERVED.contains(&k.as_str()) {
-                return Err(ReaderError::Usage(format!(
+                return Err(ExitError::Usage(format!(
                     "{k:?} cannot be a checkpoint table key name: the checkpoint items use \
                      these attribute names: {}",
                     RESERVED.join(", ")
@@ -272,7 +272,7 @@ impl DynamoStore {
             }
         }
         if self.t.hash_key == self.t.range_key {
-            return Err(ReaderError::Usage(format!(
+            return Err(ExitError::Usage(format!(
                 "the hash key and the range key cannot both be named {:?}",
                 self.t.hash_key
             )));
@@ -292,7 +292,7 @@ impl DynamoStore {
         {
             Ok(o) => o,
             Err(SdkError::ServiceError(se)) if code(se.err()) == "ResourceNotFoundException" => {
-                return Err(ReaderError::Usage(format!(
+                return Err(ExitError::Usage(format!(
                     "checkpoint table {:?} does not exist; create it with: kinesis-reader \
                      create-table --checkpoint-table {} (add --hash-key/--range-key if you use \
                      other key names)",
@@ -338,7 +338,7 @@ impl DynamoStore {
                     .is_some_and(|t| **t == ScalarAttributeType::S)
         };
         if !want_ok(&hash, &self.t.hash_key) || !want_ok(&range, &self.t.range_key) {
-            return Err(ReaderError::Usage(format!(
+            return Err(ExitError::Usage(format!(
                 "checkpoint table {:?} has key schema hash={} range={}, but this run expects hash \
                  key {:?} and range key {:?}, both strings; pass --hash-key/--range-key (or \
                  -D kinesis.checkpoint.metastore.hash.key.name / .range.key.name) to match the \

@@ -1,14 +1,17 @@
 //! [`ItemTable`] on the DynamoDB SDK client (the writer's target table).
 
 use super::{code, full};
-use crate::sink::dynamodb::{Item, ItemTable, KeyAttr, TableInfo, Value, APPLIED_ATTRIBUTE};
-use anyhow::{anyhow, Result};
+use crate::ports::items::{Item, ItemTable, KeyAttr, TableInfo, Value, APPLIED_ATTRIBUTE};
+use crate::ports::SinkError;
+use anyhow::anyhow;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue as AV, KeyType, PutRequest, WriteRequest};
 use aws_sdk_dynamodb::Client;
 use std::collections::HashMap;
+
+type Result<T> = std::result::Result<T, SinkError>;
 
 pub struct DynamoItems {
     client: Client,
@@ -72,13 +75,16 @@ impl ItemTable for DynamoItems {
         {
             Ok(o) => o,
             Err(SdkError::ServiceError(se)) if code(se.err()) == "ResourceNotFoundException" => {
-                return Err(crate::error::ReaderError::Usage(format!(
+                return Err(SinkError::NotUsable(format!(
                     "table {} does not exist; create it with the key your first --columns name",
                     self.table
-                ))
-                .into())
+                )))
             }
-            Err(e) => return Err(full(e).context(format!("describing table {}", self.table))),
+            Err(e) => {
+                return Err(full(e)
+                    .context(format!("describing table {}", self.table))
+                    .into())
+            }
         };
         let t = out
             .table()
@@ -191,7 +197,9 @@ impl ItemTable for DynamoItems {
             {
                 Ok(false)
             }
-            Err(e) => Err(full(e).context(format!("UpdateItem on table {}", self.table))),
+            Err(e) => Err(full(e)
+                .context(format!("UpdateItem on table {}", self.table))
+                .into()),
         }
     }
 }

@@ -1,11 +1,11 @@
 //! [`StreamApi`] on the Kinesis SDK client.
 
 use super::{code, full, get_records};
-use crate::position::Position;
-use crate::records::{Builder, RecordRef, Records};
-use crate::stream::{
+use crate::ports::stream::{
     stream_name, Page, Record, ShardInfo, StreamApi, StreamError, StreamInfo, Subscription,
 };
+use crate::position::Position;
+use crate::records::{Builder, RecordRef, Records};
 use async_trait::async_trait;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::DateTime;

@@ -10,17 +10,36 @@ pub mod kinesis;
 pub mod s3;
 
 use crate::config::AwsSettings;
-use crate::error::ReaderError;
+use crate::error::ExitError;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata};
 use std::time::Duration;
 
+/// The writer's store for its destination, on the SDK's clients.
+pub async fn writer_store(
+    cfg: &crate::config::WriterConfig,
+) -> Result<crate::sink::Store, ExitError> {
+    use crate::config::Destination;
+    use crate::sink::Store;
+    let sdk = sdk_config(&cfg.aws).await?;
+    Ok(match &cfg.destination {
+        Destination::S3(o) => Store::Objects(std::sync::Arc::new(s3::S3Objects::new(
+            &sdk,
+            &o.bucket,
+            o.path_style,
+        ))),
+        Destination::DynamoDb(t) => Store::Items(std::sync::Arc::new(
+            item_table::DynamoItems::new(&sdk, &t.table),
+        )),
+    })
+}
+
 /// Loads the shared SDK configuration: the standard credential chain and
 /// region resolution, plus our flags. `AWS_ENDPOINT_URL` and the per-service
 /// `AWS_ENDPOINT_URL_KINESIS` / `_DYNAMODB` are honoured by the SDK itself.
-pub async fn sdk_config(s: &AwsSettings) -> Result<SdkConfig, ReaderError> {
+pub async fn sdk_config(s: &AwsSettings) -> Result<SdkConfig, ExitError> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         // Standard retries (throttling, 5xx) with a few more attempts than the
         // default 3: a reader should ride out a short throttling burst.
@@ -53,7 +72,7 @@ pub async fn sdk_config(s: &AwsSettings) -> Result<SdkConfig, ReaderError> {
     }
     let config = loader.load().await;
     if config.region().is_none() {
-        return Err(ReaderError::Usage(
+        return Err(ExitError::Usage(
             "no AWS region: use --region, -D kinesis.endpoint.region=R, AWS_REGION, or a profile \
              with a region"
                 .into(),
@@ -73,7 +92,7 @@ fn attempt_timeout() -> Duration {
 
 /// Refuses a plain-HTTP endpoint on another host (signed requests and data
 /// would cross the network unencrypted) unless explicitly allowed.
-fn check_endpoints(s: &AwsSettings) -> Result<(), ReaderError> {
+fn check_endpoints(s: &AwsSettings) -> Result<(), ExitError> {
     if s.allow_insecure_endpoint {
         return Ok(());
     }
@@ -93,7 +112,7 @@ fn check_endpoints(s: &AwsSettings) -> Result<(), ReaderError> {
         );
     for (url, source) in given {
         if let Some(host) = insecure_host(&url) {
-            return Err(ReaderError::Usage(format!(
+            return Err(ExitError::Usage(format!(
                 "{source} {url} is plain HTTP to {host}, which is not this machine: use https, \
                  or pass --allow-insecure-endpoint if you mean it"
             )));

@@ -1,14 +1,17 @@
 //! [`ObjectStore`] on the S3 SDK client.
 
 use super::{code, full};
-use crate::sink::s3::{ObjectStore, Part};
-use anyhow::{anyhow, Result};
+use crate::ports::objects::{ObjectStore, Part};
+use crate::ports::SinkError;
+use anyhow::anyhow;
 use async_trait::async_trait;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use bytes::Bytes;
+
+type Result<T> = std::result::Result<T, SinkError>;
 
 pub struct S3Objects {
     client: Client,
@@ -72,7 +75,7 @@ impl ObjectStore for S3Objects {
             .map_err(|e| self.context(e, "CreateMultipartUpload", key))?;
         out.upload_id()
             .map(str::to_string)
-            .ok_or_else(|| anyhow!("CreateMultipartUpload returned no upload id"))
+            .ok_or_else(|| anyhow!("CreateMultipartUpload returned no upload id").into())
     }
 
     async fn upload_part(
@@ -141,7 +144,7 @@ impl ObjectStore for S3Objects {
                 );
                 Ok(false)
             }
-            Err(e) => Err(self.context(e, "CompleteMultipartUpload", key)),
+            Err(e) => Err(self.context(e, "CompleteMultipartUpload", key).into()),
         }
     }
 
@@ -189,7 +192,7 @@ impl ObjectStore for S3Objects {
         {
             Ok(o) => Ok(o.e_tag().map(str::to_string)),
             Err(SdkError::ServiceError(se)) if se.err().is_not_found() => Ok(None),
-            Err(e) => Err(self.context(e, "HeadObject", key)),
+            Err(e) => Err(self.context(e, "HeadObject", key).into()),
         }
     }
 }

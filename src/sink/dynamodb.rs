@@ -9,31 +9,17 @@
 //! stored values with one conditional UpdateItem per key that also records
 //! the iteration in the item, so a rerun of an iteration adds nothing twice.
 
+use crate::error::ExitError;
+use crate::ports::items::{Item, ItemTable, TableInfo, Value, APPLIED_ATTRIBUTE};
 use crate::sink::lines::{unescape, BadLines};
+use crate::stop::Stop;
 use anyhow::{anyhow, bail, Context, Result};
-use async_trait::async_trait;
 use base64::Engine;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
-
-/// An attribute value, independent of the SDK (converted in `aws/`).
-#[derive(Clone, Debug, PartialEq)]
-pub enum Value {
-    S(String),
-    N(String),
-    B(Vec<u8>),
-    Bool(bool),
-    Null,
-    Ss(Vec<String>),
-    Ns(Vec<String>),
-    L(Vec<Value>),
-    M(BTreeMap<String, Value>),
-}
-
-pub type Item = BTreeMap<String, Value>;
 
 impl Value {
     /// DynamoDB's size rules, near enough to enforce the 400 KB item limit.
@@ -51,9 +37,6 @@ impl Value {
 
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
 pub const BATCH_ITEMS: usize = 25;
-/// The attribute `add` mode keeps the applied iterations in.
-pub const APPLIED_ATTRIBUTE: &str = "kinesis_applied";
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ColumnType {
     S,
@@ -281,33 +264,8 @@ pub fn parse_row(
     })
 }
 
-/// The table's key attribute, as DescribeTable tells it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyAttr {
-    pub name: String,
-    /// "S", "N" or "B".
-    pub ty: String,
-}
-
-pub struct TableInfo {
-    pub keys: Vec<KeyAttr>,
-    /// Provisioned write capacity, if the table is provisioned.
-    pub write_capacity: Option<i64>,
-}
-
-/// What the sink needs from DynamoDB (the SDK adapter is `aws/item_table.rs`).
-#[async_trait]
-pub trait ItemTable: Send + Sync {
-    async fn describe(&self) -> Result<TableInfo>;
-    /// Writes up to 25 items with BatchWriteItem; returns those left unprocessed.
-    async fn batch_put(&self, items: Vec<Item>) -> Result<Vec<Item>>;
-    /// Adds `adds` (numbers) and sets `sets` on the item with `key`, unless
-    /// `tag` is already recorded in it; `Ok(false)` when it was.
-    async fn add_once(&self, key: Item, adds: Item, sets: Item, tag: &str) -> Result<bool>;
-}
-
 /// Checks the columns against the table's key schema; returns the key length.
-pub fn check_key(columns: &[Column], info: &TableInfo, table: &str) -> Result<usize> {
+pub fn key_columns(columns: &[Column], info: &TableInfo, table: &str) -> Result<usize> {
     let ty = |c: &Column| match c.ty {
         ColumnType::S => "S",
         ColumnType::N => "N",
@@ -325,7 +283,7 @@ pub fn check_key(columns: &[Column], info: &TableInfo, table: &str) -> Result<us
         .map(|c| format!("{}:{}", c.name, ty(c)))
         .collect();
     if want != got {
-        bail!(crate::error::ReaderError::Usage(format!(
+        bail!(ExitError::Usage(format!(
             "table {table} has the key {}, so --columns must start with {} (it starts with {})",
             want.join(" + "),
             want.join(","),
@@ -399,8 +357,26 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(cap / 2 + nanos % (cap / 2 + 1))
 }
 
-/// Reads lines from `input` (on a blocking thread) and loads them.
+/// Reads lines from `input` (on a blocking thread) and loads them, until
+/// `stop` resolves: the items written by then stay, and a rerun of the same
+/// input is safe.
 pub async fn load(
+    table: Arc<dyn ItemTable>,
+    input: impl BufRead + Send + 'static,
+    opts: &LoadOptions,
+    bad: BadLines,
+    stop: Stop,
+) -> Result<(LoadSummary, BadLines)> {
+    tokio::select! {
+        r = load_all(table, input, opts, bad) => r,
+        why = stop => Err(ExitError::Interrupted(format!(
+            "stopped by {why}; the items written so far stay (put and add are idempotent: \
+             run the same input again)"
+        )).into()),
+    }
+}
+
+async fn load_all(
     table: Arc<dyn ItemTable>,
     input: impl BufRead + Send + 'static,
     opts: &LoadOptions,
@@ -571,7 +547,7 @@ fn settle(
 }
 
 /// Adds two DynamoDB numbers: exactly for integers, else as f64.
-fn add_numbers(a: &str, b: &str) -> String {
+pub(crate) fn add_numbers(a: &str, b: &str) -> String {
     match (a.parse::<i128>(), b.parse::<i128>()) {
         (Ok(x), Ok(y)) => (x + y).to_string(),
         _ => (a.parse::<f64>().unwrap_or(0.0) + b.parse::<f64>().unwrap_or(0.0)).to_string(),
@@ -623,7 +599,10 @@ async fn add_rows(
         let (table, tag, sem) = (table.clone(), tag.clone(), concurrency.clone());
         tasks.spawn(async move {
             let _permit = sem.acquire_owned().await.expect("never closed");
-            table.add_once(key, adds, sets, &tag).await
+            table
+                .add_once(key, adds, sets, &tag)
+                .await
+                .map_err(anyhow::Error::from)
         });
     };
     loop {
@@ -688,6 +667,8 @@ fn hash(s: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ports::items::KeyAttr;
+    use std::collections::BTreeMap;
 
     fn cols() -> Vec<Column> {
         parse_columns("error:S,region:S,count:N,tags:SS,blob:B,ok:BOOL,doc:JSON").unwrap()
@@ -807,9 +788,9 @@ mod tests {
             ],
             write_capacity: None,
         };
-        assert_eq!(check_key(&cols(), &info, "t").unwrap(), 2);
+        assert_eq!(key_columns(&cols(), &info, "t").unwrap(), 2);
         let wrong = parse_columns("region:S,error:S").unwrap();
-        let e = check_key(&wrong, &info, "t").unwrap_err();
+        let e = key_columns(&wrong, &info, "t").unwrap_err();
         assert!(
             e.to_string().contains("must start with error:S,region:S"),
             "{e}"
@@ -842,47 +823,6 @@ mod tests {
         assert_eq!(add_numbers("1.5", "2"), "3.5");
     }
 
-    /// A table in memory that leaves every other item unprocessed on first
-    /// try, and records the order writes happen in.
-    #[derive(Default)]
-    struct Flaky {
-        items: std::sync::Mutex<HashMap<String, Item>>,
-        calls: std::sync::atomic::AtomicU64,
-    }
-
-    #[async_trait]
-    impl ItemTable for Flaky {
-        async fn describe(&self) -> Result<TableInfo> {
-            unreachable!()
-        }
-        async fn batch_put(&self, items: Vec<Item>) -> Result<Vec<Item>> {
-            assert!(items.len() <= BATCH_ITEMS);
-            let mut keys = HashSet::new();
-            for i in &items {
-                let Value::S(k) = &i["k"] else { panic!() };
-                assert!(keys.insert(k.clone()), "duplicate key {k} in one batch");
-            }
-            let first = self
-                .calls
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-                .is_multiple_of(2);
-            let mut left = Vec::new();
-            for (n, i) in items.into_iter().enumerate() {
-                if first && n % 2 == 1 {
-                    left.push(i);
-                } else {
-                    let Value::S(k) = &i["k"] else { panic!() };
-                    self.items.lock().unwrap().insert(k.clone(), i);
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            Ok(left)
-        }
-        async fn add_once(&self, _: Item, _: Item, _: Item, _: &str) -> Result<bool> {
-            unreachable!()
-        }
-    }
-
     #[tokio::test]
     async fn put_is_last_wins_in_input_order_despite_retries_and_concurrency() {
         let columns = parse_columns("k:S,v:N").unwrap();
@@ -893,7 +833,10 @@ mod tests {
             input.push_str(&format!("{k}\t{i}\n"));
             expected.insert(k, i.to_string());
         }
-        let table = Arc::new(Flaky::default());
+        // A throttled table: every other batch leaves items unprocessed.
+        let mut table = crate::fakes::MemoryItems::new(&[("k", "S")], None);
+        table.unprocessed = true;
+        let table = Arc::new(table);
         let opts = LoadOptions {
             columns,
             key_len: 1,
@@ -906,15 +849,19 @@ mod tests {
             progress: Default::default(),
         };
         let bad = BadLines::new(crate::sink::lines::BadLinePolicy::Fail).unwrap();
-        let (s, _) = load(table.clone(), std::io::Cursor::new(input), &opts, bad)
-            .await
-            .unwrap();
+        let (s, _) = load(
+            table.clone(),
+            std::io::Cursor::new(input),
+            &opts,
+            bad,
+            crate::stop::never(),
+        )
+        .await
+        .unwrap();
         assert_eq!(s.lines, 2_000);
         assert!(s.retries > 0);
         let got: HashMap<String, String> = table
-            .items
-            .lock()
-            .unwrap()
+            .items()
             .iter()
             .map(|(k, i)| {
                 (

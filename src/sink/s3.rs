@@ -7,9 +7,9 @@
 //! sent with a single PutObject. The object appears only when complete; on
 //! any error the upload is aborted, so nothing partial stays visible or billable.
 
+use crate::ports::objects::{ObjectStore, Part};
 use crate::sink::lines::BadLines;
 use anyhow::{anyhow, bail, Context, Result};
-use async_trait::async_trait;
 use bytes::Bytes;
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,36 +22,6 @@ pub const MAX_PARTS: u32 = 10_000;
 /// After this many parts the part size doubles, so that any object up to
 /// S3's 5 TiB limit fits in 10,000 parts without guessing its size up front.
 const PARTS_PER_SIZE_STEP: u32 = 1_000;
-
-/// A finished part: its number and what S3 said about it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Part {
-    pub number: i32,
-    pub etag: String,
-    pub checksum_crc32: Option<String>,
-}
-
-/// What the uploader needs from S3 (the SDK adapter is `aws/s3.rs`).
-#[async_trait]
-pub trait ObjectStore: Send + Sync {
-    async fn put_object(&self, key: &str, body: Bytes) -> Result<()>;
-    async fn create_upload(&self, key: &str) -> Result<String>;
-    async fn upload_part(
-        &self,
-        key: &str,
-        upload_id: &str,
-        number: i32,
-        body: Bytes,
-    ) -> Result<Part>;
-    /// `Ok(false)` when the answer was lost (timeout, connection): the caller
-    /// then checks whether the object is there.
-    async fn complete(&self, key: &str, upload_id: &str, parts: &[Part]) -> Result<bool>;
-    async fn abort(&self, key: &str, upload_id: &str) -> Result<()>;
-    /// The object's ETag, if it exists.
-    async fn head_etag(&self, key: &str) -> Result<Option<String>>;
-    /// Multipart uploads in progress for exactly this key: (id, initiated, epoch ms).
-    async fn uploads_of(&self, key: &str) -> Result<Vec<(String, i64)>>;
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Compression {
@@ -305,7 +275,7 @@ pub async fn upload(
     input: impl Read + Send + 'static,
     opts: &UploadOptions,
     mut bad: BadLines,
-    stop: crate::reader::Stop,
+    stop: crate::stop::Stop,
 ) -> Result<(UploadSummary, BadLines)> {
     let part_size = opts.part_size.max(MIN_PART_SIZE);
     let accounting = Arc::new(Accounting::default());
@@ -331,7 +301,7 @@ pub async fn upload(
         why = stop => {
             let id = started.lock().unwrap().clone();
             abort(&store, key, id.as_deref()).await;
-            return Err(crate::error::ReaderError::Interrupted(format!(
+            return Err(crate::error::ExitError::Interrupted(format!(
                 "stopped by {why}; the upload of {key} was aborted, nothing was written"
             ))
             .into());
@@ -465,7 +435,7 @@ async fn send_parts(
         store
             .put_object(key, first.data.clone())
             .await
-            .map_err(|e| (None, e))?;
+            .map_err(|e| (None, e.into()))?;
     }
     Ok(None)
 }
@@ -491,7 +461,7 @@ async fn multipart(
         created.as_ref().ok().map(String::as_str),
     )
     .await;
-    let id = created.map_err(|e| (None, e))?;
+    let id = created.map_err(|e| (None, e.into()))?;
     *started.lock().unwrap() = Some(id.clone());
     let in_flight = Arc::new(Semaphore::new(opts.parts_in_flight.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
@@ -603,101 +573,19 @@ async fn abort(store: &Arc<dyn ObjectStore>, key: &str, id: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fakes::{Fault, Faulty, MemoryObjects};
     use crate::sink::lines::{BadLinePolicy, BadLines};
-    use std::collections::BTreeMap;
-    use std::sync::Mutex;
-
-    /// An in-memory S3 that fails the k-th UploadPart if asked, and records
-    /// what happened.
-    #[derive(Default)]
-    struct Fake {
-        objects: Mutex<BTreeMap<String, Vec<u8>>>,
-        uploads: Mutex<BTreeMap<String, BTreeMap<i32, Bytes>>>,
-        aborted: Mutex<Vec<String>>,
-        fail_part: Option<i32>,
-        lose_complete: bool,
-        /// The first CreateMultipartUpload "loses its answer": it starts an
-        /// upload nobody hears of, and the retry starts another.
-        lose_create: bool,
-    }
 
     fn md5_hex(b: &[u8]) -> String {
         use md5::{Digest, Md5};
         Md5::digest(b).iter().map(|x| format!("{x:02x}")).collect()
     }
 
-    #[async_trait]
-    impl ObjectStore for Fake {
-        async fn put_object(&self, key: &str, body: Bytes) -> Result<()> {
-            self.objects
-                .lock()
-                .unwrap()
-                .insert(key.into(), body.to_vec());
-            Ok(())
-        }
-        async fn create_upload(&self, _: &str) -> Result<String> {
-            let mut uploads = self.uploads.lock().unwrap();
-            if self.lose_create && uploads.is_empty() {
-                uploads.insert("orphan".into(), BTreeMap::new());
-            }
-            let id = format!("u{}", uploads.len());
-            uploads.insert(id.clone(), BTreeMap::new());
-            Ok(id)
-        }
-        async fn uploads_of(&self, _: &str) -> Result<Vec<(String, i64)>> {
-            let now = crate::now_ms();
-            Ok(self
-                .uploads
-                .lock()
-                .unwrap()
-                .keys()
-                .map(|id| (id.clone(), now))
-                .collect())
-        }
-        async fn upload_part(&self, _: &str, id: &str, n: i32, body: Bytes) -> Result<Part> {
-            if self.fail_part == Some(n) {
-                anyhow::bail!("injected failure on part {n}");
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-            let etag = format!("\"{}\"", md5_hex(&body));
-            match self.uploads.lock().unwrap().get_mut(id) {
-                Some(parts) => parts.insert(n, body),
-                None => anyhow::bail!("NoSuchUpload: {id}"),
-            };
-            Ok(Part {
-                number: n,
-                etag,
-                checksum_crc32: None,
-            })
-        }
-        async fn complete(&self, key: &str, id: &str, parts: &[Part]) -> Result<bool> {
-            let up = self.uploads.lock().unwrap().remove(id).unwrap();
-            assert_eq!(
-                parts.iter().map(|p| p.number).collect::<Vec<_>>(),
-                up.keys().copied().collect::<Vec<_>>()
-            );
-            let mut all = Vec::new();
-            for b in up.values() {
-                all.extend_from_slice(b);
-            }
-            self.objects.lock().unwrap().insert(key.into(), all);
-            Ok(!self.lose_complete)
-        }
-        async fn abort(&self, _: &str, id: &str) -> Result<()> {
-            self.uploads.lock().unwrap().remove(id);
-            self.aborted.lock().unwrap().push(id.into());
-            Ok(())
-        }
-        async fn head_etag(&self, key: &str) -> Result<Option<String>> {
-            // What S3 reports for a multipart object.
-            let _ = key;
-            Ok(self
-                .objects
-                .lock()
-                .unwrap()
-                .get(key)
-                .map(|_| "\"x\"".to_string()))
-        }
+    /// A bucket whose parts take 2 ms to upload, so that they overlap.
+    fn bucket() -> MemoryObjects {
+        let mut b = MemoryObjects::default();
+        b.part_latency = std::time::Duration::from_millis(2);
+        b
     }
 
     fn opts(in_flight: usize) -> UploadOptions {
@@ -710,9 +598,13 @@ mod tests {
         }
     }
 
-    async fn run(store: Arc<Fake>, input: Vec<u8>, o: UploadOptions) -> Result<UploadSummary> {
+    async fn run<S: ObjectStore + 'static>(
+        store: Arc<S>,
+        input: Vec<u8>,
+        o: UploadOptions,
+    ) -> Result<UploadSummary> {
         let bad = BadLines::new(BadLinePolicy::Fail).unwrap();
-        let never: crate::reader::Stop = Box::pin(std::future::pending());
+        let never = crate::stop::never();
         upload(store, "k", std::io::Cursor::new(input), &o, bad, never)
             .await
             .map(|(s, _)| s)
@@ -727,7 +619,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn many_parts_stay_within_the_memory_bound_and_arrive_in_order() {
         let input = lines(2_000_000); // 28 MB: 6 parts
-        let store = Arc::new(Fake::default());
+        let store = Arc::new(bucket());
         let s = run(store.clone(), input.clone(), opts(2)).await.unwrap();
         assert_eq!(s.parts, 6);
         assert_eq!(s.lines, 2_000_000);
@@ -736,72 +628,72 @@ mod tests {
             "peak {}",
             s.peak_buffered
         );
-        assert!(store.objects.lock().unwrap()["k"] == input);
+        assert!(store.object("k").unwrap() == input);
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn an_upload_orphaned_by_a_lost_create_answer_is_aborted() {
-        let store = Arc::new(Fake {
-            lose_create: true,
-            ..Fake::default()
-        });
+        // The first CreateMultipartUpload's answer is lost and the SDK's
+        // retry starts a second upload: the first is nobody's.
+        let store = Arc::new(Faulty::new(bucket()).on("create_upload", 1..=1, Fault::AppliedTwice));
         run(store.clone(), lines(1_000_000), opts(2)).await.unwrap();
-        assert!(store.objects.lock().unwrap().contains_key("k"));
-        assert_eq!(*store.aborted.lock().unwrap(), ["orphan"]);
-        assert!(
-            store.uploads.lock().unwrap().is_empty(),
-            "nothing left open"
-        );
+        let bucket = store.inner();
+        assert!(bucket.object("k").is_some());
+        assert_eq!(bucket.aborted(), ["upload-1"]);
+        assert_eq!(bucket.open_uploads(), 0, "nothing left open");
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn a_failed_part_aborts_the_upload_and_writes_nothing() {
-        let store = Arc::new(Fake {
-            fail_part: Some(3),
-            ..Default::default()
-        });
+        let store = Arc::new(Faulty::new(bucket()).on("upload_part", 3..=3, Fault::Fail));
         let e = run(store.clone(), lines(2_000_000), opts(2))
             .await
             .unwrap_err();
         assert!(
-            format!("{e:#}").contains("injected failure on part 3"),
+            format!("{e:#}").contains("injected: upload_part was refused"),
             "{e:#}"
         );
-        assert!(store.objects.lock().unwrap().is_empty());
-        assert_eq!(store.aborted.lock().unwrap().len(), 1);
-        assert!(store.uploads.lock().unwrap().is_empty());
+        let bucket = store.inner();
+        assert!(bucket.keys().is_empty());
+        assert_eq!(bucket.aborted().len(), 1);
+        assert_eq!(bucket.open_uploads(), 0);
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn small_input_is_one_put_and_a_lost_complete_is_checked_not_trusted() {
-        let store = Arc::new(Fake::default());
+        let store = Arc::new(Faulty::new(bucket()));
         let s = run(store.clone(), b"a\tb\n".to_vec(), opts(4))
             .await
             .unwrap();
         assert_eq!(s.parts, 1);
-        assert!(
-            store.uploads.lock().unwrap().is_empty(),
+        assert_eq!(
+            store.calls("create_upload"),
+            0,
             "no multipart upload for one part"
         );
-        // The fake's HEAD gives an ETag that does not match: a lost answer is an error.
-        let store = Arc::new(Fake {
-            lose_complete: true,
-            ..Default::default()
-        });
+        // The answer is lost and the upload was not completed: the object's
+        // absence is an error.
+        let store = Arc::new(Faulty::new(bucket()).on("complete", 1..=1, Fault::Dropped));
         let e = run(store.clone(), lines(1_000_000), opts(2))
             .await
             .unwrap_err();
         assert!(e.to_string().contains("not there"), "{e:#}");
+        assert!(store.inner().keys().is_empty());
+        // The answer is lost but the upload was completed: its ETag says so.
+        let store = Arc::new(Faulty::new(bucket()).on("complete", 1..=1, Fault::Lost));
+        let input = lines(1_000_000);
+        run(store.clone(), input.clone(), opts(2)).await.unwrap();
+        assert!(store.inner().object("k").unwrap() == input);
     }
 
     async fn run_with(
-        store: Arc<Fake>,
+        store: Arc<MemoryObjects>,
         input: Vec<u8>,
         o: UploadOptions,
         policy: BadLinePolicy,
     ) -> Result<(UploadSummary, u64)> {
         let bad = BadLines::new(policy).unwrap();
-        let never: crate::reader::Stop = Box::pin(std::future::pending());
+        let never = crate::stop::never();
         upload(store, "k", std::io::Cursor::new(input), &o, bad, never)
             .await
             .map(|(s, b)| (s, b.skipped))
@@ -829,7 +721,7 @@ mod tests {
             for c in [Compression::None, Compression::Gzip, Compression::Zstd] {
                 let mut input = complete.clone();
                 input.extend_from_slice(b"partial");
-                let store = Arc::new(Fake::default());
+                let store = Arc::new(bucket());
                 let o = UploadOptions {
                     compression: c,
                     ..opts(2)
@@ -842,7 +734,7 @@ mod tests {
                     s.lines,
                     complete.iter().filter(|b| **b == b'\n').count() as u64 + 1
                 );
-                let stored = store.objects.lock().unwrap()["k"].clone();
+                let stored = store.object("k").unwrap();
                 assert!(
                     plain(&stored, c) == complete,
                     "{c:?}, {} bytes in: the object holds the skipped line",
@@ -861,7 +753,7 @@ mod tests {
         for (complete, n) in [(b"a\t1\n".to_vec(), 1), (big, n_big)] {
             let mut input = complete.clone();
             input.push(b'b');
-            let store = Arc::new(Fake::default());
+            let store = Arc::new(bucket());
             let e = run_with(store.clone(), input, opts(2), BadLinePolicy::Fail)
                 .await
                 .unwrap_err();
@@ -869,11 +761,8 @@ mod tests {
                 e.to_string().starts_with(&format!("line {}: ", n + 1)),
                 "{e:#}"
             );
-            assert!(store.objects.lock().unwrap().is_empty(), "nothing stored");
-            assert!(
-                store.uploads.lock().unwrap().is_empty(),
-                "nothing left open"
-            );
+            assert!(store.keys().is_empty(), "nothing stored");
+            assert_eq!(store.open_uploads(), 0, "nothing left open");
         }
     }
 

@@ -1,5 +1,6 @@
 //! What the reader needs from Kinesis, as a small trait, so that the reading
-//! logic can be tested against an in-memory fake and the SDK stays in `aws/`.
+//! logic can be tested against the in-memory stream in `fakes/` and the SDK
+//! stays in `aws/`.
 
 use crate::position::Position;
 use crate::records::Records;
@@ -86,27 +87,17 @@ pub trait StreamApi: Send + Sync {
     async fn oldest(&self, shard_id: &str) -> Result<Option<Record>, StreamError>;
     /// Enhanced fan-out: the ARN of the stream consumer `name`, registered
     /// first if it does not exist, once it is active.
-    async fn consumer(&self, _name: &str) -> Result<String, StreamError> {
-        Err(StreamError::Other(anyhow::anyhow!(
-            "enhanced fan-out is not available here"
-        )))
-    }
+    async fn consumer(&self, name: &str) -> Result<String, StreamError>;
     /// Deregisters consumer `name`; false if there was none (or it is already
     /// being deregistered).
-    async fn deregister_consumer(&self, _name: &str) -> Result<bool, StreamError> {
-        Ok(false)
-    }
+    async fn deregister_consumer(&self, name: &str) -> Result<bool, StreamError>;
     /// A SubscribeToShard subscription (up to 5 minutes) from `from`.
     async fn subscribe(
         &self,
-        _consumer_arn: &str,
-        _shard_id: &str,
-        _from: &Position,
-    ) -> Result<Box<dyn Subscription>, StreamError> {
-        Err(StreamError::Other(anyhow::anyhow!(
-            "enhanced fan-out is not available here"
-        )))
-    }
+        consumer_arn: &str,
+        shard_id: &str,
+        from: &Position,
+    ) -> Result<Box<dyn Subscription>, StreamError>;
 }
 
 /// The events of one SubscribeToShard call, as pages: `next_iterator` holds

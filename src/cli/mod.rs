@@ -1,0 +1,109 @@
+//! Both binaries' command lines (clap's derive structs), and the `main` they
+//! share. Nothing here is validated beyond what clap checks: `config`
+//! resolves these into the settings the rest of the crate sees.
+
+pub mod reader;
+pub mod writer;
+
+use clap::Args;
+use std::process::ExitCode;
+
+pub use reader::{Command, CommonArgs, ReadArgs, ReaderCli};
+pub use writer::{FieldEncoding, WriterCli};
+
+/// `-q` / `-v`: how much the binaries say on stderr.
+#[derive(Args, Debug, Default, Clone, Copy)]
+pub struct Verbosity {
+    /// Only warnings and errors on stderr: no progress, no summary.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More on stderr: -v adds debug detail (e.g. checkpoint-table requests), -vv traces the AWS
+    /// SDK's requests too.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+impl Verbosity {
+    /// The log filter the flags ask for (`None`: `RUST_LOG`, else the default).
+    pub fn filter(&self, krate: &str) -> Option<String> {
+        match (self.quiet, self.verbose) {
+            (true, _) => Some("warn".into()),
+            (false, 0) => None,
+            (false, 1) => Some(format!("{krate}=debug,kinesis_streaming=debug,warn")),
+            (false, _) => Some(format!(
+                "{krate}=trace,kinesis_streaming=trace,aws=debug,info"
+            )),
+        }
+    }
+}
+
+/// The CLIs that carry [`Verbosity`].
+pub trait HasVerbosity {
+    fn verbosity(&self) -> Verbosity;
+}
+
+impl HasVerbosity for ReaderCli {
+    fn verbosity(&self) -> Verbosity {
+        self.verbosity
+    }
+}
+
+impl HasVerbosity for WriterCli {
+    fn verbosity(&self) -> Verbosity {
+        self.verbosity
+    }
+}
+
+/// The `main` of both binaries: logging (`RUST_LOG`, default `info` for
+/// this crate), parsing, a tokio runtime, and the exit code — an error is
+/// printed once, as its whole chain, on one line.
+pub fn main_with<C, F, Fut>(name: &str, run: F) -> ExitCode
+where
+    C: clap::Parser + HasVerbosity,
+    F: FnOnce(C) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<u8>>,
+{
+    let cli = match C::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                crate::error::Exit::Usage
+            } else {
+                crate::error::Exit::Ok
+            }
+            .into();
+        }
+    };
+    // -q / -v win over RUST_LOG, which wins over the default.
+    let krate = name.replace('-', "_");
+    let default = format!("{krate}=info,kinesis_streaming=info,warn");
+    let mut logger = match cli.verbosity().filter(&krate) {
+        Some(f) => {
+            let mut b = env_logger::Builder::new();
+            b.parse_filters(&f);
+            b
+        }
+        None => {
+            env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
+        }
+    };
+    logger.format_target(false).init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(run(cli));
+    // Do not wait for a thread still blocked on stdin or stdout.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = crate::error::exit_for(&e);
+            if code != crate::error::Exit::Ok {
+                eprintln!("{name}: {e:#}");
+            }
+            code.into()
+        }
+    }
+}

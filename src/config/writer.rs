@@ -1,0 +1,545 @@
+//! The writer's settings, resolved once from its command line, the layers
+//! under it and the iteration context into one validated [`WriterConfig`]:
+//! where the output goes (the exact S3 key, or the table and its columns) and
+//! how. No I/O here: the environment comes in as a lookup.
+
+use super::aws::{aws_from, AwsSettings};
+use super::checks::{check_extension, check_logical_name, check_object_key, check_table_name};
+use super::layers::{exported, names, parse_size, parsed, Layers};
+use crate::cli::{FieldEncoding, WriterCli};
+use crate::error::ExitError;
+use crate::sink::dynamodb::{parse_columns, Column, Mode};
+use crate::sink::lines::BadLinePolicy;
+use crate::sink::s3::{Compression, MIN_PART_SIZE};
+
+/// Everything a write needs, validated.
+#[derive(Clone, Debug)]
+pub struct WriterConfig {
+    pub aws: AwsSettings,
+    pub on_bad_line: BadLinePolicy,
+    pub destination: Destination,
+}
+
+/// Where the lines go.
+#[derive(Clone, Debug)]
+pub enum Destination {
+    S3(S3Output),
+    DynamoDb(TableOutput),
+}
+
+/// One S3 object, named for its iteration and partition.
+#[derive(Clone, Debug)]
+pub struct S3Output {
+    pub bucket: String,
+    /// The whole key, template expanded and checked.
+    pub key: String,
+    /// Path-style addressing, for a custom endpoint (an emulator).
+    pub path_style: bool,
+    pub part_size: usize,
+    pub parts_in_flight: usize,
+    pub compression: Compression,
+    /// Write nothing (rather than an empty object) when the input is empty.
+    pub skip_empty: bool,
+    /// An empty `_SUCCESS` object beside the output, as Hadoop writes.
+    pub success_marker: bool,
+}
+
+/// Items of one DynamoDB table.
+#[derive(Clone, Debug)]
+pub struct TableOutput {
+    pub table: String,
+    pub columns: Vec<Column>,
+    pub mode: Mode,
+    /// Fields are escaped as `kinesis-reader` writes them.
+    pub escaped: bool,
+    pub batches_in_flight: usize,
+    pub rate: Option<WriteRate>,
+    /// `add` mode: what each changed item records (`<logical name>#<iteration>`).
+    pub tag: Option<String>,
+}
+
+/// `--write-rate` or `--write-capacity-percent`; the percentage becomes a rate
+/// once the table's provisioned capacity is known.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum WriteRate {
+    ItemsPerSecond(f64),
+    PercentOfCapacity(f64),
+}
+
+impl WriterConfig {
+    pub fn resolve(
+        cli: &WriterCli,
+        l: &Layers,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ExitError> {
+        let ctx = iteration_context(cli, l, env)?;
+        let target = Target::parse(&cli.target)?;
+        let on_bad_line = BadLinePolicy::parse(&cli.on_bad_line)
+            .map_err(|e| ExitError::Usage(format!("--on-bad-line {e}")))?;
+        let aws = aws_from(
+            cli.region.as_deref(),
+            cli.profile.clone(),
+            cli.endpoint_url.clone(),
+            cli.allow_insecure_endpoint,
+            l,
+        )?;
+        refuse_other_targets_flags(cli, &target)?;
+        let destination = match target {
+            Target::S3 { bucket, key } => {
+                let path_style = aws.endpoint_url.is_some()
+                    || env("AWS_ENDPOINT_URL").is_some()
+                    || env("AWS_ENDPOINT_URL_S3").is_some();
+                Destination::S3(s3_output(cli, &ctx, bucket, key, path_style)?)
+            }
+            Target::DynamoDb { table } => Destination::DynamoDb(table_output(cli, &ctx, table)?),
+        };
+        Ok(WriterConfig {
+            aws,
+            on_bad_line,
+            destination,
+        })
+    }
+}
+
+fn s3_output(
+    cli: &WriterCli,
+    ctx: &IterationContext,
+    bucket: String,
+    key: S3Key,
+    path_style: bool,
+) -> Result<S3Output, ExitError> {
+    let compression = cli.compress.unwrap_or(Compression::None);
+    let key = match key {
+        S3Key::Exact(k) => k,
+        S3Key::Prefix(p) => format!(
+            "{p}{}{}",
+            expand_key(
+                cli.key_template.as_deref().unwrap_or(DEFAULT_KEY_TEMPLATE),
+                ctx
+            )?,
+            compression.extension()
+        ),
+    };
+    check_object_key(&key)?;
+    check_extension(&key, compression)?;
+    let part_size_text = cli.part_size.as_deref().unwrap_or("8MiB");
+    let part_size =
+        parse_size(part_size_text).map_err(|e| ExitError::Usage(format!("--part-size {e}")))?;
+    if part_size < MIN_PART_SIZE {
+        return Err(ExitError::Usage(format!(
+            "--part-size {part_size_text}: S3 parts are at least 5MiB"
+        )));
+    }
+    Ok(S3Output {
+        bucket,
+        key,
+        path_style,
+        part_size,
+        parts_in_flight: in_range("--parts-in-flight", cli.parts_in_flight, 4)?,
+        compression,
+        skip_empty: cli.skip_empty,
+        success_marker: cli.success_marker,
+    })
+}
+
+fn table_output(
+    cli: &WriterCli,
+    ctx: &IterationContext,
+    table: String,
+) -> Result<TableOutput, ExitError> {
+    let columns = cli.columns.as_deref().ok_or_else(|| {
+        ExitError::Usage("a dynamodb:// target needs --columns NAME:TYPE,...".into())
+    })?;
+    let columns =
+        parse_columns(columns).map_err(|e| ExitError::Usage(format!("--columns: {e}")))?;
+    let mode = cli.mode.unwrap_or(Mode::Put);
+    let tag = match (mode, &ctx.logical_name, ctx.iteration) {
+        (Mode::Add, Some(l), Some(n)) => Some(format!("{l}#{n}")),
+        (Mode::Add, _, _) => {
+            return Err(ExitError::Usage(
+                "--mode add records each iteration in the items it changes, so it needs \
+                 --logical-name and --iteration (or their EMR names)"
+                    .into(),
+            ))
+        }
+        _ => None,
+    };
+    let rate = match (cli.write_rate, cli.write_capacity_percent) {
+        (Some(_), Some(_)) => {
+            return Err(ExitError::Usage(
+                "give --write-rate or --write-capacity-percent, not both".into(),
+            ))
+        }
+        (Some(r), None) if r > 0.0 => Some(WriteRate::ItemsPerSecond(r)),
+        (Some(r), None) => {
+            return Err(ExitError::Usage(format!(
+                "--write-rate {r}: must be above 0"
+            )))
+        }
+        (None, Some(p)) if p > 0.0 => Some(WriteRate::PercentOfCapacity(p)),
+        (None, Some(_)) => {
+            return Err(ExitError::Usage(
+                "--write-capacity-percent must be above 0".into(),
+            ))
+        }
+        (None, None) => None,
+    };
+    Ok(TableOutput {
+        table,
+        columns,
+        mode,
+        escaped: cli.field_encoding == FieldEncoding::Escape,
+        batches_in_flight: in_range("--batches-in-flight", cli.batches_in_flight, 4)?,
+        rate,
+        tag,
+    })
+}
+
+/// `s3://bucket/prefix/`, `s3://bucket/key`, or `dynamodb://table`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    S3 { bucket: String, key: S3Key },
+    DynamoDb { table: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum S3Key {
+    /// Ends with `/`: the object name comes from the iteration context.
+    Prefix(String),
+    Exact(String),
+}
+
+impl Target {
+    pub fn parse(s: &str) -> Result<Self, ExitError> {
+        let usage = |m: &str| {
+            ExitError::Usage(format!(
+                "target {s:?}: {m}; expected s3://BUCKET/PREFIX/, s3://BUCKET/KEY or dynamodb://TABLE"
+            ))
+        };
+        if let Some(rest) = s.strip_prefix("s3://") {
+            let Some((bucket, key)) = rest.split_once('/') else {
+                // Without a trailing '/' a target is an exact key, and this one names none.
+                return Err(ExitError::Usage(format!(
+                    "target {s:?} names a bucket but no object: use s3://{rest}/ to write \
+                     under the bucket's top level (objects named from the iteration), or \
+                     s3://{rest}/KEY for one exact key"
+                )));
+            };
+            if bucket.is_empty() {
+                return Err(usage("no bucket"));
+            }
+            let key = if key.is_empty() || key.ends_with('/') {
+                S3Key::Prefix(key.to_string())
+            } else {
+                S3Key::Exact(key.to_string())
+            };
+            Ok(Target::S3 {
+                bucket: bucket.to_string(),
+                key,
+            })
+        } else if let Some(table) = s.strip_prefix("dynamodb://") {
+            check_table_name(table)?;
+            Ok(Target::DynamoDb {
+                table: table.to_string(),
+            })
+        } else {
+            Err(usage("unknown scheme"))
+        }
+    }
+}
+
+/// Which iteration's output this is (from flags, EMR names, or the
+/// environment the reader gives its child).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IterationContext {
+    pub logical_name: Option<String>,
+    pub iteration: Option<u64>,
+    pub stream: Option<String>,
+    /// Hadoop's task partition (`mapreduce_task_partition`): which reducer's part.
+    pub partition: u32,
+    /// When the iteration was opened (epoch ms), for `{date}` / `{hour}`.
+    pub opened_ms: Option<i64>,
+}
+
+/// The default object name under a prefix: one object per iteration and
+/// partition, so a rerun writes the same key.
+pub const DEFAULT_KEY_TEMPLATE: &str = "iteration={iteration}/part-{partition}";
+
+/// Expands a key template. Placeholders: `{logical_name}`, `{iteration}`,
+/// `{partition}` (5 digits), `{stream}`, `{date}` (YYYY-MM-DD) and `{hour}`
+/// (HH) of the iteration's opening. A placeholder without a value is an error.
+pub fn expand_key(template: &str, ctx: &IterationContext) -> Result<String, ExitError> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = rest[open..].find('}').ok_or_else(|| {
+            ExitError::Usage(format!("key template {template:?}: a '{{' is never closed"))
+        })? + open;
+        let name = &rest[open + 1..close];
+        let missing = |what: &str| {
+            ExitError::Usage(format!(
+                "key template {template:?} uses {{{name}}} but no {what} is known: pass {}",
+                match name {
+                    "logical_name" => "--logical-name (or -D kinesis.checkpoint.logical.name)",
+                    "iteration" => "--iteration (or -D kinesis.checkpoint.iteration.no)",
+                    "stream" => "--stream (or -D kinesis.stream.name)",
+                    _ => "--iteration-start RFC3339",
+                }
+            ))
+        };
+        let value = match name {
+            "logical_name" => ctx
+                .logical_name
+                .clone()
+                .ok_or_else(|| missing("logical name"))?,
+            "iteration" => ctx
+                .iteration
+                .ok_or_else(|| missing("iteration"))?
+                .to_string(),
+            "partition" => format!("{:05}", ctx.partition),
+            "stream" => ctx.stream.clone().ok_or_else(|| missing("stream"))?,
+            "date" | "hour" => {
+                let ms = ctx.opened_ms.ok_or_else(|| missing("iteration start"))?;
+                let t = crate::iteration::fmt_ms(ms); // 2026-11-26T14:05:00.000Z
+                if name == "date" {
+                    t[..10].to_string()
+                } else {
+                    t[11..13].to_string()
+                }
+            }
+            other => {
+                return Err(ExitError::Usage(format!(
+                    "key template {template:?}: unknown placeholder {{{other}}}; known: \
+                     {{logical_name}} {{iteration}} {{partition}} {{stream}} {{date}} {{hour}}"
+                )))
+            }
+        };
+        out.push_str(&value);
+        rest = &rest[close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The iteration context from flags, EMR names, and the reader's exports.
+fn iteration_context(
+    c: &WriterCli,
+    l: &Layers,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<IterationContext, ExitError> {
+    let or_export = |v: Option<(String, String)>, var: &str| {
+        v.or_else(|| env(var).map(|x| (x.clone(), format!("environment {var}={x}"))))
+    };
+    let logical_name = or_export(
+        l.get(
+            "logical-name",
+            c.logical_name.as_deref(),
+            &[names::LOGICAL_NAME],
+        )?,
+        exported::LOGICAL_NAME,
+    )
+    .map(|v| v.0);
+    // The same names as the reader's, so that one iteration has one name.
+    if let Some(name) = &logical_name {
+        check_logical_name(name)?;
+    }
+    let iteration = parsed(
+        or_export(
+            l.get("iteration", c.iteration.as_deref(), &[names::ITERATION])?,
+            exported::ITERATION,
+        ),
+        |s| {
+            s.parse::<u64>()
+                .map_err(|_| "expected a whole number ≥ 0".to_string())
+        },
+    )?;
+    let stream = or_export(
+        l.get("stream", c.stream.as_deref(), &[names::STREAM])?,
+        exported::STREAM,
+    )
+    .map(|v| crate::ports::stream::stream_name(&v.0).to_string());
+    let partition = match c.partition {
+        Some(p) => p,
+        None => parsed(
+            ["mapreduce_task_partition", "mapred_task_partition"]
+                .iter()
+                .find_map(|v| env(v).map(|x| (x.clone(), format!("environment {v}={x}")))),
+            |s| {
+                s.parse::<u32>()
+                    .map_err(|_| "expected a whole number".to_string())
+            },
+        )?
+        .unwrap_or(0),
+    };
+    let start = c
+        .iteration_start
+        .clone()
+        .map(|v| (v.clone(), format!("--iteration-start {v}")))
+        .or_else(|| {
+            env(exported::ITERATION_START).map(|x| {
+                (
+                    x.clone(),
+                    format!("environment {}={x}", exported::ITERATION_START),
+                )
+            })
+        });
+    let opened_ms = parsed(start, |s| {
+        humantime::parse_rfc3339_weak(s)
+            .map_err(|e| format!("not an RFC 3339 time ({e})"))
+            .map(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as i64)
+                    .unwrap_or(0)
+            })
+    })?;
+    Ok(IterationContext {
+        logical_name,
+        iteration,
+        stream,
+        partition,
+        opened_ms,
+    })
+}
+
+/// Requests in flight: 1 to 64 (more only queues at the client).
+fn in_range(flag: &str, v: Option<usize>, default: usize) -> Result<usize, ExitError> {
+    match v.unwrap_or(default) {
+        n @ 1..=64 => Ok(n),
+        n => Err(ExitError::Usage(format!("{flag} {n}: must be 1 to 64"))),
+    }
+}
+
+/// A flag for the other kind of target is a mistake, not a no-op.
+fn refuse_other_targets_flags(cli: &WriterCli, target: &Target) -> Result<(), ExitError> {
+    let given = |set: bool, flag: &'static str| set.then_some(flag);
+    let (misplaced, here, there): (Vec<&str>, _, _) = match target {
+        Target::S3 { key, .. } => {
+            if let (S3Key::Exact(k), Some(_)) = (key, &cli.key_template) {
+                return Err(ExitError::Usage(format!(
+                    "--key-template names objects under a prefix (a target ending with '/'), \
+                     but {:?} is the exact key {k:?}",
+                    cli.target
+                )));
+            }
+            (
+                [
+                    given(cli.columns.is_some(), "--columns"),
+                    given(cli.mode.is_some(), "--mode"),
+                    given(cli.batches_in_flight.is_some(), "--batches-in-flight"),
+                    given(cli.write_rate.is_some(), "--write-rate"),
+                    given(
+                        cli.write_capacity_percent.is_some(),
+                        "--write-capacity-percent",
+                    ),
+                ]
+                .into_iter()
+                .flatten()
+                .collect(),
+                "an s3:// target",
+                "dynamodb://",
+            )
+        }
+        Target::DynamoDb { .. } => (
+            [
+                given(cli.compress.is_some(), "--compress"),
+                given(cli.key_template.is_some(), "--key-template"),
+                given(cli.part_size.is_some(), "--part-size"),
+                given(cli.parts_in_flight.is_some(), "--parts-in-flight"),
+                given(cli.success_marker, "--success-marker"),
+                given(cli.skip_empty, "--skip-empty"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            "a dynamodb:// target",
+            "s3://",
+        ),
+    };
+    match misplaced.as_slice() {
+        [] => Ok(()),
+        flags => Err(ExitError::Usage(format!(
+            "{} {} not apply to {here} (only to {there} targets)",
+            flags.join(", "),
+            if flags.len() == 1 { "does" } else { "do" }
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            Target::parse("s3://results/top-errors/").unwrap(),
+            Target::S3 {
+                bucket: "results".into(),
+                key: S3Key::Prefix("top-errors/".into())
+            }
+        );
+        assert_eq!(
+            Target::parse("s3://results/").unwrap(),
+            Target::S3 {
+                bucket: "results".into(),
+                key: S3Key::Prefix("".into())
+            }
+        );
+        // No '/': an exact key, and there is none.
+        let e = Target::parse("s3://results").unwrap_err().to_string();
+        assert!(e.contains("s3://results/"), "{e}");
+        assert_eq!(
+            Target::parse("s3://b/x/out.tsv").unwrap(),
+            Target::S3 {
+                bucket: "b".into(),
+                key: S3Key::Exact("x/out.tsv".into())
+            }
+        );
+        assert_eq!(
+            Target::parse("dynamodb://counts").unwrap(),
+            Target::DynamoDb {
+                table: "counts".into()
+            }
+        );
+        for bad in [
+            "s3:///k",
+            "file:///tmp/x",
+            "dynamodb://",
+            "results/",
+            "dynamodb://a b",
+        ] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn keys_are_deterministic_per_iteration_and_partition() {
+        let ctx = IterationContext {
+            logical_name: Some("top".into()),
+            iteration: Some(7),
+            stream: Some("logs".into()),
+            partition: 3,
+            opened_ms: Some(1_764_165_900_000), // 2025-11-26T14:05:00Z
+        };
+        assert_eq!(
+            expand_key(DEFAULT_KEY_TEMPLATE, &ctx).unwrap(),
+            "iteration=7/part-00003"
+        );
+        assert_eq!(
+            expand_key(
+                "{stream}/{logical_name}/dt={date}/hr={hour}/{iteration}.tsv",
+                &ctx
+            )
+            .unwrap(),
+            "logs/top/dt=2025-11-26/hr=14/7.tsv"
+        );
+        let e = expand_key(DEFAULT_KEY_TEMPLATE, &IterationContext::default()).unwrap_err();
+        assert!(e.to_string().contains("--iteration"), "{e}");
+        assert!(expand_key("{colour}", &ctx)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown placeholder"));
+        assert!(expand_key("a{iteration", &ctx).is_err());
+    }
+}

@@ -1,0 +1,109 @@
+//! Exec mode: the command after `--` gets the records on its stdin, with the
+//! iteration it reads in its environment, and its exit status decides the
+//! iteration's.
+
+use crate::config::{exported, mangle, names};
+use crate::iteration::fmt_ms;
+use std::process::{Child, Command, Stdio};
+
+/// Where a run is, as its command is told: the stream, and with checkpoints
+/// the logical name, iteration number and opening time (epoch ms).
+pub type RunContext = (String, Option<(String, u64, i64)>);
+
+/// Starts `program` with `args`, its stdin a pipe, and the run's context in
+/// its environment under both the `KINESIS_*` names and the EMR names as
+/// Hadoop would pass them.
+pub fn spawn(program: &str, args: &[String], ctx: &RunContext) -> std::io::Result<Child> {
+    let (stream, it) = ctx;
+    let mut cmd = Command::new(program);
+    cmd.args(args).stdin(Stdio::piped());
+    cmd.env(exported::STREAM, stream)
+        .env(mangle(names::STREAM), stream);
+    if let Some((logical, n, opened_ms)) = it {
+        cmd.env(exported::LOGICAL_NAME, logical)
+            .env(mangle(names::LOGICAL_NAME), logical)
+            .env(exported::ITERATION, n.to_string())
+            .env(mangle(names::ITERATION), n.to_string())
+            .env(exported::ITERATION_START, fmt_ms(*opened_ms));
+    }
+    cmd.spawn()
+}
+
+/// The child's exit status as a shell reports it (128 + signal if killed).
+pub fn wait(mut c: Child) -> std::io::Result<u8> {
+    use std::os::unix::process::ExitStatusExt;
+    let s = c.wait()?;
+    Ok(match (s.code(), s.signal()) {
+        (Some(code), _) => code as u8,
+        (None, Some(sig)) => 128u8.wrapping_add(sig as u8),
+        _ => 1,
+    })
+}
+
+/// Why `program` cannot be run, if it cannot: it must be an executable file,
+/// given as a path or found on the PATH, as execvp(3) looks for it.
+pub fn not_runnable(program: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let p = std::path::Path::new(program);
+        return match std::fs::metadata(p) {
+            Err(_) => Some("no such file".into()),
+            Ok(m) if !m.is_file() => Some("not a file".into()),
+            Ok(_) if !executable(p) => Some(format!(
+                "not executable (chmod +x {program}, or run it through its interpreter, e.g. \
+                 -- python3 {program})"
+            )),
+            Ok(_) => None,
+        };
+    }
+    let dirs: Vec<_> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    if dirs.iter().any(|d| executable(&d.join(program))) {
+        return None;
+    }
+    Some(match dirs.iter().find(|d| d.join(program).is_file()) {
+        Some(d) => format!("{} is not executable", d.join(program).display()),
+        None => "not found on the PATH".into(),
+    })
+}
+
+/// What an early end means for a run that records its outcome: `recorded`
+/// is the iteration and whether this run is a map task's share of it.
+pub fn incomplete(recorded: Option<(u64, bool)>) -> Option<String> {
+    recorded.map(|(n, task)| match task {
+        false => format!(
+            "iteration {n} was not completed and is marked failed (--iteration next runs it again)"
+        ),
+        true => format!(
+            "this task's shards of iteration {n} that were not read to their end stay unfixed, \
+             so a retry of the task reads them"
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_that_cannot_run_says_why() {
+        let dir = std::env::temp_dir().join(format!("exec-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("mapper.py");
+        std::fs::write(&script, "print(1)\n").unwrap();
+        let path = script.to_str().unwrap();
+        assert!(not_runnable(path).unwrap().contains("chmod +x"));
+        assert_eq!(not_runnable(dir.to_str().unwrap()).unwrap(), "not a file");
+        assert_eq!(not_runnable("./no-such-mapper").unwrap(), "no such file");
+        assert_eq!(
+            not_runnable("no-such-program-anywhere").unwrap(),
+            "not found on the PATH"
+        );
+        assert!(not_runnable("sh").is_none());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

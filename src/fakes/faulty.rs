@@ -1,0 +1,433 @@
+//! [`Faulty`]: wraps any port and makes chosen calls go wrong the ways a
+//! network and a service do: refused, timed out before or after being
+//! applied, applied twice by a retry, or answered from a stale read.
+
+use crate::ports::checkpoint::*;
+use crate::ports::items::{Item, ItemTable, TableInfo};
+use crate::ports::objects::{ObjectStore, Part};
+use crate::ports::stream::*;
+use crate::ports::SinkError;
+use crate::position::Position;
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::future::Future;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Mutex;
+
+/// How a call goes wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Refused before it was applied (a service error).
+    Fail,
+    /// Timed out before it was applied: the caller cannot tell it from `Lost`.
+    Dropped,
+    /// Applied, but its answer was lost (a timeout).
+    Lost,
+    /// Applied, its answer lost, and applied again by the client's retry,
+    /// whose answer arrives.
+    AppliedTwice,
+    /// A read answered as if recent writes had not happened (`header` and
+    /// `latest`: nothing there yet).
+    StaleRead,
+    /// GetRecords: the shard iterator expired.
+    IteratorExpired,
+    /// SubscribeToShard: another subscription of the consumer is active.
+    SubscriptionInUse,
+}
+
+/// Every port method a fault can be put on.
+const METHODS: [&str; 28] = [
+    "latest",
+    "header",
+    "lowest_unfinished",
+    "headers",
+    "shards",
+    "create",
+    "add_shards",
+    "acquire",
+    "renew",
+    "fix_shard",
+    "finish",
+    "describe",
+    "list_shards",
+    "iterator",
+    "get_records",
+    "oldest",
+    "consumer",
+    "deregister_consumer",
+    "subscribe",
+    "put_object",
+    "create_upload",
+    "upload_part",
+    "complete",
+    "abort",
+    "head_etag",
+    "uploads_of",
+    "batch_put",
+    "add_once",
+];
+
+struct Planned {
+    method: &'static str,
+    calls: (usize, usize),
+    fault: Fault,
+}
+
+/// A port whose chosen calls fail. Calls are counted per method from 1.
+pub struct Faulty<T> {
+    inner: T,
+    planned: Vec<Planned>,
+    calls: Mutex<HashMap<&'static str, usize>>,
+}
+
+impl<T> Faulty<T> {
+    pub fn new(inner: T) -> Self {
+        Faulty {
+            inner,
+            planned: Vec::new(),
+            calls: Mutex::default(),
+        }
+    }
+
+    /// Makes calls `calls` (counted from 1) of `method` go wrong as `fault`.
+    pub fn on(
+        mut self,
+        method: &'static str,
+        calls: impl RangeBounds<usize>,
+        fault: Fault,
+    ) -> Self {
+        assert!(METHODS.contains(&method), "no port method {method}");
+        let from = match calls.start_bound() {
+            Bound::Included(&n) => n,
+            Bound::Excluded(&n) => n + 1,
+            Bound::Unbounded => 1,
+        };
+        let to = match calls.end_bound() {
+            Bound::Included(&n) => n,
+            Bound::Excluded(&n) => n - 1,
+            Bound::Unbounded => usize::MAX,
+        };
+        self.planned.push(Planned {
+            method,
+            calls: (from, to),
+            fault,
+        });
+        self
+    }
+
+    /// How many times `method` was called.
+    pub fn calls(&self, method: &str) -> usize {
+        self.calls.lock().unwrap().get(method).copied().unwrap_or(0)
+    }
+
+    pub fn inner(&self) -> &T {
+        &self.inner
+    }
+
+    /// Counts a call of `method`; the fault planned for it, if any.
+    fn next(&self, method: &'static str) -> Option<Fault> {
+        let mut calls = self.calls.lock().unwrap();
+        let n = calls.entry(method).or_insert(0);
+        *n += 1;
+        let n = *n;
+        self.planned
+            .iter()
+            .find(|p| p.method == method && (p.calls.0..=p.calls.1).contains(&n))
+            .map(|p| p.fault)
+    }
+
+    /// Runs `call` as `fault` says; `injected` makes the port's error.
+    async fn run<R, E, Fut>(
+        method: &'static str,
+        fault: Option<Fault>,
+        call: impl Fn() -> Fut,
+        injected: impl Fn(String) -> E,
+    ) -> Result<R, E>
+    where
+        Fut: Future<Output = Result<R, E>>,
+    {
+        match fault {
+            None => call().await,
+            Some(Fault::Fail) => Err(injected(format!("injected: {method} was refused"))),
+            Some(Fault::Dropped) => Err(injected(format!(
+                "injected: {method} timed out before it was applied"
+            ))),
+            Some(Fault::Lost) => {
+                let _ = call().await;
+                Err(injected(format!("injected: {method}'s answer was lost")))
+            }
+            Some(Fault::AppliedTwice) => {
+                let _ = call().await;
+                call().await
+            }
+            Some(f) => panic!("{f:?} does not apply to {method}"),
+        }
+    }
+}
+
+fn store_error(m: String) -> StoreError {
+    StoreError::Other(anyhow::anyhow!(m))
+}
+
+fn stream_error(m: String) -> StreamError {
+    StreamError::Other(anyhow::anyhow!(m))
+}
+
+fn sink_error(m: String) -> SinkError {
+    SinkError::Other(anyhow::anyhow!(m))
+}
+
+#[async_trait]
+impl<T: CheckpointStore> CheckpointStore for Faulty<T> {
+    async fn latest(&self, key: &LogicalKey) -> Result<Option<IterationHeader>, StoreError> {
+        match self.next("latest") {
+            Some(Fault::StaleRead) => Ok(None),
+            f => Self::run("latest", f, || self.inner.latest(key), store_error).await,
+        }
+    }
+    async fn header(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+    ) -> Result<Option<IterationHeader>, StoreError> {
+        match self.next("header") {
+            Some(Fault::StaleRead) => Ok(None),
+            f => Self::run("header", f, || self.inner.header(key, n), store_error).await,
+        }
+    }
+    async fn lowest_unfinished(
+        &self,
+        key: &LogicalKey,
+        from: u64,
+        to: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let f = self.next("lowest_unfinished");
+        let call = || self.inner.lowest_unfinished(key, from, to);
+        Self::run("lowest_unfinished", f, call, store_error).await
+    }
+    async fn headers(&self, key: &LogicalKey) -> Result<Vec<IterationHeader>, StoreError> {
+        let f = self.next("headers");
+        Self::run("headers", f, || self.inner.headers(key), store_error).await
+    }
+    async fn shards(&self, key: &LogicalKey, n: u64) -> Result<Vec<ShardCheckpoint>, StoreError> {
+        let f = self.next("shards");
+        Self::run("shards", f, || self.inner.shards(key, n), store_error).await
+    }
+    async fn create(
+        &self,
+        key: &LogicalKey,
+        header: &IterationHeader,
+        shards: &[ShardCheckpoint],
+    ) -> Result<(), StoreError> {
+        let f = self.next("create");
+        let call = || self.inner.create(key, header, shards);
+        Self::run("create", f, call, store_error).await
+    }
+    async fn add_shards(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+        holder: &Holder,
+        shards: &[ShardCheckpoint],
+    ) -> Result<(), StoreError> {
+        let f = self.next("add_shards");
+        let call = || self.inner.add_shards(key, n, holder, shards);
+        Self::run("add_shards", f, call, store_error).await
+    }
+    async fn acquire(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+        holder: &Holder,
+        now_ms: i64,
+        expires_ms: i64,
+        takeover: bool,
+    ) -> Result<Lease, StoreError> {
+        let f = self.next("acquire");
+        let call = || {
+            self.inner
+                .acquire(key, n, holder, now_ms, expires_ms, takeover)
+        };
+        Self::run("acquire", f, call, store_error).await
+    }
+    async fn renew(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+        holder: &Holder,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
+        let f = self.next("renew");
+        let call = || self.inner.renew(key, n, holder, expires_ms);
+        Self::run("renew", f, call, store_error).await
+    }
+    async fn fix_shard(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+        holder: &Holder,
+        shard_id: &str,
+        end: &ShardEnd,
+    ) -> Result<(), StoreError> {
+        let f = self.next("fix_shard");
+        let call = || self.inner.fix_shard(key, n, holder, shard_id, end);
+        Self::run("fix_shard", f, call, store_error).await
+    }
+    async fn finish(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+        holder: &Holder,
+        state: IterationState,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let f = self.next("finish");
+        let call = || self.inner.finish(key, n, holder, state, now_ms);
+        Self::run("finish", f, call, store_error).await
+    }
+}
+
+#[async_trait]
+impl<T: StreamApi> StreamApi for Faulty<T> {
+    async fn describe(&self) -> Result<StreamInfo, StreamError> {
+        let f = self.next("describe");
+        Self::run("describe", f, || self.inner.describe(), stream_error).await
+    }
+    async fn list_shards(&self) -> Result<Vec<ShardInfo>, StreamError> {
+        let f = self.next("list_shards");
+        Self::run("list_shards", f, || self.inner.list_shards(), stream_error).await
+    }
+    async fn iterator(&self, shard_id: &str, from: &Position) -> Result<String, StreamError> {
+        let f = self.next("iterator");
+        let call = || self.inner.iterator(shard_id, from);
+        Self::run("iterator", f, call, stream_error).await
+    }
+    async fn get_records(&self, iterator: &str, limit: i32) -> Result<Page, StreamError> {
+        match self.next("get_records") {
+            Some(Fault::IteratorExpired) => Err(StreamError::IteratorExpired),
+            f => {
+                let call = || self.inner.get_records(iterator, limit);
+                Self::run("get_records", f, call, stream_error).await
+            }
+        }
+    }
+    async fn oldest(&self, shard_id: &str) -> Result<Option<Record>, StreamError> {
+        let f = self.next("oldest");
+        Self::run("oldest", f, || self.inner.oldest(shard_id), stream_error).await
+    }
+    async fn consumer(&self, name: &str) -> Result<String, StreamError> {
+        let f = self.next("consumer");
+        Self::run("consumer", f, || self.inner.consumer(name), stream_error).await
+    }
+    async fn deregister_consumer(&self, name: &str) -> Result<bool, StreamError> {
+        let f = self.next("deregister_consumer");
+        let call = || self.inner.deregister_consumer(name);
+        Self::run("deregister_consumer", f, call, stream_error).await
+    }
+    async fn subscribe(
+        &self,
+        consumer_arn: &str,
+        shard_id: &str,
+        from: &Position,
+    ) -> Result<Box<dyn Subscription>, StreamError> {
+        match self.next("subscribe") {
+            Some(Fault::SubscriptionInUse) => Err(StreamError::SubscriptionInUse(format!(
+                "injected: another subscription to {shard_id} is active"
+            ))),
+            f => {
+                let call = || self.inner.subscribe(consumer_arn, shard_id, from);
+                Self::run("subscribe", f, call, stream_error).await
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl<T: ObjectStore> ObjectStore for Faulty<T> {
+    async fn put_object(&self, key: &str, body: Bytes) -> Result<(), SinkError> {
+        let f = self.next("put_object");
+        let call = || self.inner.put_object(key, body.clone());
+        Self::run("put_object", f, call, sink_error).await
+    }
+    async fn create_upload(&self, key: &str) -> Result<String, SinkError> {
+        let f = self.next("create_upload");
+        Self::run(
+            "create_upload",
+            f,
+            || self.inner.create_upload(key),
+            sink_error,
+        )
+        .await
+    }
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> Result<Part, SinkError> {
+        let f = self.next("upload_part");
+        let call = || self.inner.upload_part(key, upload_id, number, body.clone());
+        Self::run("upload_part", f, call, sink_error).await
+    }
+    async fn complete(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: &[Part],
+    ) -> Result<bool, SinkError> {
+        // The port answers a lost answer with `Ok(false)`.
+        match self.next("complete") {
+            Some(Fault::Dropped) => Ok(false),
+            Some(Fault::Lost) => self
+                .inner
+                .complete(key, upload_id, parts)
+                .await
+                .map(|_| false),
+            f => {
+                let call = || self.inner.complete(key, upload_id, parts);
+                Self::run("complete", f, call, sink_error).await
+            }
+        }
+    }
+    async fn abort(&self, key: &str, upload_id: &str) -> Result<(), SinkError> {
+        let f = self.next("abort");
+        Self::run("abort", f, || self.inner.abort(key, upload_id), sink_error).await
+    }
+    async fn head_etag(&self, key: &str) -> Result<Option<String>, SinkError> {
+        let f = self.next("head_etag");
+        Self::run("head_etag", f, || self.inner.head_etag(key), sink_error).await
+    }
+    async fn uploads_of(&self, key: &str) -> Result<Vec<(String, i64)>, SinkError> {
+        let f = self.next("uploads_of");
+        Self::run("uploads_of", f, || self.inner.uploads_of(key), sink_error).await
+    }
+}
+
+#[async_trait]
+impl<T: ItemTable> ItemTable for Faulty<T> {
+    async fn describe(&self) -> Result<TableInfo, SinkError> {
+        let f = self.next("describe");
+        Self::run("describe", f, || self.inner.describe(), sink_error).await
+    }
+    async fn batch_put(&self, items: Vec<Item>) -> Result<Vec<Item>, SinkError> {
+        let f = self.next("batch_put");
+        let call = || self.inner.batch_put(items.clone());
+        Self::run("batch_put", f, call, sink_error).await
+    }
+    async fn add_once(
+        &self,
+        key: Item,
+        adds: Item,
+        sets: Item,
+        tag: &str,
+    ) -> Result<bool, SinkError> {
+        let f = self.next("add_once");
+        let call = || {
+            self.inner
+                .add_once(key.clone(), adds.clone(), sets.clone(), tag)
+        };
+        Self::run("add_once", f, call, sink_error).await
+    }
+}

@@ -1,0 +1,260 @@
+//! [`MemoryStore`]: the checkpoint store in memory, with the same conditional
+//! semantics as the DynamoDB table, for unit tests of the run logic. Never a
+//! replacement for the emulator tests.
+
+use crate::ports::checkpoint::*;
+use async_trait::async_trait;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// One iteration in the in-memory store: header, shards, and task leases
+/// (owner, expiry) by task name.
+#[derive(Clone, Debug)]
+struct MemoryIteration {
+    header: IterationHeader,
+    shards: BTreeMap<String, ShardCheckpoint>,
+    tasks: BTreeMap<String, (String, i64)>,
+}
+
+type MemoryIterations = BTreeMap<(LogicalKey, u64), MemoryIteration>;
+
+/// The checkpoint store in memory.
+#[derive(Default)]
+pub struct MemoryStore {
+    inner: Mutex<MemoryIterations>,
+}
+
+impl MemoryStore {
+    fn with<T>(&self, f: impl FnOnce(&mut MemoryIterations) -> T) -> T {
+        f(&mut self.inner.lock().unwrap())
+    }
+
+    /// Runs `f` on iteration `n` while `holder` holds its lease; `Conflict` otherwise.
+    fn leased<T>(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+        holder: &Holder,
+        f: impl FnOnce(&mut MemoryIteration) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.with(|m| {
+            let it = m
+                .get_mut(&(key.clone(), n))
+                .ok_or_else(|| conflict("no iteration"))?;
+            let owner = match &holder.task {
+                None => it.header.owner.as_deref(),
+                Some(t) => it.tasks.get(t).map(|(o, _)| o.as_str()),
+            };
+            if owner != Some(holder.owner.as_str()) {
+                return Err(conflict("lease lost"));
+            }
+            f(it)
+        })
+    }
+}
+
+fn conflict(what: impl Into<String>) -> StoreError {
+    StoreError::Conflict(what.into())
+}
+
+#[async_trait]
+impl CheckpointStore for MemoryStore {
+    async fn latest(&self, key: &LogicalKey) -> Result<Option<IterationHeader>, StoreError> {
+        Ok(self.with(|m| {
+            m.iter()
+                .filter(|((k, _), _)| k == key)
+                .map(|(_, it)| it.header.clone())
+                .next_back()
+        }))
+    }
+    async fn header(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+    ) -> Result<Option<IterationHeader>, StoreError> {
+        Ok(self.with(|m| m.get(&(key.clone(), n)).map(|it| it.header.clone())))
+    }
+    async fn lowest_unfinished(
+        &self,
+        key: &LogicalKey,
+        from: u64,
+        to: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        Ok(self.with(|m| {
+            (from..=to).find(|n| {
+                m.get(&(key.clone(), *n))
+                    .is_some_and(|it| it.header.state != IterationState::Succeeded)
+            })
+        }))
+    }
+    async fn headers(&self, key: &LogicalKey) -> Result<Vec<IterationHeader>, StoreError> {
+        Ok(self.with(|m| {
+            m.iter()
+                .filter(|((k, _), _)| k == key)
+                .map(|(_, it)| it.header.clone())
+                .collect()
+        }))
+    }
+    async fn shards(&self, key: &LogicalKey, n: u64) -> Result<Vec<ShardCheckpoint>, StoreError> {
+        Ok(self.with(|m| {
+            m.get(&(key.clone(), n))
+                .map(|it| it.shards.values().cloned().collect())
+                .unwrap_or_default()
+        }))
+    }
+    async fn create(
+        &self,
+        key: &LogicalKey,
+        header: &IterationHeader,
+        shards: &[ShardCheckpoint],
+    ) -> Result<(), StoreError> {
+        self.with(|m| {
+            let k = (key.clone(), header.number);
+            if m.contains_key(&k) {
+                return Err(conflict(format!("iteration {} exists", header.number)));
+            }
+            let shards = shards
+                .iter()
+                .map(|s| (s.shard_id.clone(), s.clone()))
+                .collect();
+            m.insert(
+                k,
+                MemoryIteration {
+                    header: header.clone(),
+                    shards,
+                    tasks: BTreeMap::new(),
+                },
+            );
+            Ok(())
+        })
+    }
+    async fn add_shards(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+        holder: &Holder,
+        shards: &[ShardCheckpoint],
+    ) -> Result<(), StoreError> {
+        self.leased(key, n, holder, |it| {
+            for sh in shards {
+                it.shards
+                    .entry(sh.shard_id.clone())
+                    .or_insert_with(|| sh.clone());
+            }
+            Ok(())
+        })
+    }
+    async fn acquire(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+        holder: &Holder,
+        now_ms: i64,
+        expires_ms: i64,
+        takeover: bool,
+    ) -> Result<Lease, StoreError> {
+        self.with(|m| {
+            let it = m
+                .get_mut(&(key.clone(), n))
+                .ok_or_else(|| conflict("no iteration"))?;
+            if it.header.state == IterationState::Succeeded {
+                return Ok(Lease::Succeeded);
+            }
+            let (owner, expires) = match &holder.task {
+                None => (it.header.owner.clone(), it.header.lease_expires_ms),
+                Some(t) => match it.tasks.get(t) {
+                    Some((o, e)) => (Some(o.clone()), *e),
+                    None => (None, 0),
+                },
+            };
+            let free = match &owner {
+                None => true,
+                Some(o) => *o == holder.owner || expires < now_ms,
+            };
+            if !(free || takeover) {
+                return Ok(Lease::HeldBy {
+                    owner: owner.unwrap_or_default(),
+                    expires_ms: expires,
+                });
+            }
+            match &holder.task {
+                None => {
+                    it.header.owner = Some(holder.owner.clone());
+                    it.header.lease_expires_ms = expires_ms;
+                    it.header.state = IterationState::Open;
+                }
+                Some(t) => {
+                    it.tasks
+                        .insert(t.clone(), (holder.owner.clone(), expires_ms));
+                }
+            }
+            Ok(Lease::Acquired)
+        })
+    }
+    async fn renew(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+        holder: &Holder,
+        expires_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.leased(key, n, holder, |it| {
+            match &holder.task {
+                None => it.header.lease_expires_ms = expires_ms,
+                Some(t) => {
+                    it.tasks
+                        .insert(t.clone(), (holder.owner.clone(), expires_ms));
+                }
+            }
+            Ok(())
+        })
+    }
+    async fn fix_shard(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+        holder: &Holder,
+        shard_id: &str,
+        end: &ShardEnd,
+    ) -> Result<(), StoreError> {
+        self.leased(key, n, holder, |it| {
+            let sh = it
+                .shards
+                .get_mut(shard_id)
+                .ok_or_else(|| conflict("no such shard"))?;
+            match &sh.end {
+                // Our own fix, again (a retry after a lost answer).
+                Some(e) if e.same_fix(end) => return Ok(()),
+                Some(_) => return Err(conflict("already fixed")),
+                None => {}
+            }
+            sh.end = Some(end.clone());
+            Ok(())
+        })
+    }
+    async fn finish(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+        holder: &Holder,
+        state: IterationState,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.leased(key, n, holder, |it| {
+            match &holder.task {
+                Some(t) => {
+                    it.tasks.remove(t);
+                }
+                None => {
+                    let h = &mut it.header;
+                    h.owner = None;
+                    h.state = state;
+                    if state != IterationState::Open {
+                        h.finished_ms = Some(now_ms);
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,29 @@
+//! The ports: every outside service the crate calls, as a small trait with
+//! its own error enum. The AWS SDK implements them in `aws/`; in-memory
+//! versions for tests are in `fakes/`. Nothing outside `aws/` sees the SDK.
+//!
+//! - [`StreamApi`]: the Kinesis stream the reader reads.
+//! - [`CheckpointStore`]: where iteration boundaries and leases live.
+//! - [`ObjectStore`]: the S3 bucket the writer writes objects to.
+//! - [`ItemTable`]: the DynamoDB table the writer writes items to.
+
+pub mod checkpoint;
+pub mod items;
+pub mod objects;
+pub mod stream;
+
+pub use checkpoint::{CheckpointStore, StoreError};
+pub use items::ItemTable;
+pub use objects::ObjectStore;
+pub use stream::{StreamApi, StreamError};
+
+/// What the writer's ports ([`ObjectStore`], [`ItemTable`]) fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The bucket or table is not there, or not usable as the settings name
+    /// it: a usage error (exit code 2).
+    #[error("{0}")]
+    NotUsable(String),
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
+}
