@@ -9,7 +9,7 @@ use crate::exec;
 use crate::ports::checkpoint::{CheckpointStore, IterationState, LogicalKey};
 use crate::ports::stream::{stream_name, StreamApi};
 use crate::progress::{self, Progress};
-use crate::reader;
+use crate::run;
 use crate::stop::{self, Stop};
 use anyhow::Result;
 use std::io::{IsTerminal, Write};
@@ -93,7 +93,7 @@ async fn status(
 
 async fn plan(cfg: &ReaderConfig, shards_per_line: usize) -> Result<u8> {
     let (api, store) = clients(cfg).await?;
-    let p = reader::plan(
+    let p = run::plan(
         api.as_ref(),
         store.as_ref(),
         cfg,
@@ -127,7 +127,7 @@ async fn plan(cfg: &ReaderConfig, shards_per_line: usize) -> Result<u8> {
 
 async fn finish(cfg: &ReaderConfig, force: bool) -> Result<u8> {
     let (api, store) = clients(cfg).await?;
-    let (n, done) = reader::confirm(api.as_ref(), store.as_ref(), cfg, &owner_id(), force).await?;
+    let (n, done) = run::confirm(api.as_ref(), store.as_ref(), cfg, &owner_id(), force).await?;
     eprintln!(
         "kinesis-reader: iteration {n} {}",
         if done {
@@ -203,7 +203,7 @@ async fn read(cfg: ReaderConfig, watch: Watch) -> Result<u8> {
         progress::spawn_heartbeat(progress.clone(), "kinesis-reader", cfg.status_interval)
     });
     // Open the iteration first: a child is told which one it gets.
-    let prepared = reader::prepare(api, store, &cfg, &owner_id(), meter.clone()).await?;
+    let prepared = run::prepare(api, store, &cfg, &owner_id(), meter.clone()).await?;
     let (out, child, stop): (Box<dyn Write + Send>, Option<Child>, Stop) =
         match cfg.command.split_first() {
             // The reader buffers its output in large blocks itself (and
@@ -230,7 +230,7 @@ async fn read(cfg: ReaderConfig, watch: Watch) -> Result<u8> {
     let shard_count = prepared.shard_count();
     let recorded = prepared.recorded();
     let display = meter.map(|m| progress::spawn_display(progress, m, shard_count));
-    let summary = reader::run(prepared, &cfg, out, stop, child.is_some()).await;
+    let summary = run::run(prepared, &cfg, out, stop, child.is_some()).await;
     progress::stop_display(display);
     if let Some(h) = heartbeat {
         h.abort();
@@ -261,10 +261,10 @@ async fn read(cfg: ReaderConfig, watch: Watch) -> Result<u8> {
 /// is a run that ends with the command's code and no summary.
 async fn after_command(
     c: Child,
-    summary: Result<reader::Summary>,
+    summary: Result<run::Summary>,
     cfg: &ReaderConfig,
     recorded: Option<(u64, bool)>,
-) -> Result<Result<(reader::Summary, u8), u8>> {
+) -> Result<Result<(run::Summary, u8), u8>> {
     let status = tokio::task::spawn_blocking(move || exec::wait(c)).await??;
     match summary {
         Ok(mut s) => {
@@ -308,7 +308,7 @@ async fn after_command(
 }
 
 /// The closing lines on stderr: Hadoop counters under Hadoop, and the summary.
-fn report(summary: &reader::Summary, hadoop: bool, dynamo: Option<&DynamoStore>) {
+fn report(summary: &run::Summary, hadoop: bool, dynamo: Option<&DynamoStore>) {
     if hadoop {
         eprint!(
             "{}",
@@ -352,5 +352,5 @@ fn owner_id() -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
-    format!("{host}:{}:{}", std::process::id(), crate::now_ms())
+    format!("{host}:{}:{}", std::process::id(), crate::clock::now_ms())
 }

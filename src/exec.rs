@@ -2,8 +2,8 @@
 //! iteration it reads in its environment, and its exit status decides the
 //! iteration's.
 
+use crate::clock::fmt_ms;
 use crate::config::{exported, mangle, names};
-use crate::iteration::fmt_ms;
 use std::process::{Child, Command, Stdio};
 
 /// Where a run is, as its command is told: the stream, and with checkpoints

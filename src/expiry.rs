@@ -7,7 +7,7 @@
 //! is older than the retention (less a margin) is the shard probed: its
 //! oldest record (TRIM_HORIZON) tells whether the start is still there.
 
-use crate::iteration::fmt_ms;
+use crate::clock::fmt_ms;
 use crate::ports::checkpoint::ShardCheckpoint;
 use crate::ports::stream::{Record, StreamApi};
 use crate::position::{seq_cmp, Position};

@@ -169,9 +169,7 @@ impl Formatter {
             Field::SequenceNumber => typed(out, 7, r.sequence_number.as_bytes()),
             Field::PartitionKey => typed(out, 7, r.partition_key.as_bytes()),
             Field::Stream => typed(out, 7, self.stream.as_bytes()),
-            Field::ArrivalTimestamp => {
-                typed(out, 7, crate::iteration::fmt_ms(r.arrival_ms).as_bytes())
-            }
+            Field::ArrivalTimestamp => typed(out, 7, crate::clock::fmt_ms(r.arrival_ms).as_bytes()),
             Field::SubSequenceNumber => long(out, r.sub_sequence_number.unwrap_or(0) as i64),
             Field::ArrivalMillis => long(out, r.arrival_ms),
             // -1 when reading without checkpoints.
@@ -189,9 +187,7 @@ impl Formatter {
                 Field::SequenceNumber => out.write_all(r.sequence_number.as_bytes())?,
                 Field::SubSequenceNumber => write!(out, "{}", r.sub_sequence_number.unwrap_or(0))?,
                 Field::PartitionKey => self.encode(out, r.partition_key.as_bytes())?,
-                Field::ArrivalTimestamp => {
-                    write!(out, "{}", crate::iteration::rfc3339(r.arrival_ms))?
-                }
+                Field::ArrivalTimestamp => write!(out, "{}", crate::clock::rfc3339(r.arrival_ms))?,
                 Field::ArrivalMillis => write!(out, "{}", r.arrival_ms)?,
                 Field::Data => self.encode(out, r.data)?,
                 Field::Stream => out.write_all(self.stream.as_bytes())?,
@@ -233,7 +229,7 @@ impl Formatter {
                 Field::SequenceNumber => Value::from(r.sequence_number),
                 Field::SubSequenceNumber => Value::from(r.sub_sequence_number.unwrap_or(0)),
                 Field::PartitionKey => Value::from(r.partition_key),
-                Field::ArrivalTimestamp => Value::from(crate::iteration::fmt_ms(r.arrival_ms)),
+                Field::ArrivalTimestamp => Value::from(crate::clock::fmt_ms(r.arrival_ms)),
                 Field::ArrivalMillis => Value::from(r.arrival_ms),
                 Field::Stream => Value::from(self.stream.as_str()),
                 Field::Iteration if self.iteration.is_empty() => Value::Null,

@@ -1,184 +1,19 @@
-//! Planning and opening an iteration.
-//!
-//! Planning is pure: the first iteration's shards come from the stream's shard
-//! list and the start position; iteration N+1's shards come from iteration N's
-//! fixed ends and the shard list. An iteration never holds a shard together
-//! with one of its descendants, so within an iteration every shard can be read
-//! at once; children enter the iteration after the one in which their last
-//! parent was read to its end (lineage order, invariant 4).
-//!
-//! Opening resolves `--iteration N|next`, creates the iteration if needed
-//! (conditional write) and takes its lease.
+//! Opening an iteration in the checkpoint store: resolving `--iteration
+//! N|next`, creating the iteration if needed (a conditional write, its shards
+//! from `lineage`), and taking its lease or a map task's; `plan` and `finish`
+//! for distributed jobs.
 
+use crate::clock::fmt_ms;
 use crate::error::ExitError;
+use crate::lineage::{first_shards, next_shards, spec_time, StartSpec};
 use crate::ports::checkpoint::{
     CheckpointStore, Holder, IterationHeader, IterationState, Lease, LogicalKey, ShardCheckpoint,
     StoreError,
 };
 use crate::ports::stream::{ShardInfo, StreamInfo};
-use crate::position::Position;
 use anyhow::{anyhow, bail, Context, Result};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
-
-/// Where the first iteration of a logical name starts.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StartSpec {
-    TrimHorizon,
-    Latest,
-    AtTimestamp(i64),
-}
-
-impl StartSpec {
-    pub fn parse(s: &str) -> Result<Self, String> {
-        match s {
-            "trim-horizon" | "TRIM_HORIZON" => Ok(StartSpec::TrimHorizon),
-            "latest" | "LATEST" => Ok(StartSpec::Latest),
-            _ => {
-                let ts = s.strip_prefix("at-timestamp=").ok_or_else(|| {
-                    format!("{s:?}: expected trim-horizon, latest or at-timestamp=RFC3339")
-                })?;
-                let t = humantime::parse_rfc3339_weak(ts)
-                    .map_err(|e| format!("{ts:?} is not an RFC 3339 time: {e}"))?;
-                let ms = t
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_err(|_| format!("{ts:?} is before 1970"))?
-                    .as_millis() as i64;
-                Ok(StartSpec::AtTimestamp(ms))
-            }
-        }
-    }
-
-    /// The stored description, and the time later generations of shards start
-    /// from (children of a shard start at this time rather than at their first
-    /// record when the user asked to start at a time).
-    pub fn describe(&self, now_ms: i64) -> (String, Option<i64>) {
-        match self {
-            StartSpec::TrimHorizon => ("trim-horizon".into(), None),
-            StartSpec::Latest => (format!("latest@{now_ms}"), Some(now_ms)),
-            StartSpec::AtTimestamp(ms) => (format!("at-timestamp@{ms}"), Some(*ms)),
-        }
-    }
-}
-
-/// The time bound recorded in a header's start spec (`latest@MS`, `at-timestamp@MS`).
-fn spec_time(start_spec: &str) -> Option<i64> {
-    start_spec
-        .split_once('@')
-        .and_then(|(_, ms)| ms.parse().ok())
-}
-
-/// The shards of a logical name's first iteration: the lineage roots (shards
-/// none of whose parents is still listed), or for `latest` the open shards.
-/// Every start is concrete: a sequence number or a timestamp.
-pub fn plan_first(listed: &[ShardInfo], start: &StartSpec, now_ms: i64) -> Vec<ShardCheckpoint> {
-    let ids: BTreeSet<&str> = listed.iter().map(|s| s.shard_id.as_str()).collect();
-    listed
-        .iter()
-        .filter(|s| match start {
-            StartSpec::Latest => s.ending_sequence_number.is_none(),
-            _ => s.parents().iter().all(|p| !ids.contains(p.as_str())),
-        })
-        .map(|s| ShardCheckpoint {
-            shard_id: s.shard_id.clone(),
-            parents: s.parents(),
-            start: match start {
-                StartSpec::TrimHorizon => Position::At(s.starting_sequence_number.clone()),
-                StartSpec::Latest => Position::Timestamp(now_ms),
-                StartSpec::AtTimestamp(ms) => Position::Timestamp(*ms),
-            },
-            // Starting at a time: what arrived before it is not wanted.
-            known_until_ms: match start {
-                StartSpec::TrimHorizon => None,
-                StartSpec::Latest => Some(now_ms),
-                StartSpec::AtTimestamp(ms) => Some(*ms),
-            },
-            end: None,
-        })
-        .collect()
-}
-
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum PlanError {
-    #[error("shard {0} of the previous iteration has no fixed end yet")]
-    Unfinished(String),
-}
-
-/// The shards of the iteration after `prev` (whose ends must all be fixed).
-/// - an open shard continues where it ended;
-/// - a closed shard hands over to its children once every parent of a child
-///   is closed; until then it is carried along (it reads nothing) so that the
-///   lineage is remembered;
-/// - a child starts at its first record, or at `not_before_ms` when the
-///   logical name started at a time.
-pub fn plan_next(
-    prev: &[ShardCheckpoint],
-    listed: &[ShardInfo],
-    not_before_ms: Option<i64>,
-) -> Result<Vec<ShardCheckpoint>, PlanError> {
-    let mut closed = BTreeSet::new();
-    let mut next = BTreeMap::new();
-    for s in prev {
-        let end = s
-            .end
-            .as_ref()
-            .ok_or_else(|| PlanError::Unfinished(s.shard_id.clone()))?;
-        if end.closed {
-            closed.insert(s.shard_id.as_str());
-        }
-    }
-    let in_prev: BTreeSet<&str> = prev.iter().map(|s| s.shard_id.as_str()).collect();
-    for s in prev {
-        let end = s.end.as_ref().expect("checked above");
-        if !end.closed {
-            next.insert(s.shard_id.clone(), carry(s, end));
-            continue;
-        }
-        let children: Vec<&ShardInfo> = listed
-            .iter()
-            .filter(|c| c.parents().iter().any(|p| p == &s.shard_id))
-            .collect();
-        let mut all_ready = true;
-        for c in children {
-            // A parent that is not in this lineage (never read, or long gone)
-            // does not hold a child back.
-            let ready = c
-                .parents()
-                .iter()
-                .all(|p| closed.contains(p.as_str()) || !in_prev.contains(p.as_str()));
-            if ready {
-                next.entry(c.shard_id.clone())
-                    .or_insert_with(|| ShardCheckpoint {
-                        shard_id: c.shard_id.clone(),
-                        parents: c.parents(),
-                        start: match not_before_ms {
-                            Some(ms) => Position::Timestamp(ms),
-                            None => Position::At(c.starting_sequence_number.clone()),
-                        },
-                        known_until_ms: not_before_ms,
-                        end: None,
-                    });
-            } else {
-                all_ready = false;
-            }
-        }
-        if !all_ready {
-            next.insert(s.shard_id.clone(), carry(s, end));
-        }
-    }
-    Ok(next.into_values().collect())
-}
-
-/// The same shard in the next iteration, from where it ended.
-fn carry(s: &ShardCheckpoint, end: &crate::ports::checkpoint::ShardEnd) -> ShardCheckpoint {
-    ShardCheckpoint {
-        shard_id: s.shard_id.clone(),
-        parents: s.parents.clone(),
-        start: end.next.clone(),
-        known_until_ms: end.known_until_ms.or(s.known_until_ms),
-        end: None,
-    }
-}
 
 /// `--iteration N` or `--iteration next`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -287,155 +122,370 @@ pub async fn resolve(
     }
 }
 
-/// Opens iteration `n`: creates it if it does not exist (planned from the
-/// previous iteration or from `start`), then takes its lease unless it has
-/// succeeded already.
-#[allow(clippy::too_many_arguments)]
-pub async fn open(
-    store: &dyn CheckpointStore,
-    key: &LogicalKey,
-    n: u64,
-    stream: &StreamInfo,
-    listed: &[ShardInfo],
-    start: &StartSpec,
-    lease: &LeaseOptions,
-    now: &dyn Fn() -> i64,
-) -> Result<Opened> {
-    let header = match store.header(key, n).await? {
-        Some(h) => h,
-        // A map task reads a planned iteration; it never creates one.
-        None if lease.task.is_some() => {
-            return Err(ExitError::Usage(format!(
-                "iteration {n} of logical name {:?} has not been planned: run `kinesis-reader \
-                 plan` first (a map task reads only the shards of a planned iteration)",
-                key.logical_name
-            ))
-            .into())
-        }
-        None => match create(store, key, n, stream, listed, start, lease, now).await? {
-            Some(opened) => return Ok(opened),
-            // Another run created it first: fall through to the lease.
-            None => store
-                .header(key, n)
-                .await?
-                .ok_or_else(|| anyhow!("iteration {n} vanished after it was created"))?,
-        },
-    };
-    check_same_stream(&header, stream, key)?;
-    if header.state == IterationState::Succeeded {
-        // Finished for good: a replay needs no lease (and no write).
-        let shards = store.shards(key, n).await?;
-        return Ok(Opened {
-            header,
-            shards,
-            leased: false,
-        });
-    }
-    let holders = lease.holders();
-    for (i, holder) in holders.iter().enumerate() {
-        let taken = acquire_one(store, key, n, holder, lease, now).await;
-        if !matches!(taken, Ok(Lease::Acquired)) {
-            // Not all of them: give back the ones taken.
-            for h in &holders[..i] {
-                if let Err(e) = store.finish(key, n, h, IterationState::Open, now()).await {
-                    let what = h.task.as_deref().unwrap_or("the iteration");
-                    log::warn!("iteration {n}: could not release the lease of {what}: {e}");
-                }
-            }
-        }
-        match taken? {
-            Lease::Acquired => {}
-            _ => {
-                let header = store.header(key, n).await?.unwrap_or(header);
-                let shards = store.shards(key, n).await?;
-                return Ok(Opened {
-                    header,
-                    shards,
-                    leased: false,
-                });
-            }
-        }
-    }
-    let header = store.header(key, n).await?.unwrap_or(header);
-    let mut shards = store.shards(key, n).await?;
-    if shards.len() < header.shard_count as usize {
-        shards = complete_plan(store, key, &header, shards, listed, lease).await?;
-    }
-    Ok(Opened {
-        header,
-        shards,
-        leased: true,
-    })
+/// Iteration `n` of a logical name, and what opening it needs: the store,
+/// the stream as it is now, this run's lease settings and its clock.
+#[derive(Clone, Copy)]
+pub struct Opening<'a> {
+    pub store: &'a dyn CheckpointStore,
+    pub key: &'a LogicalKey,
+    pub n: u64,
+    pub stream: &'a StreamInfo,
+    pub listed: &'a [ShardInfo],
+    pub lease: &'a LeaseOptions,
+    pub now: &'a dyn Fn() -> i64,
 }
 
-/// Takes one lease, waiting (up to `lease.wait`) while another run holds
-/// it: `Acquired`, or `Succeeded` when the iteration needs no lease.
-async fn acquire_one(
-    store: &dyn CheckpointStore,
-    key: &LogicalKey,
-    n: u64,
-    holder: &Holder,
-    lease: &LeaseOptions,
-    now: &dyn Fn() -> i64,
-) -> Result<Lease> {
-    let waited_since = now();
-    // Set once another run's lease was seen; then failed polls in a row.
-    let mut waiting = false;
-    let mut failed_polls = 0;
-    loop {
-        let t = now();
-        let expires = t + lease.duration.as_millis() as i64;
-        let answer = store
-            .acquire(key, n, holder, t, expires, lease.takeover)
-            .await;
-        let answer = match answer {
-            // While waiting, one failed poll (after the SDK's own retries) is
-            // no reason to give up a wait that the next poll may end: several
-            // runs polling one item under a flaky service met this. A
-            // persistent error still ends the run, as itself.
-            Err(e) if waiting && failed_polls < WAIT_POLL_FAILURES => {
-                failed_polls += 1;
-                log::warn!("polling the lease of iteration {n} failed ({e:#}); polling again");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
+impl Opening<'_> {
+    /// Opens the iteration: creates it if it does not exist (planned from the
+    /// previous iteration or from `start`), then takes its lease unless it has
+    /// succeeded already.
+    pub async fn open(self, start: &StartSpec) -> Result<Opened> {
+        let Opening {
+            store,
+            key,
+            n,
+            stream,
+            lease,
+            now,
+            ..
+        } = self;
+        let header = match store.header(key, n).await? {
+            Some(h) => h,
+            // A map task reads a planned iteration; it never creates one.
+            None if lease.task.is_some() => {
+                return Err(ExitError::Usage(format!(
+                    "iteration {n} of logical name {:?} has not been planned: run `kinesis-reader \
+                 plan` first (a map task reads only the shards of a planned iteration)",
+                    key.logical_name
+                ))
+                .into())
             }
-            a => a.context("taking the iteration's lease")?,
+            None => match self.create(start).await? {
+                Some(opened) => return Ok(opened),
+                // Another run created it first: fall through to the lease.
+                None => store
+                    .header(key, n)
+                    .await?
+                    .ok_or_else(|| anyhow!("iteration {n} vanished after it was created"))?,
+            },
         };
-        failed_polls = 0;
-        match answer {
-            Lease::Succeeded => return Ok(Lease::Succeeded),
-            Lease::Acquired => return Ok(Lease::Acquired),
-            Lease::HeldBy { owner, expires_ms } => {
-                waiting = true;
-                let waited = Duration::from_millis((t - waited_since).max(0) as u64);
-                if waited >= lease.wait {
-                    return Err(ExitError::IterationOwned(format!(
-                        "{} of logical name {:?} is being run by {owner} \
-                         (lease until {}); waited {}; rerun later, or take it over \
-                         with --rerun-without-wait",
-                        what(n, lease),
-                        key.logical_name,
-                        fmt_ms(expires_ms),
-                        humantime::format_duration(Duration::from_secs(waited.as_secs()))
-                    ))
-                    .into());
+        check_same_stream(&header, stream, key)?;
+        if header.state == IterationState::Succeeded {
+            // Finished for good: a replay needs no lease (and no write).
+            let shards = store.shards(key, n).await?;
+            return Ok(Opened {
+                header,
+                shards,
+                leased: false,
+            });
+        }
+        let holders = lease.holders();
+        for (i, holder) in holders.iter().enumerate() {
+            let taken = self.acquire_one(holder).await;
+            if !matches!(taken, Ok(Lease::Acquired)) {
+                // Not all of them: give back the ones taken.
+                for h in &holders[..i] {
+                    if let Err(e) = store.finish(key, n, h, IterationState::Open, now()).await {
+                        let what = h.task.as_deref().unwrap_or("the iteration");
+                        log::warn!("iteration {n}: could not release the lease of {what}: {e}");
+                    }
                 }
-                if waited.is_zero() {
-                    log::warn!(
-                        "{} of {:?} is held by {owner} until {}; waiting for it to finish \
-                         or its lease to expire (--rerun-without-wait takes it over)",
-                        what(n, lease),
-                        key.logical_name,
-                        fmt_ms(expires_ms)
-                    );
+            }
+            match taken? {
+                Lease::Acquired => {}
+                _ => {
+                    let header = store.header(key, n).await?.unwrap_or(header);
+                    let shards = store.shards(key, n).await?;
+                    return Ok(Opened {
+                        header,
+                        shards,
+                        leased: false,
+                    });
                 }
-                let until_expiry = Duration::from_millis((expires_ms - t).max(0) as u64 + 50);
-                let pause = until_expiry
-                    .min(Duration::from_millis(500))
-                    .min(lease.wait - waited);
-                tokio::time::sleep(pause.max(Duration::from_millis(10))).await;
             }
         }
+        let header = store.header(key, n).await?.unwrap_or(header);
+        let mut shards = store.shards(key, n).await?;
+        if shards.len() < header.shard_count as usize {
+            shards = self.complete_plan(&header, shards).await?;
+        }
+        Ok(Opened {
+            header,
+            shards,
+            leased: true,
+        })
+    }
+
+    /// Takes one lease, waiting (up to `lease.wait`) while another run holds
+    /// it: `Acquired`, or `Succeeded` when the iteration needs no lease.
+    async fn acquire_one(self, holder: &Holder) -> Result<Lease> {
+        let Opening {
+            store,
+            key,
+            n,
+            lease,
+            now,
+            ..
+        } = self;
+        let waited_since = now();
+        // Set once another run's lease was seen; then failed polls in a row.
+        let mut waiting = false;
+        let mut failed_polls = 0;
+        loop {
+            let t = now();
+            let expires = t + lease.duration.as_millis() as i64;
+            let answer = store
+                .acquire(key, n, holder, t, expires, lease.takeover)
+                .await;
+            let answer = match answer {
+                // While waiting, one failed poll (after the SDK's own retries) is
+                // no reason to give up a wait that the next poll may end: several
+                // runs polling one item under a flaky service met this. A
+                // persistent error still ends the run, as itself.
+                Err(e) if waiting && failed_polls < WAIT_POLL_FAILURES => {
+                    failed_polls += 1;
+                    log::warn!("polling the lease of iteration {n} failed ({e:#}); polling again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                a => a.context("taking the iteration's lease")?,
+            };
+            failed_polls = 0;
+            match answer {
+                Lease::Succeeded => return Ok(Lease::Succeeded),
+                Lease::Acquired => return Ok(Lease::Acquired),
+                Lease::HeldBy { owner, expires_ms } => {
+                    waiting = true;
+                    let waited = Duration::from_millis((t - waited_since).max(0) as u64);
+                    if waited >= lease.wait {
+                        return Err(ExitError::IterationOwned(format!(
+                            "{} of logical name {:?} is being run by {owner} \
+                         (lease until {}); waited {}; rerun later, or take it over \
+                         with --rerun-without-wait",
+                            what(n, lease),
+                            key.logical_name,
+                            fmt_ms(expires_ms),
+                            humantime::format_duration(Duration::from_secs(waited.as_secs()))
+                        ))
+                        .into());
+                    }
+                    if waited.is_zero() {
+                        log::warn!(
+                            "{} of {:?} is held by {owner} until {}; waiting for it to finish \
+                         or its lease to expire (--rerun-without-wait takes it over)",
+                            what(n, lease),
+                            key.logical_name,
+                            fmt_ms(expires_ms)
+                        );
+                    }
+                    let until_expiry = Duration::from_millis((expires_ms - t).max(0) as u64 + 50);
+                    let pause = until_expiry
+                        .min(Duration::from_millis(500))
+                        .min(lease.wait - waited);
+                    tokio::time::sleep(pause.max(Duration::from_millis(10))).await;
+                }
+            }
+        }
+    }
+
+    /// `plan`: opens the iteration (creating it if needed, so its shards and
+    /// their starts are fixed) and releases it at once without an outcome, so
+    /// that map tasks can lease its shards.
+    pub async fn plan(self, start: &StartSpec) -> Result<Opened> {
+        let Opening {
+            store,
+            key,
+            n,
+            lease,
+            now,
+            ..
+        } = self;
+        let opened = self.open(start).await?;
+        if opened.leased {
+            store
+                .finish(key, n, &lease.holder(), IterationState::Open, now())
+                .await
+                .context("releasing the planned iteration")?;
+        }
+        Ok(opened)
+    }
+
+    /// After a distributed job: marks a planned iteration succeeded once every
+    /// shard has a fixed end, so that `next` moves on. Returns false if it had
+    /// succeeded already.
+    pub async fn confirm(self) -> Result<bool> {
+        let Opening {
+            store,
+            key,
+            n,
+            lease,
+            now,
+            ..
+        } = self;
+        if store.header(key, n).await?.is_none() {
+            return Err(ExitError::Usage(format!(
+                "iteration {n} of logical name {:?} does not exist",
+                key.logical_name
+            ))
+            .into());
+        }
+        let opened = self.open(&StartSpec::TrimHorizon).await?;
+        if !opened.leased {
+            return Ok(false);
+        }
+        let unfixed: Vec<&str> = opened
+            .shards
+            .iter()
+            .filter(|s| s.end.is_none())
+            .map(|s| s.shard_id.as_str())
+            .collect();
+        let holder = lease.holder();
+        if !unfixed.is_empty() {
+            store
+                .finish(key, n, &holder, IterationState::Open, now())
+                .await?;
+            return Err(anyhow!(
+                "iteration {n} of {:?} is not complete: {} of its {} shards have no fixed end \
+             ({}); run the map tasks for them (or `kinesis-reader --iteration {n}`) first",
+                key.logical_name,
+                unfixed.len(),
+                opened.shards.len(),
+                unfixed.join(", ")
+            ));
+        }
+        store
+            .finish(key, n, &holder, IterationState::Succeeded, now())
+            .await?;
+        Ok(true)
+    }
+
+    /// Creates the iteration, with the lease; `None` if another run created it first.
+    async fn create(self, start: &StartSpec) -> Result<Option<Opened>> {
+        let Opening {
+            store,
+            key,
+            n,
+            stream,
+            listed,
+            lease,
+            now,
+        } = self;
+        let t = now();
+        let prev = if n == 0 {
+            None
+        } else {
+            store.header(key, n - 1).await?
+        };
+        let (shards, start_spec, low_water) = match &prev {
+            None => {
+                // For n = 0 a concurrent creator may have won the race: the
+                // conditional create below then loses, and we go for the lease.
+                if n > 0 && store.latest(key).await?.is_some() {
+                    bail!(ExitError::Usage(format!(
+                        "iteration {} of logical name {:?} does not exist, so {n} cannot follow it",
+                        n - 1,
+                        key.logical_name
+                    )));
+                }
+                let (spec, _) = start.describe(t);
+                (first_shards(listed, start, t), spec, n)
+            }
+            Some(p) => {
+                check_same_stream(p, stream, key)?;
+                let prev_shards = store.shards(key, p.number).await?;
+                let shards =
+                    next_shards(&prev_shards, listed, spec_time(&p.start_spec)).map_err(|e| {
+                        anyhow!(ExitError::Usage(format!(
+                            "iteration {n} cannot start yet: iteration {} is not complete ({e}); \
+                         run it first (--iteration {} or --iteration next)",
+                            p.number, p.number
+                        )))
+                    })?;
+                let low = if p.state == IterationState::Succeeded && p.low_water >= p.number {
+                    n
+                } else {
+                    store
+                        .lowest_unfinished(key, p.low_water.min(p.number), p.number)
+                        .await?
+                        .unwrap_or(n)
+                };
+                (shards, p.start_spec.clone(), low)
+            }
+        };
+        if shards.is_empty() {
+            bail!(
+                "stream {} has no shards to read for iteration {n} of {:?}",
+                stream.name,
+                key.logical_name
+            );
+        }
+        let header = IterationHeader {
+            number: n,
+            state: IterationState::Open,
+            stream_arn: stream.arn.clone(),
+            stream_created_ms: stream.created_ms,
+            start_spec,
+            opened_ms: t,
+            opened_by: lease.owner.clone(),
+            shard_count: shards.len() as u32,
+            low_water,
+            owner: Some(lease.owner.clone()),
+            lease_expires_ms: t + lease.duration.as_millis() as i64,
+            finished_ms: None,
+        };
+        match store.create(key, &header, &shards).await {
+            Ok(()) => Ok(Some(Opened {
+                header,
+                shards,
+                leased: true,
+            })),
+            Err(StoreError::Conflict(_)) => Ok(None),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("creating iteration {n}"))),
+        }
+    }
+
+    /// A creator that died between writing the header and all shard items left
+    /// the plan short; plans are deterministic, so we write the missing shards.
+    async fn complete_plan(
+        self,
+        header: &IterationHeader,
+        have: Vec<ShardCheckpoint>,
+    ) -> Result<Vec<ShardCheckpoint>> {
+        let Opening {
+            store,
+            key,
+            listed,
+            lease,
+            ..
+        } = self;
+        let n = header.number;
+        let planned = if n == 0 || store.header(key, n - 1).await?.is_none() {
+            let t = spec_time(&header.start_spec);
+            let start = match t {
+                Some(_) if header.start_spec.starts_with("latest") => StartSpec::Latest,
+                Some(ms) => StartSpec::AtTimestamp(ms),
+                None => StartSpec::TrimHorizon,
+            };
+            first_shards(listed, &start, t.unwrap_or(header.opened_ms))
+        } else {
+            let prev = store.shards(key, n - 1).await?;
+            next_shards(&prev, listed, spec_time(&header.start_spec))?
+        };
+        let known: BTreeSet<String> = have.iter().map(|s| s.shard_id.clone()).collect();
+        let missing: Vec<ShardCheckpoint> = planned
+            .into_iter()
+            .filter(|s| !known.contains(&s.shard_id))
+            .collect();
+        log::warn!(
+            "iteration {n} was created with {} shards but only {} were recorded; adding {}",
+            header.shard_count,
+            have.len(),
+            missing.len()
+        );
+        store
+            .add_shards(key, n, &lease.holders()[0], &missing)
+            .await?;
+        Ok(store.shards(key, n).await?)
     }
 }
 
@@ -448,215 +498,6 @@ fn what(n: u64, lease: &LeaseOptions) -> String {
         None => format!("iteration {n}"),
         Some(t) => format!("task {t} of iteration {n}"),
     }
-}
-
-/// `plan`: opens iteration `n` (creating it if needed, so its shards and
-/// their starts are fixed) and releases it at once without an outcome, so
-/// that map tasks can lease its shards.
-#[allow(clippy::too_many_arguments)]
-pub async fn plan(
-    store: &dyn CheckpointStore,
-    key: &LogicalKey,
-    n: u64,
-    stream: &StreamInfo,
-    listed: &[ShardInfo],
-    start: &StartSpec,
-    lease: &LeaseOptions,
-    now: &dyn Fn() -> i64,
-) -> Result<Opened> {
-    let opened = open(store, key, n, stream, listed, start, lease, now).await?;
-    if opened.leased {
-        store
-            .finish(key, n, &lease.holder(), IterationState::Open, now())
-            .await
-            .context("releasing the planned iteration")?;
-    }
-    Ok(opened)
-}
-
-/// After a distributed job: marks a planned iteration succeeded once every
-/// shard has a fixed end, so that `next` moves on. Returns false if it had
-/// succeeded already.
-#[allow(clippy::too_many_arguments)]
-pub async fn confirm(
-    store: &dyn CheckpointStore,
-    key: &LogicalKey,
-    n: u64,
-    stream: &StreamInfo,
-    listed: &[ShardInfo],
-    lease: &LeaseOptions,
-    now: &dyn Fn() -> i64,
-) -> Result<bool> {
-    if store.header(key, n).await?.is_none() {
-        return Err(ExitError::Usage(format!(
-            "iteration {n} of logical name {:?} does not exist",
-            key.logical_name
-        ))
-        .into());
-    }
-    let opened = open(
-        store,
-        key,
-        n,
-        stream,
-        listed,
-        &StartSpec::TrimHorizon,
-        lease,
-        now,
-    )
-    .await?;
-    if !opened.leased {
-        return Ok(false);
-    }
-    let unfixed: Vec<&str> = opened
-        .shards
-        .iter()
-        .filter(|s| s.end.is_none())
-        .map(|s| s.shard_id.as_str())
-        .collect();
-    let holder = lease.holder();
-    if !unfixed.is_empty() {
-        store
-            .finish(key, n, &holder, IterationState::Open, now())
-            .await?;
-        return Err(anyhow!(
-            "iteration {n} of {:?} is not complete: {} of its {} shards have no fixed end \
-             ({}); run the map tasks for them (or `kinesis-reader --iteration {n}`) first",
-            key.logical_name,
-            unfixed.len(),
-            opened.shards.len(),
-            unfixed.join(", ")
-        ));
-    }
-    store
-        .finish(key, n, &holder, IterationState::Succeeded, now())
-        .await?;
-    Ok(true)
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn create(
-    store: &dyn CheckpointStore,
-    key: &LogicalKey,
-    n: u64,
-    stream: &StreamInfo,
-    listed: &[ShardInfo],
-    start: &StartSpec,
-    lease: &LeaseOptions,
-    now: &dyn Fn() -> i64,
-) -> Result<Option<Opened>> {
-    let t = now();
-    let prev = if n == 0 {
-        None
-    } else {
-        store.header(key, n - 1).await?
-    };
-    let (shards, start_spec, low_water) = match &prev {
-        None => {
-            // For n = 0 a concurrent creator may have won the race: the
-            // conditional create below then loses, and we go for the lease.
-            if n > 0 && store.latest(key).await?.is_some() {
-                bail!(ExitError::Usage(format!(
-                    "iteration {} of logical name {:?} does not exist, so {n} cannot follow it",
-                    n - 1,
-                    key.logical_name
-                )));
-            }
-            let (spec, _) = start.describe(t);
-            (plan_first(listed, start, t), spec, n)
-        }
-        Some(p) => {
-            check_same_stream(p, stream, key)?;
-            let prev_shards = store.shards(key, p.number).await?;
-            let shards =
-                plan_next(&prev_shards, listed, spec_time(&p.start_spec)).map_err(|e| {
-                    anyhow!(ExitError::Usage(format!(
-                        "iteration {n} cannot start yet: iteration {} is not complete ({e}); \
-                         run it first (--iteration {} or --iteration next)",
-                        p.number, p.number
-                    )))
-                })?;
-            let low = if p.state == IterationState::Succeeded && p.low_water >= p.number {
-                n
-            } else {
-                store
-                    .lowest_unfinished(key, p.low_water.min(p.number), p.number)
-                    .await?
-                    .unwrap_or(n)
-            };
-            (shards, p.start_spec.clone(), low)
-        }
-    };
-    if shards.is_empty() {
-        bail!(
-            "stream {} has no shards to read for iteration {n} of {:?}",
-            stream.name,
-            key.logical_name
-        );
-    }
-    let header = IterationHeader {
-        number: n,
-        state: IterationState::Open,
-        stream_arn: stream.arn.clone(),
-        stream_created_ms: stream.created_ms,
-        start_spec,
-        opened_ms: t,
-        opened_by: lease.owner.clone(),
-        shard_count: shards.len() as u32,
-        low_water,
-        owner: Some(lease.owner.clone()),
-        lease_expires_ms: t + lease.duration.as_millis() as i64,
-        finished_ms: None,
-    };
-    match store.create(key, &header, &shards).await {
-        Ok(()) => Ok(Some(Opened {
-            header,
-            shards,
-            leased: true,
-        })),
-        Err(StoreError::Conflict(_)) => Ok(None),
-        Err(e) => Err(anyhow::Error::new(e).context(format!("creating iteration {n}"))),
-    }
-}
-
-/// A creator that died between writing the header and all shard items left
-/// the plan short; plans are deterministic, so we write the missing shards.
-async fn complete_plan(
-    store: &dyn CheckpointStore,
-    key: &LogicalKey,
-    header: &IterationHeader,
-    have: Vec<ShardCheckpoint>,
-    listed: &[ShardInfo],
-    lease: &LeaseOptions,
-) -> Result<Vec<ShardCheckpoint>> {
-    let n = header.number;
-    let planned = if n == 0 || store.header(key, n - 1).await?.is_none() {
-        let t = spec_time(&header.start_spec);
-        let start = match t {
-            Some(_) if header.start_spec.starts_with("latest") => StartSpec::Latest,
-            Some(ms) => StartSpec::AtTimestamp(ms),
-            None => StartSpec::TrimHorizon,
-        };
-        plan_first(listed, &start, t.unwrap_or(header.opened_ms))
-    } else {
-        let prev = store.shards(key, n - 1).await?;
-        plan_next(&prev, listed, spec_time(&header.start_spec))?
-    };
-    let known: BTreeSet<String> = have.iter().map(|s| s.shard_id.clone()).collect();
-    let missing: Vec<ShardCheckpoint> = planned
-        .into_iter()
-        .filter(|s| !known.contains(&s.shard_id))
-        .collect();
-    log::warn!(
-        "iteration {n} was created with {} shards but only {} were recorded; adding {}",
-        header.shard_count,
-        have.len(),
-        missing.len()
-    );
-    store
-        .add_shards(key, n, &lease.holders()[0], &missing)
-        .await?;
-    Ok(store.shards(key, n).await?)
 }
 
 /// A stream deleted and re-created under the same name must not continue the
@@ -678,147 +519,12 @@ fn check_same_stream(h: &IterationHeader, s: &StreamInfo, key: &LogicalKey) -> R
     Ok(())
 }
 
-/// Epoch milliseconds as RFC 3339 with milliseconds, UTC (written without allocating).
-pub fn rfc3339(ms: i64) -> humantime::Rfc3339Timestamp {
-    humantime::format_rfc3339_millis(
-        std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64),
-    )
-}
-
-/// [`rfc3339`] as a string.
-pub fn fmt_ms(ms: i64) -> String {
-    rfc3339(ms).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fakes::{Fault, Faulty, MemoryStore};
+    use crate::fakes::{ended, shard_info, Fault, Faulty, MemoryStore};
     use crate::ports::checkpoint::ShardEnd;
-
-    fn shard(id: &str, parents: &[&str], start: &str, end: Option<&str>) -> ShardInfo {
-        ShardInfo {
-            shard_id: id.into(),
-            parent: parents.first().map(|p| p.to_string()),
-            adjacent_parent: parents.get(1).map(|p| p.to_string()),
-            starting_sequence_number: start.into(),
-            ending_sequence_number: end.map(str::to_string),
-        }
-    }
-
-    fn done(sc: &ShardCheckpoint, last: Option<&str>, closed: bool) -> ShardCheckpoint {
-        ShardCheckpoint {
-            end: Some(ShardEnd {
-                last_sequence: last.map(str::to_string),
-                next: last.map_or(sc.start.clone(), |l| Position::After(l.into())),
-                closed,
-                records: 1,
-                bytes: 1,
-                fixed_ms: 1,
-                fixed_by: "t".into(),
-                known_until_ms: None,
-                read_from: None,
-                expired_skip: None,
-                first_sequence: None,
-                first_arrival_ms: None,
-            }),
-            ..sc.clone()
-        }
-    }
-
-    fn ids(v: &[ShardCheckpoint]) -> Vec<&str> {
-        v.iter().map(|s| s.shard_id.as_str()).collect()
-    }
-
-    #[test]
-    fn first_iteration_reads_lineage_roots_from_concrete_positions() {
-        // s0 was split into s1 and s2; s3 is an unrelated open shard.
-        let listed = [
-            shard("s0", &[], "100", Some("199")),
-            shard("s1", &["s0"], "200", None),
-            shard("s2", &["s0"], "201", None),
-            shard("s3", &[], "300", None),
-        ];
-        let p = plan_first(&listed, &StartSpec::TrimHorizon, 5);
-        assert_eq!(ids(&p), ["s0", "s3"]);
-        assert_eq!(p[0].start, Position::At("100".into()));
-        let p = plan_first(&listed, &StartSpec::Latest, 5);
-        assert_eq!(ids(&p), ["s1", "s2", "s3"]);
-        assert!(p.iter().all(|s| s.start == Position::Timestamp(5)));
-        let p = plan_first(&listed, &StartSpec::AtTimestamp(42), 5);
-        assert_eq!(ids(&p), ["s0", "s3"]);
-        assert_eq!(p[1].start, Position::Timestamp(42));
-    }
-
-    #[test]
-    fn next_iteration_continues_after_each_end_and_children_follow_closed_parents() {
-        let listed = [
-            shard("s0", &[], "100", Some("199")),
-            shard("s1", &["s0"], "200", None),
-            shard("s2", &["s0"], "201", None),
-            shard("s3", &[], "300", None),
-        ];
-        let first = plan_first(&listed, &StartSpec::TrimHorizon, 5);
-        let prev = [
-            done(&first[0], Some("199"), true),
-            done(&first[1], None, false),
-        ];
-        let next = plan_next(&prev, &listed, None).unwrap();
-        assert_eq!(ids(&next), ["s1", "s2", "s3"]);
-        assert_eq!(next[0].start, Position::At("200".into()));
-        // s3 read nothing: it starts again where it started.
-        assert_eq!(next[2].start, Position::At("300".into()));
-        // Started at a time: children start at that time too.
-        let next = plan_next(&prev, &listed, Some(77)).unwrap();
-        assert_eq!(next[0].start, Position::Timestamp(77));
-    }
-
-    #[test]
-    fn a_merge_child_waits_for_both_parents_and_lineage_can_be_deep() {
-        // a and b merge into m; m is later split into x and y.
-        let listed = [
-            shard("a", &[], "1", Some("10")),
-            shard("b", &[], "2", None),
-            shard("m", &["a", "b"], "50", Some("60")),
-            shard("x", &["m"], "70", None),
-            shard("y", &["m"], "71", None),
-        ];
-        let i0 = plan_first(&listed, &StartSpec::TrimHorizon, 0);
-        assert_eq!(ids(&i0), ["a", "b"]);
-        // Only a is closed: m must wait, a is carried so the lineage is kept.
-        let i1 = plan_next(
-            &[
-                done(&i0[0], Some("10"), true),
-                done(&i0[1], Some("5"), false),
-            ],
-            &listed,
-            None,
-        )
-        .unwrap();
-        assert_eq!(ids(&i1), ["a", "b"]);
-        assert_eq!(i1[0].start, Position::After("10".into()));
-        assert_eq!(i1[1].start, Position::After("5".into()));
-        // Now b closes too: m follows, and neither parent is read again.
-        let i2 = plan_next(
-            &[done(&i1[0], None, true), done(&i1[1], Some("9"), true)],
-            &listed,
-            None,
-        )
-        .unwrap();
-        assert_eq!(ids(&i2), ["m"]);
-        let i3 = plan_next(&[done(&i2[0], Some("60"), true)], &listed, None).unwrap();
-        assert_eq!(ids(&i3), ["x", "y"]);
-    }
-
-    #[test]
-    fn an_unfinished_previous_iteration_cannot_be_followed() {
-        let listed = [shard("s", &[], "1", None)];
-        let i0 = plan_first(&listed, &StartSpec::TrimHorizon, 0);
-        assert_eq!(
-            plan_next(&i0, &listed, None),
-            Err(PlanError::Unfinished("s".into()))
-        );
-    }
+    use crate::position::Position;
 
     fn key() -> LogicalKey {
         LogicalKey {
@@ -857,16 +563,29 @@ mod tests {
         lease: &LeaseOptions,
         now: &dyn Fn() -> i64,
     ) -> Result<Opened> {
-        let listed = [shard("s0", &[], "1", None), shard("s1", &[], "1", None)];
+        let listed = [
+            shard_info("s0", &[], "1", None),
+            shard_info("s1", &[], "1", None),
+        ];
         let start = StartSpec::TrimHorizon;
-        open(store, &key(), n, &stream(), &listed, &start, lease, now).await
+        Opening {
+            store,
+            key: &key(),
+            n,
+            stream: &stream(),
+            listed: &listed,
+            lease,
+            now,
+        }
+        .open(&start)
+        .await
     }
 
     async fn finish_all(store: &MemoryStore, o: &Opened, owner: &str, state: IterationState) {
         for s in &o.shards {
             let end = ShardEnd {
                 fixed_by: owner.into(),
-                ..done(s, Some("5"), false).end.unwrap()
+                ..ended(s, Some("5"), false).end.unwrap()
             };
             store
                 .fix_shard(
@@ -888,7 +607,10 @@ mod tests {
     #[tokio::test]
     async fn map_tasks_lease_their_shards_side_by_side_and_finish_confirms_the_whole() {
         let store = MemoryStore::default();
-        let listed = [shard("s0", &[], "1", None), shard("s1", &[], "1", None)];
+        let listed = [
+            shard_info("s0", &[], "1", None),
+            shard_info("s1", &[], "1", None),
+        ];
         let task = |owner: &str, t: &str| LeaseOptions {
             task: Some(t.into()),
             ..lease(owner, false)
@@ -897,32 +619,32 @@ mod tests {
             let store = &store;
             let listed = &listed;
             async move {
-                open(
+                Opening {
                     store,
-                    &key(),
-                    0,
-                    &stream(),
+                    key: &key(),
+                    n: 0,
+                    stream: &stream(),
                     listed,
-                    &StartSpec::TrimHorizon,
-                    &l,
-                    &NOW,
-                )
+                    lease: &l,
+                    now: &NOW,
+                }
+                .open(&StartSpec::TrimHorizon)
                 .await
             }
         };
         // A task cannot start an iteration nobody planned.
         let e = open_task(task("a", "s0")).await.unwrap_err();
         assert!(e.to_string().contains("has not been planned"), "{e}");
-        let planned = plan(
-            &store,
-            &key(),
-            0,
-            &stream(),
-            &listed,
-            &StartSpec::TrimHorizon,
-            &lease("planner", false),
-            &NOW,
-        )
+        let planned = Opening {
+            store: &store,
+            key: &key(),
+            n: 0,
+            stream: &stream(),
+            listed: &listed,
+            lease: &lease("planner", false),
+            now: &NOW,
+        }
+        .plan(&StartSpec::TrimHorizon)
         .await
         .unwrap();
         assert_eq!(planned.shards.len(), 2);
@@ -936,7 +658,7 @@ mod tests {
         let e = open_task(task("a2", "s0")).await.unwrap_err();
         assert!(e.to_string().contains("task s0 of iteration 0"), "{e}");
         // ...and fixes nothing without the lease.
-        let end = done(&a.shards[0], Some("5"), false).end.unwrap();
+        let end = ended(&a.shards[0], Some("5"), false).end.unwrap();
         let a_holder = task("a", "s0").holder();
         assert!(store
             .fix_shard(&key(), 0, &task("a2", "s0").holder(), "s0", &end)
@@ -962,7 +684,18 @@ mod tests {
             .any(|s| s.shard_id == "s0" && s.end.is_some()));
         // finish refuses while s1 has no end, then confirms; `next` moves on.
         let (k, info, driver) = (key(), stream(), lease("driver", false));
-        let confirm_job = || confirm(&store, &k, 0, &info, &listed, &driver, &NOW);
+        let confirm_job = || {
+            Opening {
+                store: &store,
+                key: &k,
+                n: 0,
+                stream: &info,
+                listed: &listed,
+                lease: &driver,
+                now: &NOW,
+            }
+            .confirm()
+        };
         let e = confirm_job().await.unwrap_err();
         assert!(e.to_string().contains("s1"), "{e}");
         assert_eq!(
@@ -972,7 +705,7 @@ mod tests {
             0
         );
         let b_holder = task("b", "s1").holder();
-        let end = done(&b.shards[1], None, false).end.unwrap();
+        let end = ended(&b.shards[1], None, false).end.unwrap();
         store
             .fix_shard(&key(), 0, &b_holder, "s1", &end)
             .await
@@ -990,18 +723,21 @@ mod tests {
     #[tokio::test]
     async fn tasks_whose_shards_overlap_never_hold_one_shard_at_once() {
         let store = MemoryStore::default();
-        let listed = [shard("s0", &[], "1", None), shard("s1", &[], "1", None)];
+        let listed = [
+            shard_info("s0", &[], "1", None),
+            shard_info("s1", &[], "1", None),
+        ];
         let start = StartSpec::TrimHorizon;
-        plan(
-            &store,
-            &key(),
-            0,
-            &stream(),
-            &listed,
-            &start,
-            &lease("p", false),
-            &NOW,
-        )
+        Opening {
+            store: &store,
+            key: &key(),
+            n: 0,
+            stream: &stream(),
+            listed: &listed,
+            lease: &lease("p", false),
+            now: &NOW,
+        }
+        .plan(&start)
         .await
         .unwrap();
         let task = |owner: &str, shards: &[&str]| LeaseOptions {
@@ -1010,18 +746,36 @@ mod tests {
             ..lease(owner, false)
         };
         let both = task("a", &["s1", "s0"]);
-        let o = open(&store, &key(), 0, &stream(), &listed, &start, &both, &NOW)
-            .await
-            .unwrap();
+        let o = Opening {
+            store: &store,
+            key: &key(),
+            n: 0,
+            stream: &stream(),
+            listed: &listed,
+            lease: &both,
+            now: &NOW,
+        }
+        .open(&start)
+        .await
+        .unwrap();
         assert!(o.leased);
         // Another task's line overlaps on s1: it waits (here: gives up at
         // once), and keeps none of its shards.
         let other = task("b", &["s1"]);
-        let e = open(&store, &key(), 0, &stream(), &listed, &start, &other, &NOW)
-            .await
-            .unwrap_err();
+        let e = Opening {
+            store: &store,
+            key: &key(),
+            n: 0,
+            stream: &stream(),
+            listed: &listed,
+            lease: &other,
+            now: &NOW,
+        }
+        .open(&start)
+        .await
+        .unwrap_err();
         assert!(e.to_string().contains("is being run by a"), "{e}");
-        let end = done(&o.shards[1], Some("5"), false).end.unwrap();
+        let end = ended(&o.shards[1], Some("5"), false).end.unwrap();
         assert!(store
             .fix_shard(&key(), 0, &other.holder_of("s1"), "s1", &end)
             .await
@@ -1039,10 +793,19 @@ mod tests {
                 .unwrap();
         }
         assert!(
-            open(&store, &key(), 0, &stream(), &listed, &start, &other, &NOW)
-                .await
-                .unwrap()
-                .leased
+            Opening {
+                store: &store,
+                key: &key(),
+                n: 0,
+                stream: &stream(),
+                listed: &listed,
+                lease: &other,
+                now: &NOW
+            }
+            .open(&start)
+            .await
+            .unwrap()
+            .leased
         );
     }
 
@@ -1092,7 +855,7 @@ mod tests {
         assert!(e.to_string().contains("being run by a"), "{e}");
         // Takeover: b owns it, a can no longer fix anything.
         let o = open_as(&store, 0, "b", true).await.unwrap();
-        let end = done(&o.shards[0], Some("3"), false).end.unwrap();
+        let end = ended(&o.shards[0], Some("3"), false).end.unwrap();
         assert!(matches!(
             store
                 .fix_shard(&key(), 0, &Holder::whole("a"), "s0", &end)
@@ -1116,17 +879,17 @@ mod tests {
         // A stale read of the header: as if the other run created the
         // iteration between our read and our write.
         let late = Faulty::new(inner).on("header", 1..=1, Fault::StaleRead);
-        let listed = [shard("s0", &[], "1", None)];
-        let e = open(
-            &late,
-            &key(),
-            0,
-            &stream(),
-            &listed,
-            &StartSpec::TrimHorizon,
-            &lease("b", false),
-            &NOW,
-        )
+        let listed = [shard_info("s0", &[], "1", None)];
+        let e = Opening {
+            store: &late,
+            key: &key(),
+            n: 0,
+            stream: &stream(),
+            listed: &listed,
+            lease: &lease("b", false),
+            now: &NOW,
+        }
+        .open(&StartSpec::TrimHorizon)
         .await
         .unwrap_err();
         assert_eq!(
@@ -1179,12 +942,12 @@ mod tests {
     async fn a_fixed_boundary_is_never_moved() {
         let store = MemoryStore::default();
         let o = open_as(&store, 0, "a", false).await.unwrap();
-        let end = done(&o.shards[0], Some("3"), false).end.unwrap();
+        let end = ended(&o.shards[0], Some("3"), false).end.unwrap();
         store
             .fix_shard(&key(), 0, &Holder::whole("a"), "s0", &end)
             .await
             .unwrap();
-        let later = done(&o.shards[0], Some("9"), false).end.unwrap();
+        let later = ended(&o.shards[0], Some("9"), false).end.unwrap();
         assert!(store
             .fix_shard(&key(), 0, &Holder::whole("a"), "s0", &later)
             .await
@@ -1201,21 +964,21 @@ mod tests {
         let store = MemoryStore::default();
         let o = open_as(&store, 0, "a", false).await.unwrap();
         finish_all(&store, &o, "a", IterationState::Succeeded).await;
-        let listed = [shard("s0", &[], "1", None)];
+        let listed = [shard_info("s0", &[], "1", None)];
         let recreated = StreamInfo {
             created_ms: 10,
             ..stream()
         };
-        let e = open(
-            &store,
-            &key(),
-            1,
-            &recreated,
-            &listed,
-            &StartSpec::TrimHorizon,
-            &lease("a", false),
-            &NOW,
-        )
+        let e = Opening {
+            store: &store,
+            key: &key(),
+            n: 1,
+            stream: &recreated,
+            listed: &listed,
+            lease: &lease("a", false),
+            now: &NOW,
+        }
+        .open(&StartSpec::TrimHorizon)
         .await
         .unwrap_err();
         assert!(e.to_string().contains("deleted and re-created"), "{e}");

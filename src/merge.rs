@@ -19,7 +19,7 @@
 use crate::format::Formatter;
 use crate::pages::ShardPages;
 use crate::records::{RecordRef, Records};
-use crate::shard_reader::{Outcome, ShardEvent};
+use crate::shard::{Outcome, ShardEvent};
 use anyhow::{Context, Result};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -34,7 +34,8 @@ enum State {
     Done,
 }
 
-struct Slot {
+/// One shard's lane in the merge: its pages waiting to be written, and its state.
+struct Lane {
     shard_id: String,
     /// Pages not fully written yet, each with its next record's index.
     pages: VecDeque<(Records, usize)>,
@@ -44,7 +45,7 @@ struct Slot {
     page_slots: Arc<ShardPages>,
 }
 
-impl Slot {
+impl Lane {
     fn head(&self) -> Option<RecordRef<'_>> {
         self.pages.front().map(|(p, next)| p.get(*next))
     }
@@ -74,9 +75,9 @@ pub fn merge(
     fmt: &Formatter,
     mut on_done: impl FnMut(usize, Option<Outcome>) -> Result<()>,
 ) -> Result<MergeStats> {
-    let mut slots: Vec<Slot> = shards
+    let mut lanes: Vec<Lane> = shards
         .into_iter()
-        .map(|s| Slot {
+        .map(|s| Lane {
             shard_id: s.shard_id,
             pages: VecDeque::new(),
             state: State::Active,
@@ -87,14 +88,14 @@ pub fn merge(
         .collect();
     let mut heap: BinaryHeap<Reverse<(i64, usize)>> = BinaryHeap::new();
     let mut stats = MergeStats::default();
-    let mut unfinished = slots.len();
+    let mut unfinished = lanes.len();
 
     // Applies one event; returns the shard index if it may have finished.
-    let apply = |slots: &mut Vec<Slot>,
+    let apply = |lanes: &mut Vec<Lane>,
                  heap: &mut BinaryHeap<Reverse<(i64, usize)>>,
                  (i, ev): (usize, ShardEvent)|
      -> Result<()> {
-        let s = &mut slots[i];
+        let s = &mut lanes[i];
         match ev {
             ShardEvent::Page(records) => {
                 if records.is_empty() {
@@ -121,7 +122,7 @@ pub fn merge(
 
     loop {
         // Finish every shard that is done and fully written.
-        for (i, s) in slots.iter_mut().enumerate() {
+        for (i, s) in lanes.iter_mut().enumerate() {
             if !s.finished && s.state == State::Done && s.is_empty() {
                 s.finished = true;
                 unfinished -= 1;
@@ -133,13 +134,13 @@ pub fn merge(
             break;
         }
         while let Ok(ev) = events.try_recv() {
-            apply(&mut slots, &mut heap, ev)?;
+            apply(&mut lanes, &mut heap, ev)?;
         }
         // A shard that may still produce a record and has none buffered blocks
         // the merge; an idle one only bounds it.
         let mut blocked = false;
         let mut bound: Option<i64> = None;
-        for s in &slots {
+        for s in &lanes {
             if s.is_empty() {
                 match s.state {
                     State::Active => blocked = true,
@@ -154,7 +155,7 @@ pub fn merge(
             _ => false,
         };
         if !emit {
-            if slots
+            if lanes
                 .iter()
                 .any(|s| s.state == State::Done && s.is_empty() && !s.finished)
             {
@@ -162,7 +163,7 @@ pub fn merge(
             }
             out.flush().context("writing to stdout")?;
             match events.blocking_recv() {
-                Some(ev) => apply(&mut slots, &mut heap, ev)?,
+                Some(ev) => apply(&mut lanes, &mut heap, ev)?,
                 None => anyhow::bail!("all shard readers stopped before their shards were done"),
             }
             continue;
@@ -173,7 +174,7 @@ pub fn merge(
                 break;
             }
             heap.pop();
-            let s = &mut slots[i];
+            let s = &mut lanes[i];
             let (page, next) = s.pages.front_mut().expect("heap entry has a page");
             let r = page.get(*next);
             fmt.write(out, &s.shard_id, r)

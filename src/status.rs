@@ -1,7 +1,7 @@
 //! `kinesis-reader status`: the iterations of a logical name, one row per
 //! shard, as an aligned table or JSON.
 
-use crate::iteration::fmt_ms;
+use crate::clock::fmt_ms;
 use crate::ports::checkpoint::{CheckpointStore, IterationHeader, LogicalKey, ShardCheckpoint};
 use anyhow::Result;
 use serde_json::json;

@@ -180,11 +180,18 @@ impl StreamApi for KinesisStream {
         if self.is_arn() {
             req = req.stream_arn(&self.stream);
         }
-        let (out, decoded) = get_records::decoding(req.send()).await;
+        // The connector decodes the answer into `decoded` (the fast path).
+        let decoded = get_records::DecodedRecords::default();
+        let slot = decoded.clone();
+        let out = req
+            .customize()
+            .mutate_request(move |r| slot.attach(r))
+            .send()
+            .await;
         let out = out.map_err(|e| self.map_err(e, "GetRecords"))?;
         let millis_behind_latest = out.millis_behind_latest();
         let next_iterator = out.next_shard_iterator().map(str::to_string);
-        let records = match decoded {
+        let records = match decoded.take() {
             Some(records) => records,
             None => records(out.records)?,
         };
@@ -400,9 +407,10 @@ mod tests {
     use aws_smithy_types::body::SdkBody;
     use std::sync::{Arc, Mutex};
 
-    /// Answers every request with the body set last.
+    /// Answers every request with the body set last, after answering the
+    /// number in `.1` of them with a 500 (which the SDK retries).
     #[derive(Clone, Debug, Default)]
-    struct Canned(Arc<Mutex<Vec<u8>>>);
+    struct Canned(Arc<Mutex<Vec<u8>>>, Arc<Mutex<usize>>);
 
     impl HttpClient for Canned {
         fn http_connector(
@@ -416,8 +424,18 @@ mod tests {
 
     impl HttpConnector for Canned {
         fn call(&self, _: HttpRequest) -> HttpConnectorFuture {
-            let body = self.0.lock().unwrap().clone();
-            let mut answer = HttpResponse::new(200u16.try_into().unwrap(), SdkBody::empty());
+            let mut failures = self.1.lock().unwrap();
+            let (status, body) = match *failures {
+                0 => (200u16, self.0.lock().unwrap().clone()),
+                _ => {
+                    *failures -= 1;
+                    (
+                        500,
+                        br#"{"__type":"InternalFailure","message":"try again"}"#.to_vec(),
+                    )
+                }
+            };
+            let mut answer = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
             answer
                 .headers_mut()
                 .insert("content-length", body.len().to_string());
@@ -470,19 +488,65 @@ mod tests {
         .into_bytes()
     }
 
-    /// The fast path gives exactly the SDK's records, on the SDK's own client.
-    #[tokio::test]
-    async fn fast_path_equals_the_sdk() {
-        let canned = Canned::default();
+    fn canned_stream(canned: &Canned) -> KinesisStream {
         let config = aws_config::SdkConfig::builder()
             .region(aws_config::Region::new("us-east-1"))
             .behavior_version(aws_config::BehaviorVersion::latest())
             .credentials_provider(aws_sdk_kinesis::config::SharedCredentialsProvider::new(
                 aws_sdk_kinesis::config::Credentials::new("a", "b", None, None, "test"),
             ))
+            .retry_config(
+                aws_config::retry::RetryConfig::standard()
+                    .with_max_attempts(3)
+                    .with_initial_backoff(std::time::Duration::from_millis(1)),
+            )
+            .sleep_impl(aws_sdk_kinesis::config::SharedAsyncSleep::new(TokioSleep))
             .http_client(canned.clone())
             .build();
-        let stream = KinesisStream::new(&config, "s");
+        KinesisStream::new(&config, "s")
+    }
+
+    #[derive(Debug)]
+    struct TokioSleep;
+
+    impl aws_sdk_kinesis::config::AsyncSleep for TokioSleep {
+        fn sleep(&self, d: std::time::Duration) -> aws_sdk_kinesis::config::Sleep {
+            aws_sdk_kinesis::config::Sleep::new(tokio::time::sleep(d))
+        }
+    }
+
+    /// A retried attempt is a fresh copy of the request: it must still carry
+    /// the slot, or the fast path would silently stop after any retry.
+    #[tokio::test]
+    async fn a_retried_get_records_still_takes_the_fast_path() {
+        let canned = Canned::default();
+        let stream = canned_stream(&canned);
+        *canned.0.lock().unwrap() = page(&mut Rng(7), true);
+        *canned.1.lock().unwrap() = 2;
+        let decoded = get_records::DecodedRecords::default();
+        let slot = decoded.clone();
+        let out = stream
+            .client
+            .get_records()
+            .shard_iterator("it")
+            .customize()
+            .mutate_request(move |r| slot.attach(r))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(*canned.1.lock().unwrap(), 0, "both failures were retried");
+        assert!(out.records.is_empty(), "the SDK was handed no records");
+        assert_eq!(
+            decoded.take().expect("decoded by the fast path").len(),
+            1000
+        );
+    }
+
+    /// The fast path gives exactly the SDK's records, on the SDK's own client.
+    #[tokio::test]
+    async fn fast_path_equals_the_sdk() {
+        let canned = Canned::default();
+        let stream = canned_stream(&canned);
         let mut rng = Rng(0x5eed_1234_abcd);
         let mut total = 0;
         for i in 0..200 {
@@ -493,7 +557,7 @@ mod tests {
                 get_records::pages().0 > direct,
                 "the fast path was not taken"
             );
-            // Outside `decoding`, the same connector leaves the answer to the SDK.
+            // Without a slot, the same connector leaves the answer to the SDK.
             let sdk = stream
                 .client
                 .get_records()

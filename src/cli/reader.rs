@@ -2,7 +2,7 @@
 
 use super::Verbosity;
 use crate::format::{DataEncoding, OutputFormat};
-use crate::shard_reader::Until;
+use crate::shard::Until;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]

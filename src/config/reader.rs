@@ -8,8 +8,9 @@ use super::layers::{names, parse_bool, parse_duration, parsed, usage, Layers};
 use crate::cli::{Command, CommonArgs, ReadArgs, ReaderCli};
 use crate::error::ExitError;
 use crate::format::{parse_fields, DataEncoding, Field, OutputFormat};
-use crate::iteration::{IterationRequest, StartSpec};
-use crate::shard_reader::Until;
+use crate::iteration::IterationRequest;
+use crate::lineage::StartSpec;
+use crate::shard::Until;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -114,7 +115,7 @@ pub struct ReaderConfig {
     /// Under Hadoop: the period of the `reporter:status:` heartbeat.
     pub status_interval: Duration,
     /// Batch size, de-aggregation and per-shard read rate.
-    pub read: crate::shard_reader::ReadSettings,
+    pub read: crate::shard::ReadSettings,
     pub on_expired: crate::expiry::OnExpired,
     /// Exec mode: the command that gets the records on its stdin.
     pub command: Vec<String>,
@@ -381,7 +382,7 @@ impl ReaderConfig {
             nodata_timeout,
             iteration_timeout,
             status_interval,
-            read: crate::shard_reader::ReadSettings {
+            read: crate::shard::ReadSettings {
                 batch_size,
                 deaggregate: !r.no_deaggregate,
                 bytes_per_sec: max_read_rate * 1024.0 * 1024.0,

@@ -301,7 +301,7 @@ pub fn expand_key(template: &str, ctx: &IterationContext) -> Result<String, Exit
             "stream" => ctx.stream.clone().ok_or_else(|| missing("stream"))?,
             "date" | "hour" => {
                 let ms = ctx.opened_ms.ok_or_else(|| missing("iteration start"))?;
-                let t = crate::iteration::fmt_ms(ms); // 2026-11-26T14:05:00.000Z
+                let t = crate::clock::fmt_ms(ms); // 2026-11-26T14:05:00.000Z
                 if name == "date" {
                     t[..10].to_string()
                 } else {

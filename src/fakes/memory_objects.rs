@@ -148,7 +148,7 @@ impl ObjectStore for MemoryObjects {
     }
 
     async fn uploads_of(&self, key: &str) -> Result<Vec<(String, i64)>, SinkError> {
-        let now = crate::now_ms();
+        let now = crate::clock::now_ms();
         Ok(self
             .uploads
             .lock()

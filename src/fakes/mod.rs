@@ -15,3 +15,40 @@ pub use memory_items::MemoryItems;
 pub use memory_objects::MemoryObjects;
 pub use memory_store::MemoryStore;
 pub use memory_stream::{record, MemoryStream};
+
+use crate::ports::checkpoint::{ShardCheckpoint, ShardEnd};
+use crate::ports::stream::ShardInfo;
+use crate::position::Position;
+
+/// A shard as ListShards describes it: closed when it has an `end`.
+pub fn shard_info(id: &str, parents: &[&str], start: &str, end: Option<&str>) -> ShardInfo {
+    ShardInfo {
+        shard_id: id.into(),
+        parent: parents.first().map(|p| p.to_string()),
+        adjacent_parent: parents.get(1).map(|p| p.to_string()),
+        starting_sequence_number: start.into(),
+        ending_sequence_number: end.map(str::to_string),
+    }
+}
+
+/// `sc` with a fixed end after `last` (or where it started, having read
+/// nothing), `closed` if the shard was read to its end.
+pub fn ended(sc: &ShardCheckpoint, last: Option<&str>, closed: bool) -> ShardCheckpoint {
+    ShardCheckpoint {
+        end: Some(ShardEnd {
+            last_sequence: last.map(str::to_string),
+            next: last.map_or(sc.start.clone(), |l| Position::After(l.into())),
+            closed,
+            records: 1,
+            bytes: 1,
+            fixed_ms: 1,
+            fixed_by: "t".into(),
+            known_until_ms: None,
+            read_from: None,
+            expired_skip: None,
+            first_sequence: None,
+            first_arrival_ms: None,
+        }),
+        ..sc.clone()
+    }
+}

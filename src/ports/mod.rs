@@ -24,6 +24,6 @@ pub enum SinkError {
     /// it: a usage error (exit code 2).
     #[error("{0}")]
     NotUsable(String),
-    #[error("{0:#}")]
+    #[error(transparent)]
     Other(#[from] anyhow::Error),
 }

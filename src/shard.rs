@@ -47,9 +47,9 @@ pub struct EndRules {
     pub deadline: Option<Instant>,
 }
 
-/// What to read from one shard.
+/// How much of one shard to read: up to its end rule, or a fixed range.
 #[derive(Clone, Debug)]
-pub enum Target {
+pub enum Extent {
     Live {
         start: Position,
         /// Set when the shard is closed (from ListShards): its last record's
@@ -130,7 +130,7 @@ impl Default for ReadSettings {
 pub struct ShardTask {
     pub index: usize,
     pub shard_id: String,
-    pub target: Target,
+    pub extent: Extent,
     pub settings: ReadSettings,
     pub page_slots: Arc<ShardPages>,
     pub events: mpsc::Sender<(usize, ShardEvent)>,
@@ -139,8 +139,8 @@ pub struct ShardTask {
 impl ShardTask {
     pub async fn run(self, api: Arc<dyn StreamApi>) -> Result<()> {
         let id = self.shard_id.clone();
-        let r = match self.target.clone() {
-            Target::Live {
+        let r = match self.extent.clone() {
+            Extent::Live {
                 start,
                 ending_sequence,
                 rules,
@@ -149,7 +149,7 @@ impl ShardTask {
                 self.live(api.as_ref(), start, ending_sequence, rules, known_until_ms)
                     .await
             }
-            Target::Replay { start, last } => self.replay(api.as_ref(), start, last).await,
+            Extent::Replay { start, last } => self.replay(api.as_ref(), start, last).await,
         };
         r.with_context(|| format!("reading shard {id}"))
     }
@@ -197,7 +197,7 @@ impl ShardTask {
             }
             // A page slot before the call (see crate::pages).
             let slot = self.page_slots.acquire().await;
-            let asked_ms = crate::now_ms();
+            let asked_ms = crate::clock::now_ms();
             // An expired iterator or an ended subscription continues just
             // after the last record passed on.
             let resume = last.clone().map_or_else(|| start.clone(), Position::After);
@@ -561,13 +561,13 @@ mod tests {
     }
 
     /// Runs a shard task, consuming its pages, and returns (sequence numbers, outcome).
-    async fn run(api: Arc<dyn StreamApi>, target: Target) -> (Vec<String>, Option<Outcome>) {
-        run_with(api, target, ReadSettings::default()).await
+    async fn run(api: Arc<dyn StreamApi>, extent: Extent) -> (Vec<String>, Option<Outcome>) {
+        run_with(api, extent, ReadSettings::default()).await
     }
 
     async fn run_with(
         api: Arc<dyn StreamApi>,
-        target: Target,
+        extent: Extent,
         settings: ReadSettings,
     ) -> (Vec<String>, Option<Outcome>) {
         let (tx, mut rx) = mpsc::channel(4);
@@ -575,7 +575,7 @@ mod tests {
         let task = ShardTask {
             index: 0,
             shard_id: "s".into(),
-            target,
+            extent,
             settings,
             page_slots: page_slots.clone(),
             events: tx,
@@ -596,8 +596,8 @@ mod tests {
         (seqs, outcome)
     }
 
-    fn live(start: Position, ending: Option<&str>, snapshot_ms: Option<i64>) -> Target {
-        Target::Live {
+    fn live(start: Position, ending: Option<&str>, snapshot_ms: Option<i64>) -> Extent {
+        Extent::Live {
             start,
             ending_sequence: ending.map(str::to_string),
             rules: EndRules {
@@ -634,8 +634,8 @@ mod tests {
             efo: Some(Arc::from("consumer-arn")),
             ..ReadSettings::default()
         };
-        let target = live(Position::After("30".into()), None, Some(i64::MAX));
-        let (got, o) = run_with(api.clone(), target, settings).await;
+        let extent = live(Position::After("30".into()), None, Some(i64::MAX));
+        let (got, o) = run_with(api.clone(), extent, settings).await;
         // Every record once, in order, across subscriptions of two pages each.
         assert_eq!(got, seqs(4..=20));
         assert_eq!(o.unwrap().last_sequence.as_deref(), Some("200"));
@@ -683,7 +683,7 @@ mod tests {
         let api = fake(30, 7, &[4]);
         let (got, o) = run(
             api,
-            Target::Replay {
+            Extent::Replay {
                 start: Position::After("50".into()),
                 last: Some("220".into()),
             },
@@ -693,7 +693,7 @@ mod tests {
         assert!(o.is_none());
         let (got, _) = run(
             fake(30, 7, &[]),
-            Target::Replay {
+            Extent::Replay {
                 start: Position::At("10".into()),
                 last: None,
             },
@@ -730,7 +730,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn nodata_timeout_ends_a_quiet_shard() {
-        let target = Target::Live {
+        let extent = Extent::Live {
             start: Position::At("10".into()),
             ending_sequence: None,
             rules: EndRules {
@@ -744,7 +744,7 @@ mod tests {
         let task = ShardTask {
             index: 0,
             shard_id: "s".into(),
-            target,
+            extent,
             settings: ReadSettings {
                 batch_size: 100,
                 ..Default::default()

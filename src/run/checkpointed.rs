@@ -1,0 +1,292 @@
+//! Reading an opened iteration: aged-out positions checked, every shard read
+//! to its end rule (or replayed), each shard's end fixed as soon as its
+//! records are delivered, and the iteration recorded as succeeded or failed.
+
+use super::leases::{lease_lost, record_ends, release, Held, Renewal};
+use super::pump::Pump;
+use super::Summary;
+use crate::config::ReaderConfig;
+use crate::error::{exit_for, Exit, ExitError};
+use crate::expiry::{self, OnExpired};
+use crate::format::Formatter;
+use crate::iteration::{LeaseOptions, Opened};
+use crate::ports::checkpoint::{
+    CheckpointStore, IterationState, LogicalKey, ShardCheckpoint, ShardEnd, StoreError,
+};
+use crate::ports::stream::{ShardInfo, StreamApi};
+use crate::position::Position;
+use crate::shard::{EndRules, Outcome, ReadSettings, Until};
+use crate::stop::Stop;
+use anyhow::{anyhow, Result};
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// What to skip in a shard whose stored position aged out (`--on-expired
+/// skip`): where it now reads from, and what was lost.
+type Skipped = HashMap<usize, (Option<Position>, String)>;
+
+/// An opened iteration and everything reading it needs.
+pub struct IterationRun<'a> {
+    pub api: Arc<dyn StreamApi>,
+    pub store: Arc<dyn CheckpointStore>,
+    pub key: LogicalKey,
+    pub opened: Opened,
+    pub lease: LeaseOptions,
+    /// The stream's shard list, and how long it keeps records.
+    pub listed: &'a [ShardInfo],
+    pub retention_hours: i64,
+    pub read: ReadSettings,
+    pub cfg: &'a ReaderConfig,
+}
+
+/// The end rules of a live read that started at `snapshot_ms`.
+pub fn end_rules(cfg: &ReaderConfig, snapshot_ms: i64) -> EndRules {
+    EndRules {
+        snapshot_ms: (cfg.until == Until::Snapshot).then_some(snapshot_ms),
+        nodata: cfg.nodata_timeout,
+        deadline: cfg
+            .iteration_timeout
+            .map(|d| tokio::time::Instant::now() + d),
+    }
+}
+
+/// The boundary to fix for a shard that was read to its end rule.
+pub fn end_from(
+    o: Outcome,
+    fixed_by: &str,
+    skipped: Option<&(Option<Position>, String)>,
+) -> ShardEnd {
+    ShardEnd {
+        last_sequence: o.last_sequence,
+        next: o.next,
+        closed: o.closed,
+        records: o.records,
+        bytes: o.bytes,
+        fixed_ms: crate::clock::now_ms(),
+        fixed_by: fixed_by.to_string(),
+        known_until_ms: o.known_until_ms,
+        read_from: skipped.and_then(|s| s.0.clone()),
+        expired_skip: skipped.map(|s| s.1.clone()),
+        first_sequence: o.first.as_ref().map(|f| f.0.clone()),
+        first_arrival_ms: o.first.map(|f| f.1),
+    }
+}
+
+impl IterationRun<'_> {
+    /// Reads the iteration onto `out` until its end rules, `stop`, or the
+    /// loss of a lease. With `hold`, a successful read is not recorded yet:
+    /// its leases stay renewed in [`Summary::held`].
+    pub async fn read(self, out: Box<dyn Write + Send>, stop: Stop, hold: bool) -> Result<Summary> {
+        let n = self.opened.header.number;
+        let leased = self.opened.leased;
+        let rules = end_rules(self.cfg, self.opened.header.opened_ms);
+        let shards = self.opened.shards.clone();
+        let replayed = shards.iter().filter(|s| s.end.is_some()).count();
+        log::info!(
+            "iteration {n} of {:?}: {} shards ({} to read to their end rule, {} to replay){}",
+            self.key.logical_name,
+            shards.len(),
+            shards.len() - replayed,
+            replayed,
+            if leased {
+                ""
+            } else {
+                " — a replay of a finished iteration"
+            }
+        );
+        let (renewal, lost) = match leased {
+            true => {
+                let r = Renewal::start(
+                    self.store.clone(),
+                    self.key.clone(),
+                    n,
+                    self.lease.holders(),
+                    self.lease.duration,
+                );
+                let (task, lost) = r.split();
+                (Some(task), lost_or_never(Some(lost)))
+            }
+            false => (None, lost_or_never(None)),
+        };
+        let (read_shards, skipped) = match self.check_expired(&shards).await {
+            Ok(v) => v,
+            Err(e) => {
+                if leased {
+                    release(
+                        self.store.as_ref(),
+                        &self.key,
+                        n,
+                        &self.lease,
+                        IterationState::Failed,
+                    )
+                    .await;
+                }
+                return Err(e);
+            }
+        };
+        let pump = Pump {
+            api: self.api.clone(),
+            listed: self.listed,
+            rules,
+            settings: self.read.clone(),
+            fmt: Formatter::new(
+                self.cfg.fields.clone(),
+                self.cfg.encoding,
+                self.cfg.format,
+                &self.key.stream,
+                Some(n),
+            ),
+            limit: self.cfg.max_concurrent_shards,
+        };
+        let (ends, fixes) = mpsc::unbounded_channel();
+        let reading = async {
+            let (stats, ()) = tokio::try_join!(
+                pump.run(&read_shards, out, ends),
+                self.fix_ends(fixes, &shards, &skipped)
+            )?;
+            Ok(stats)
+        };
+        let result: Result<_> = tokio::select! {
+            r = reading => r,
+            why = stop => Err(ExitError::Interrupted(format!(
+                "stopped by {why}; iteration {n} is released as failed, and no shard is fixed \
+                 past its last delivered record"
+            )).into()),
+            () = lost => Err(lease_lost(&self.key, n, &self.lease.holder())),
+        };
+        // Held: keep the lease renewed until the caller records the outcome.
+        if hold && leased && result.is_ok() {
+            let stats = result?;
+            return Ok(Summary {
+                iteration: Some(n),
+                records: stats.records,
+                bytes: stats.bytes,
+                shards: shards.len(),
+                fixed_now: shards.len() - replayed,
+                replayed,
+                elapsed: Duration::ZERO,
+                held: Some(Held {
+                    store: self.store,
+                    key: self.key,
+                    n,
+                    holders: self.lease.holders(),
+                    renewal,
+                }),
+            });
+        }
+        if let Some(r) = renewal {
+            r.abort();
+        }
+        let lost = result
+            .as_ref()
+            .err()
+            .is_some_and(|e| exit_for(e) == Exit::IterationOwned);
+        if leased && !lost {
+            let store = self.store.as_ref();
+            match &result {
+                Ok(_) => {
+                    let holders = self.lease.holders();
+                    record_ends(store, &self.key, n, &holders, IterationState::Succeeded).await?
+                }
+                Err(_) => release(store, &self.key, n, &self.lease, IterationState::Failed).await,
+            }
+        }
+        let stats = result?;
+        Ok(Summary {
+            iteration: Some(n),
+            records: stats.records,
+            bytes: stats.bytes,
+            shards: shards.len(),
+            fixed_now: if leased { shards.len() - replayed } else { 0 },
+            replayed,
+            elapsed: Duration::ZERO,
+            held: None,
+        })
+    }
+
+    /// Fixes each shard's end as it arrives, one after another, until the
+    /// pump is done; a fix that loses its condition ends the run with exit
+    /// code 3. A replay fixes nothing.
+    async fn fix_ends(
+        &self,
+        mut ends: mpsc::UnboundedReceiver<(usize, Outcome)>,
+        shards: &[ShardCheckpoint],
+        skipped: &Skipped,
+    ) -> Result<()> {
+        let n = self.opened.header.number;
+        while let Some((i, o)) = ends.recv().await {
+            if !self.opened.leased {
+                continue;
+            }
+            let id = &shards[i].shard_id;
+            let holder = self.lease.holder_of(id);
+            let end = end_from(o, &holder.owner, skipped.get(&i));
+            match self.store.fix_shard(&self.key, n, &holder, id, &end).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict(_)) => {
+                    return Err(ExitError::IterationOwned(format!(
+                        "iteration {n} of {:?}: shard {id} could not be fixed because another \
+                         run took the iteration over or fixed it first: this run's output is \
+                         incomplete (discard it); the other run's counts",
+                        self.key.logical_name
+                    ))
+                    .into())
+                }
+                Err(e) => return Err(anyhow!(e).context(format!("fixing shard {id}"))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the shards for aged-out positions; with `--on-expired skip`,
+    /// returns the shards with their new starts and what was skipped per shard.
+    async fn check_expired(
+        &self,
+        shards: &[ShardCheckpoint],
+    ) -> Result<(Vec<ShardCheckpoint>, Skipped)> {
+        let (stream, retention) = (&self.key.stream, self.retention_hours);
+        let expired =
+            expiry::check(self.api.as_ref(), retention, shards, crate::clock::now_ms()).await?;
+        let mut shards = shards.to_vec();
+        if expired.is_empty() {
+            return Ok((shards, HashMap::new()));
+        }
+        if self.cfg.on_expired == OnExpired::Fail {
+            return Err(
+                ExitError::DataExpired(expiry::message(stream, retention, &expired)).into(),
+            );
+        }
+        let mut skipped = HashMap::new();
+        for e in expired {
+            let to = e.resume_at();
+            log::warn!(
+                "SKIPPING expired data in shard {}: {} may have aged out unread; reading from {} \
+                 (--on-expired skip; recorded in the checkpoint table)",
+                e.shard_id,
+                e.missing,
+                to.as_ref()
+                    .map_or("new records".to_string(), |p| p.to_string())
+            );
+            let s = &mut shards[e.index];
+            if let Some(p) = &to {
+                match &mut s.end {
+                    Some(end) => end.read_from = Some(p.clone()),
+                    None => s.start = p.clone(),
+                }
+            }
+            skipped.insert(e.index, (to, e.missing));
+        }
+        Ok((shards, skipped))
+    }
+}
+
+/// A future that resolves only when a lease was lost (never without one).
+async fn lost_or_never(lost: Option<impl std::future::Future<Output = ()>>) {
+    match lost {
+        Some(l) => l.await,
+        None => std::future::pending().await,
+    }
+}
