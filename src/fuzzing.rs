@@ -62,14 +62,14 @@ pub fn writer_lines(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let mut lines = text.split('\n');
     let spec = lines.next().unwrap_or("");
-    let columns = crate::sink::dynamodb::parse_columns(spec).unwrap_or_else(|_| {
-        crate::sink::dynamodb::parse_columns("k:S,r:N,b:B,t:BOOL,z:NULL,ss:SS,ns:NS,j:JSON")
+    let columns = crate::sink::columns::parse_columns(spec).unwrap_or_else(|_| {
+        crate::sink::columns::parse_columns("k:S,r:N,b:B,t:BOOL,z:NULL,ss:SS,ns:NS,j:JSON")
             .expect("a valid column list")
     });
     let key_len = columns.len().min(2);
     for (i, line) in lines.enumerate() {
-        let _ = crate::sink::dynamodb::parse_row(&columns, key_len, i as u64 + 2, line, true);
-        let _ = crate::sink::dynamodb::parse_row(&columns, key_len, i as u64 + 2, line, false);
+        let _ = crate::sink::columns::parse_row(&columns, key_len, i as u64 + 2, line, true);
+        let _ = crate::sink::columns::parse_row(&columns, key_len, i as u64 + 2, line, false);
         let _ = crate::sink::lines::unescape(line);
     }
 }

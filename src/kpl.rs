@@ -6,8 +6,7 @@
 //! sub-sequence number). A record that fails any check — magic, length, MD5,
 //! protobuf, table index — is passed on as a plain record, as the KCL does.
 
-use crate::ports::stream::Record;
-use crate::records::{Builder, Records};
+use crate::records::{Builder, Record, Records};
 use bytes::Bytes;
 
 pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];

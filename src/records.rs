@@ -9,9 +9,20 @@
 //! Records are read as [`RecordRef`] views; dropping records (a filter, the
 //! end of a range) only touches the entries.
 
-use crate::ports::stream::Record;
 use bytes::Bytes;
 use std::ops::Range;
+
+/// One Kinesis record as the reader passes it on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub sequence_number: String,
+    /// For a sub-record of a KPL aggregate: its index in the aggregate.
+    pub sub_sequence_number: Option<u64>,
+    pub partition_key: String,
+    pub data: Bytes,
+    /// `ApproximateArrivalTimestamp` in epoch milliseconds.
+    pub arrival_ms: i64,
+}
 
 /// One record of a [`Records`] page, borrowed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

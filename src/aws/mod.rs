@@ -7,7 +7,7 @@ pub mod counters;
 pub mod get_records;
 pub mod item_table;
 pub mod kinesis;
-pub mod s3;
+pub mod s3_objects;
 
 use crate::config::AwsSettings;
 use crate::error::ExitError;
@@ -21,11 +21,10 @@ use std::time::Duration;
 pub async fn writer_store(
     cfg: &crate::config::WriterConfig,
 ) -> Result<crate::sink::Store, ExitError> {
-    use crate::config::Destination;
-    use crate::sink::Store;
+    use crate::sink::{Destination, Store};
     let sdk = sdk_config(&cfg.aws).await?;
     Ok(match &cfg.destination {
-        Destination::S3(o) => Store::Objects(std::sync::Arc::new(s3::S3Objects::new(
+        Destination::S3(o) => Store::Objects(std::sync::Arc::new(s3_objects::S3Objects::new(
             &sdk,
             &o.bucket,
             o.path_style,

@@ -23,7 +23,17 @@ async fn run(cli: WriterCli) -> Result<u8> {
     let progress = Arc::new(Progress::default());
     let ticker = (!cli.verbosity.quiet && std::io::stderr().is_terminal())
         .then(|| progress::spawn_ticker(progress.clone(), "kinesis-writer"));
-    let written = sink::run(&cfg, store, std::io::stdin(), stop::on_signal(), progress).await;
+    let stdin = std::io::stdin();
+    let stop = stop::on_signal();
+    let written = sink::run(
+        &cfg.destination,
+        &cfg.on_bad_line,
+        store,
+        stdin,
+        stop,
+        progress,
+    )
+    .await;
     progress::stop_ticker(ticker);
     let mut counters = written?;
     counters.push(("retries", aws::counters::retries()));

@@ -13,4 +13,4 @@ pub mod writer;
 pub use aws::{AwsSettings, StaticKeys};
 pub use layers::{exported, mangle, names, parse_duration, parse_size, Layers};
 pub use reader::{CheckpointSettings, MapMode, ReaderCommand, ReaderConfig, TableSettings};
-pub use writer::{Destination, IterationContext, S3Output, TableOutput, WriteRate, WriterConfig};
+pub use writer::{IterationContext, WriterConfig};

@@ -8,9 +8,11 @@ use super::checks::{check_extension, check_logical_name, check_object_key, check
 use super::layers::{exported, names, parse_size, parsed, Layers};
 use crate::cli::{FieldEncoding, WriterCli};
 use crate::error::ExitError;
-use crate::sink::dynamodb::{parse_columns, Column, Mode};
+use crate::sink::columns::parse_columns;
+use crate::sink::dynamodb::Mode;
 use crate::sink::lines::BadLinePolicy;
 use crate::sink::s3::{Compression, MIN_PART_SIZE};
+use crate::sink::{Destination, S3Output, TableOutput, WriteRate};
 
 /// Everything a write needs, validated.
 #[derive(Clone, Debug)]
@@ -18,52 +20,6 @@ pub struct WriterConfig {
     pub aws: AwsSettings,
     pub on_bad_line: BadLinePolicy,
     pub destination: Destination,
-}
-
-/// Where the lines go.
-#[derive(Clone, Debug)]
-pub enum Destination {
-    S3(S3Output),
-    DynamoDb(TableOutput),
-}
-
-/// One S3 object, named for its iteration and partition.
-#[derive(Clone, Debug)]
-pub struct S3Output {
-    pub bucket: String,
-    /// The whole key, template expanded and checked.
-    pub key: String,
-    /// Path-style addressing, for a custom endpoint (an emulator).
-    pub path_style: bool,
-    pub part_size: usize,
-    pub parts_in_flight: usize,
-    pub compression: Compression,
-    /// Write nothing (rather than an empty object) when the input is empty.
-    pub skip_empty: bool,
-    /// An empty `_SUCCESS` object beside the output, as Hadoop writes.
-    pub success_marker: bool,
-}
-
-/// Items of one DynamoDB table.
-#[derive(Clone, Debug)]
-pub struct TableOutput {
-    pub table: String,
-    pub columns: Vec<Column>,
-    pub mode: Mode,
-    /// Fields are escaped as `kinesis-reader` writes them.
-    pub escaped: bool,
-    pub batches_in_flight: usize,
-    pub rate: Option<WriteRate>,
-    /// `add` mode: what each changed item records (`<logical name>#<iteration>`).
-    pub tag: Option<String>,
-}
-
-/// `--write-rate` or `--write-capacity-percent`; the percentage becomes a rate
-/// once the table's provisioned capacity is known.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum WriteRate {
-    ItemsPerSecond(f64),
-    PercentOfCapacity(f64),
 }
 
 impl WriterConfig {

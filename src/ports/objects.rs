@@ -13,7 +13,7 @@ pub struct Part {
     pub checksum_crc32: Option<String>,
 }
 
-/// What the uploader needs from S3 (the SDK adapter is `aws/s3.rs`), for
+/// What the uploader needs from S3 (the SDK adapter is `aws/s3_objects.rs`), for
 /// the objects of one bucket.
 #[async_trait]
 pub trait ObjectStore: Send + Sync {

@@ -3,21 +3,9 @@
 //! stays in `aws/`.
 
 use crate::position::Position;
+pub use crate::records::Record;
 use crate::records::Records;
 use async_trait::async_trait;
-use bytes::Bytes;
-
-/// One Kinesis record as the reader passes it on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Record {
-    pub sequence_number: String,
-    /// For a sub-record of a KPL aggregate: its index in the aggregate.
-    pub sub_sequence_number: Option<u64>,
-    pub partition_key: String,
-    pub data: Bytes,
-    /// `ApproximateArrivalTimestamp` in epoch milliseconds.
-    pub arrival_ms: i64,
-}
 
 /// A shard as ListShards describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]

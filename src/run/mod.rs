@@ -236,3 +236,6 @@ pub async fn run(
     summary.elapsed = started.elapsed();
     Ok(summary)
 }
+
+#[cfg(test)]
+mod tests;

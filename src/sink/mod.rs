@@ -2,20 +2,69 @@
 //! name, so that a rerun of an iteration overwrites instead of adding.
 //! [`run`] writes one input to the configured destination.
 
+pub mod columns;
 pub mod dynamodb;
 pub mod lines;
 pub mod s3;
 
-use crate::config::{Destination, S3Output, TableOutput, WriteRate, WriterConfig};
 use crate::error::ExitError;
 use crate::ports::{ItemTable, ObjectStore};
 use crate::progress::Progress;
 use crate::stop::Stop;
 use anyhow::Result;
-use lines::BadLines;
+use columns::Column;
+use dynamodb::Mode;
+use lines::{BadLinePolicy, BadLines};
+use s3::Compression;
 use std::io::Read;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Where the lines go.
+#[derive(Clone, Debug)]
+pub enum Destination {
+    S3(S3Output),
+    DynamoDb(TableOutput),
+}
+
+/// One S3 object, named for its iteration and partition.
+#[derive(Clone, Debug)]
+pub struct S3Output {
+    pub bucket: String,
+    /// The whole key, template expanded and checked.
+    pub key: String,
+    /// Path-style addressing, for a custom endpoint (an emulator).
+    pub path_style: bool,
+    pub part_size: usize,
+    pub parts_in_flight: usize,
+    pub compression: Compression,
+    /// Write nothing (rather than an empty object) when the input is empty.
+    pub skip_empty: bool,
+    /// An empty `_SUCCESS` object beside the output, as Hadoop writes.
+    pub success_marker: bool,
+}
+
+/// Items of one DynamoDB table.
+#[derive(Clone, Debug)]
+pub struct TableOutput {
+    pub table: String,
+    pub columns: Vec<Column>,
+    pub mode: Mode,
+    /// Fields are escaped as `kinesis-reader` writes them.
+    pub escaped: bool,
+    pub batches_in_flight: usize,
+    pub rate: Option<WriteRate>,
+    /// `add` mode: what each changed item records (`<logical name>#<iteration>`).
+    pub tag: Option<String>,
+}
+
+/// `--write-rate` or `--write-capacity-percent`; the percentage becomes a rate
+/// once the table's provisioned capacity is known.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum WriteRate {
+    ItemsPerSecond(f64),
+    PercentOfCapacity(f64),
+}
 
 /// What a write did, as Hadoop counters (name, value).
 pub type Counters = Vec<(&'static str, u64)>;
@@ -30,15 +79,16 @@ pub enum Store {
 /// write ends with [`ExitError::Interrupted`]: an S3 object is not created,
 /// and DynamoDB items written so far stay (both modes are idempotent).
 pub async fn run(
-    cfg: &WriterConfig,
+    destination: &Destination,
+    on_bad_line: &BadLinePolicy,
     store: Store,
     input: impl Read + Send + 'static,
     stop: Stop,
     progress: Arc<Progress>,
 ) -> Result<Counters> {
     let started = Instant::now();
-    let bad = BadLines::new(cfg.on_bad_line.clone())?;
-    match (&cfg.destination, store) {
+    let bad = BadLines::new(on_bad_line.clone())?;
+    match (destination, store) {
         (Destination::S3(out), Store::Objects(objects)) => {
             to_s3(out, objects, input, bad, stop, progress, started).await
         }
@@ -112,7 +162,7 @@ async fn to_table(
 ) -> Result<Counters> {
     let table = &out.table;
     let info = items.describe().await?;
-    let key_len = dynamodb::key_columns(&out.columns, &info, table)?;
+    let key_len = columns::key_columns(&out.columns, &info, table)?;
     let rate = match out.rate {
         None => None,
         Some(WriteRate::ItemsPerSecond(r)) => Some(r),

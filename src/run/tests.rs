@@ -1,0 +1,233 @@
+//! The run logic on the in-memory ports: what a run prints, fixes and
+//! records, with and without faults.
+
+use super::*;
+use crate::cli::ReaderCli;
+use crate::config::Layers;
+use crate::error::{exit_for, Exit};
+use crate::fakes::{record, Fault, Faulty, MemoryStore, MemoryStream};
+use crate::ports::checkpoint::{Holder, IterationHeader};
+use clap::Parser;
+use std::sync::Mutex;
+
+fn config(args: &[&str]) -> ReaderConfig {
+    let mut argv = vec![
+        "kinesis-reader",
+        "--stream",
+        "logs",
+        "--min-call-interval",
+        "0ms",
+        "--fields",
+        "shard_id,sequence_number,data",
+    ];
+    argv.extend_from_slice(args);
+    let cli = ReaderCli::try_parse_from(argv).unwrap();
+    let none = |_: &str| None;
+    let layers = Layers::new(&cli.common.define, &none).unwrap();
+    ReaderConfig::resolve(&cli.common, &cli.read, &layers, None).unwrap()
+}
+
+fn checkpointed(iteration: &str) -> ReaderConfig {
+    config(&[
+        "--checkpoint-table",
+        "cp-table",
+        "--logical-name",
+        "top",
+        "--iteration",
+        iteration,
+    ])
+}
+
+/// Output kept in memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
+
+/// `n` records per shard, sequence numbers `first`, `first + 1`, …, all
+/// arrived long before any iteration opens.
+fn records(first: u64, n: u64, tag: &str) -> Vec<crate::records::Record> {
+    (first..first + n)
+        .map(|i| record(&i.to_string(), &format!("{tag}{i}"), 1_000 + i as i64))
+        .collect()
+}
+
+fn two_shards() -> Arc<MemoryStream> {
+    Arc::new(
+        MemoryStream::new("logs")
+            .with_shard("shardId-0", &[], records(100, 5, "a"))
+            .with_shard("shardId-1", &[], records(200, 5, "b")),
+    )
+}
+
+fn key() -> LogicalKey {
+    LogicalKey {
+        stream: "logs".into(),
+        logical_name: "top".into(),
+    }
+}
+
+async fn read(
+    api: Arc<dyn StreamApi>,
+    store: Option<Arc<dyn CheckpointStore>>,
+    cfg: &ReaderConfig,
+) -> Result<(String, Summary)> {
+    let out = Captured::default();
+    let p = prepare(api, store, cfg, "host:1:1", None).await?;
+    let s = run(p, cfg, Box::new(out.clone()), crate::stop::never(), false).await?;
+    Ok((out.text(), s))
+}
+
+async fn header(store: &dyn CheckpointStore, n: u64) -> IterationHeader {
+    store.header(&key(), n).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn an_iteration_is_read_recorded_replayed_byte_for_byte_and_followed() {
+    let api = two_shards();
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::default());
+    let (first, s) = read(api.clone(), Some(store.clone()), &checkpointed("next"))
+        .await
+        .unwrap();
+    assert_eq!(first.lines().count(), 10, "{first}");
+    assert_eq!((s.iteration, s.records, s.fixed_now), (Some(0), 10, 2));
+    assert_eq!(
+        header(store.as_ref(), 0).await.state,
+        IterationState::Succeeded
+    );
+    // New records arrive: a replay of 0 prints exactly what it printed.
+    api.put("shardId-0", records(105, 3, "a"));
+    let (again, s) = read(api.clone(), Some(store.clone()), &checkpointed("0"))
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    assert_eq!((s.replayed, s.fixed_now), (2, 0));
+    // `next` is iteration 1, and holds exactly the new records.
+    let (next, s) = read(api.clone(), Some(store.clone()), &checkpointed("next"))
+        .await
+        .unwrap();
+    assert_eq!(s.iteration, Some(1));
+    assert_eq!(
+        next,
+        "shardId-0\t105\ta105\nshardId-0\t106\ta106\nshardId-0\t107\ta107\n"
+    );
+}
+
+#[tokio::test]
+async fn a_boundary_that_cannot_be_fixed_fails_the_iteration_and_next_reruns_it() {
+    let api = two_shards();
+    let store = Arc::new(Faulty::new(MemoryStore::default()).on("fix_shard", 2..=2, Fault::Fail));
+    let e = read(api.clone(), Some(store.clone()), &checkpointed("next"))
+        .await
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("fixing shard"), "{e:#}");
+    assert_eq!(header(store.inner(), 0).await.state, IterationState::Failed);
+    // The rerun reads iteration 0 again, and every record of it.
+    let (out, s) = read(api, Some(store), &checkpointed("next")).await.unwrap();
+    assert_eq!(s.iteration, Some(0));
+    assert_eq!(out.lines().count(), 10);
+}
+
+#[tokio::test]
+async fn a_lease_taken_over_during_the_read_is_exit_3_and_left_to_the_taker() {
+    let api = two_shards();
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::default());
+    let cfg = checkpointed("next");
+    let p = prepare(api, Some(store.clone()), &cfg, "host:1:1", None)
+        .await
+        .unwrap();
+    // Another run takes the iteration over (--rerun-without-wait).
+    let now = crate::clock::now_ms();
+    store
+        .acquire(&key(), 0, &Holder::whole("other"), now, now + 30_000, true)
+        .await
+        .unwrap();
+    let out = Captured::default();
+    let e = run(p, &cfg, Box::new(out), crate::stop::never(), false)
+        .await
+        .unwrap_err();
+    assert_eq!(exit_for(&e), Exit::IterationOwned, "{e:#}");
+    let h = header(store.as_ref(), 0).await;
+    assert_eq!(h.state, IterationState::Open);
+    assert_eq!(h.owner.as_deref(), Some("other"));
+}
+
+#[tokio::test]
+async fn a_stopped_run_is_interrupted_and_its_iteration_released_as_failed() {
+    let api = two_shards();
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::default());
+    let cfg = checkpointed("next");
+    let p = prepare(api, Some(store.clone()), &cfg, "host:1:1", None)
+        .await
+        .unwrap();
+    let stop: Stop = Box::pin(async { "SIGTERM".to_string() });
+    let e = run(p, &cfg, Box::new(Captured::default()), stop, false)
+        .await
+        .unwrap_err();
+    assert_eq!(exit_for(&e), Exit::Interrupted, "{e:#}");
+    let h = header(store.as_ref(), 0).await;
+    assert_eq!((h.state, h.owner), (IterationState::Failed, None));
+}
+
+#[tokio::test]
+async fn a_held_iteration_waits_for_the_callers_verdict() {
+    let api = two_shards();
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::default());
+    let cfg = checkpointed("next");
+    let p = prepare(api, Some(store.clone()), &cfg, "host:1:1", None)
+        .await
+        .unwrap();
+    let mut s = run(
+        p,
+        &cfg,
+        Box::new(Captured::default()),
+        crate::stop::never(),
+        true,
+    )
+    .await
+    .unwrap();
+    let h = header(store.as_ref(), 0).await;
+    assert_eq!(
+        h.state,
+        IterationState::Open,
+        "not recorded before the verdict"
+    );
+    assert_eq!(h.owner.as_deref(), Some("host:1:1"));
+    // Every end was fixed before the read returned.
+    let shards = store.shards(&key(), 0).await.unwrap();
+    assert!(shards.iter().all(|s| s.end.is_some()));
+    s.held.take().unwrap().finish(false).await.unwrap();
+    assert_eq!(
+        header(store.as_ref(), 0).await.state,
+        IterationState::Failed
+    );
+}
+
+#[tokio::test]
+async fn without_a_table_parents_are_read_before_their_children() {
+    // shardId-0 was split into shardId-1 and shardId-2.
+    let api = MemoryStream::new("logs")
+        .with_shard("shardId-0", &[], records(100, 3, "p"))
+        .with_shard("shardId-1", &["shardId-0"], records(200, 2, "c"))
+        .with_shard("shardId-2", &["shardId-0"], records(300, 2, "d"));
+    api.close("shardId-0");
+    let (out, s) = read(Arc::new(api), None, &config(&[])).await.unwrap();
+    let shards: Vec<&str> = out.lines().map(|l| l.split('\t').next().unwrap()).collect();
+    assert_eq!(s.records, 7);
+    assert_eq!(&shards[..3], ["shardId-0"; 3]);
+    assert!(shards[3..].iter().all(|s| *s != "shardId-0"), "{out}");
+}
