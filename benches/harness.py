@@ -3,6 +3,9 @@
 
     benches/harness.py            full mode: 3 record sizes x 3 shard counts, 5 runs each
     benches/harness.py --short    one small configuration, one run (CI keeps the harness alive)
+    benches/harness.py --baseline PATH [--no-boto3]
+                                  also runs another build of kinesis-reader (PATH), its runs
+                                  alternating with this build's, and prints the two side by side
 
 Starts the canned Kinesis endpoint (benches/canned_kinesis.rs) on 127.0.0.1 for each
 configuration, runs kinesis-reader and the boto3 baseline (benches/boto3_reader.py) against
@@ -67,8 +70,15 @@ def summarise(runs: list[dict], records: int, payload: int) -> dict:
     }
 
 
+def option(name: str):
+    """The value after `name` on the command line, if given."""
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else None
+
+
 def main() -> None:
     short = "--short" in sys.argv
+    baseline = option("--baseline")
+    with_boto3 = "--no-boto3" not in sys.argv
     reader, canned = build("dev" if short else "release")
     python = os.path.join(ROOT, ".venv", "bin", "python")
     if not os.path.exists(python):
@@ -95,30 +105,60 @@ def main() -> None:
         time.sleep(0.5)
         try:
             row = {"size": size, "shards": shards, "records": records}
-            row["kinesis-reader"] = summarise([measure(ours, env) for _ in range(repeats)], records, payload)
+            # With a baseline, the two builds' runs alternate, so that the
+            # machine's drift touches both alike.
+            runs, base_runs = [], []
+            for _ in range(repeats):
+                runs.append(measure(ours, env))
+                if baseline:
+                    base_runs.append(measure([baseline] + ours[1:], env))
+            row["kinesis-reader"] = summarise(runs, records, payload)
+            if baseline:
+                row["baseline"] = summarise(base_runs, records, payload)
             # The consumer stalls for 3 s before reading: memory must stay flat (backpressure).
             stalled = subprocess.Popen(["sh", "-c", "sleep 3; cat >/dev/null"], stdin=subprocess.PIPE)
             row["kinesis-reader stalled consumer"] = summarise([measure(ours, env, stdout=stalled.stdin)], records, payload)
             stalled.stdin.close()
             stalled.wait()
             boto_repeats = 1 if short or records > 200_000 else min(repeats, 3)
-            row["boto3"] = summarise(
-                [measure([python, os.path.join(ROOT, "benches", "boto3_reader.py"), "bench"], env)
-                 for _ in range(boto_repeats)], records, payload)
+            if with_boto3:
+                row["boto3"] = summarise(
+                    [measure([python, os.path.join(ROOT, "benches", "boto3_reader.py"), "bench"], env)
+                     for _ in range(boto_repeats)], records, payload)
         finally:
             server.stdin.close()
             server.wait()
+        if baseline:
+            r, o = row["kinesis-reader"], row["baseline"]
+            print(f"{size:>6} B x {shards:>2} shards: this build {r['mb_s_median']:7.1f} MB/s "
+                  f"{r['cpu_s_per_million']:6.2f} CPU-s/M {r['rss_mib_median']:6.1f} MiB | baseline "
+                  f"{o['mb_s_median']:7.1f} MB/s {o['cpu_s_per_million']:6.2f} CPU-s/M "
+                  f"{o['rss_mib_median']:6.1f} MiB", file=sys.stderr)
+        results.append(row)
+        if not with_boto3:
+            continue
         r, b = row["kinesis-reader"], row["boto3"]
         row["ratio_cpu"] = b["cpu_s_per_million"] / r["cpu_s_per_million"]
         row["ratio_wall"] = b["wall_median"] / r["wall_median"]
-        results.append(row)
         print(f"{size:>6} B x {shards:>2} shards: ours {r['mb_s_median']:7.1f} MB/s "
               f"{r['cpu_s_per_million']:6.2f} CPU-s/M {r['rss_mib_median']:6.1f} MiB | boto3 "
               f"{b['mb_s_median']:6.1f} MB/s {b['cpu_s_per_million']:6.2f} CPU-s/M "
               f"{b['rss_mib_median']:6.1f} MiB | CPU ratio {row['ratio_cpu']:5.1f}x", file=sys.stderr)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "results.json"), "w") as f:
-        json.dump({"short": short, "results": results}, f, indent=1)
+        json.dump({"short": short, "baseline": baseline, "results": results}, f, indent=1)
+    if baseline:
+        print("| record | shards | this build MB/s (min-max) | baseline MB/s (min-max) | this build CPU s / M | "
+              "baseline CPU s / M | this build RSS MiB | baseline RSS MiB |")
+        print("|---|---|---|---|---|---|---|---|")
+        for row in results:
+            r, o = row["kinesis-reader"], row["baseline"]
+            print(f"| {row['size']} B | {row['shards']} | {r['mb_s_median']:.0f} ({r['mb_s_min']:.0f}-"
+                  f"{r['mb_s_max']:.0f}) | {o['mb_s_median']:.0f} ({o['mb_s_min']:.0f}-{o['mb_s_max']:.0f}) | "
+                  f"{r['cpu_s_per_million']:.2f} | {o['cpu_s_per_million']:.2f} | {r['rss_mib_median']:.0f} | "
+                  f"{o['rss_mib_median']:.0f} |")
+    if not with_boto3:
+        return
     print("| record | shards | records | kinesis-reader MB/s (min-max) | CPU s / M records | peak RSS MiB | "
           "RSS, stalled consumer | boto3 MB/s | boto3 CPU s / M | boto3 RSS MiB | CPU ratio | wall ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")

@@ -92,6 +92,16 @@ async fn read(
     Ok((out.text(), s))
 }
 
+/// Iteration 0 of [`two_shards`] on a new store, opened by `host:1:1`.
+async fn opened() -> (Arc<dyn CheckpointStore>, ReaderConfig, Prepared) {
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::default());
+    let cfg = checkpointed("next");
+    let p = prepare(two_shards(), Some(store.clone()), &cfg, "host:1:1", None)
+        .await
+        .unwrap();
+    (store, cfg, p)
+}
+
 async fn header(store: &dyn CheckpointStore, n: u64) -> IterationHeader {
     store.header(&key(), n).await.unwrap().unwrap()
 }
@@ -144,12 +154,7 @@ async fn a_boundary_that_cannot_be_fixed_fails_the_iteration_and_next_reruns_it(
 
 #[tokio::test]
 async fn a_lease_taken_over_during_the_read_is_exit_3_and_left_to_the_taker() {
-    let api = two_shards();
-    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::default());
-    let cfg = checkpointed("next");
-    let p = prepare(api, Some(store.clone()), &cfg, "host:1:1", None)
-        .await
-        .unwrap();
+    let (store, cfg, p) = opened().await;
     // Another run takes the iteration over (--rerun-without-wait).
     let now = crate::clock::now_ms();
     store
@@ -168,12 +173,7 @@ async fn a_lease_taken_over_during_the_read_is_exit_3_and_left_to_the_taker() {
 
 #[tokio::test]
 async fn a_stopped_run_is_interrupted_and_its_iteration_released_as_failed() {
-    let api = two_shards();
-    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::default());
-    let cfg = checkpointed("next");
-    let p = prepare(api, Some(store.clone()), &cfg, "host:1:1", None)
-        .await
-        .unwrap();
+    let (store, cfg, p) = opened().await;
     let stop: Stop = Box::pin(async { "SIGTERM".to_string() });
     let e = run(p, &cfg, Box::new(Captured::default()), stop, false)
         .await
@@ -185,12 +185,7 @@ async fn a_stopped_run_is_interrupted_and_its_iteration_released_as_failed() {
 
 #[tokio::test]
 async fn a_held_iteration_waits_for_the_callers_verdict() {
-    let api = two_shards();
-    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::default());
-    let cfg = checkpointed("next");
-    let p = prepare(api, Some(store.clone()), &cfg, "host:1:1", None)
-        .await
-        .unwrap();
+    let (store, cfg, p) = opened().await;
     let mut s = run(
         p,
         &cfg,

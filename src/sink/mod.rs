@@ -86,28 +86,42 @@ pub async fn run(
     stop: Stop,
     progress: Arc<Progress>,
 ) -> Result<Counters> {
-    let started = Instant::now();
-    let bad = BadLines::new(on_bad_line.clone())?;
+    let lines = Lines {
+        input,
+        bad: BadLines::new(on_bad_line.clone())?,
+        stop,
+        progress,
+        started: Instant::now(),
+    };
     match (destination, store) {
-        (Destination::S3(out), Store::Objects(objects)) => {
-            to_s3(out, objects, input, bad, stop, progress, started).await
-        }
-        (Destination::DynamoDb(out), Store::Items(items)) => {
-            to_table(out, items, input, bad, stop, progress, started).await
-        }
+        (Destination::S3(out), Store::Objects(objects)) => to_s3(out, objects, lines).await,
+        (Destination::DynamoDb(out), Store::Items(items)) => to_table(out, items, lines).await,
         _ => anyhow::bail!("the store given is not the destination's"),
     }
+}
+
+/// One input on its way to a destination: its lines, what to do with bad
+/// ones, when to stop, and what a person watching sees.
+struct Lines<R> {
+    input: R,
+    bad: BadLines,
+    stop: Stop,
+    progress: Arc<Progress>,
+    started: Instant,
 }
 
 async fn to_s3(
     out: &S3Output,
     store: Arc<dyn ObjectStore>,
-    input: impl Read + Send + 'static,
-    bad: BadLines,
-    stop: Stop,
-    progress: Arc<Progress>,
-    started: Instant,
+    lines: Lines<impl Read + Send + 'static>,
 ) -> Result<Counters> {
+    let Lines {
+        input,
+        bad,
+        stop,
+        progress,
+        started,
+    } = lines;
     let opts = s3::UploadOptions {
         part_size: out.part_size,
         parts_in_flight: out.parts_in_flight,
@@ -154,12 +168,15 @@ async fn to_s3(
 async fn to_table(
     out: &TableOutput,
     items: Arc<dyn ItemTable>,
-    input: impl Read + Send + 'static,
-    bad: BadLines,
-    stop: Stop,
-    progress: Arc<Progress>,
-    started: Instant,
+    lines: Lines<impl Read + Send + 'static>,
 ) -> Result<Counters> {
+    let Lines {
+        input,
+        bad,
+        stop,
+        progress,
+        started,
+    } = lines;
     let table = &out.table;
     let info = items.describe().await?;
     let key_len = columns::key_columns(&out.columns, &info, table)?;
