@@ -8,6 +8,7 @@
 # cargo; installs moto into .venv.
 #
 #   streaming-examples/run-local.sh
+#   KINESIS_BIN=DIR streaming-examples/run-local.sh   # installed binaries in DIR, no cargo
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${EMULATOR_PORT:-4566}
@@ -16,9 +17,14 @@ scripts/emulator.sh start "$PORT"
 trap 'scripts/emulator.sh stop "$PORT"' EXIT
 export AWS_ENDPOINT_URL="http://127.0.0.1:$PORT" AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
 export AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
-cargo build --quiet --bins
-READER=target/debug/kinesis-reader
-WRITER=target/debug/kinesis-writer
+if [ -n "${KINESIS_BIN:-}" ]; then
+  READER=$KINESIS_BIN/kinesis-reader
+  WRITER=$KINESIS_BIN/kinesis-writer
+else
+  cargo build --quiet --bins
+  READER=target/debug/kinesis-reader
+  WRITER=target/debug/kinesis-writer
+fi
 PY=.venv/bin/python
 EX=streaming-examples/log-analysis
 OUT=target/example

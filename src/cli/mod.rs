@@ -9,6 +9,14 @@ use clap::Args;
 use std::process::ExitCode;
 
 pub use reader::{Command, CommonArgs, ReadArgs, ReaderCli};
+
+/// `--version`: the crate's version and the commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("KINESIS_STREAMING_COMMIT"),
+    ")"
+);
 pub use writer::{FieldEncoding, WriterCli};
 
 /// `-q` / `-v`: how much the binaries say on stderr.

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(
     name = "kinesis-reader",
-    version,
+    version = super::VERSION,
     about = "Print one checkpointed iteration of a Kinesis stream as tab-separated lines",
     after_help = "Every setting can also be given by its EMR name, as -D name=value or as the \
                   Hadoop-mangled environment variable (e.g. kinesis_checkpoint_iteration_no). \

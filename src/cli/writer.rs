@@ -7,7 +7,7 @@ use clap::{Parser, ValueEnum};
 #[derive(Parser, Debug)]
 #[command(
     name = "kinesis-writer",
-    version,
+    version = super::VERSION,
     about = "Load tab-separated lines from stdin into S3 or DynamoDB, idempotently per iteration",
     after_help = "The iteration context also comes from EMR names (-D kinesis.checkpoint.logical.name=L, \
                   -D kinesis.checkpoint.iteration.no=N, or their Hadoop-mangled environment variables) \
