@@ -4,7 +4,7 @@
 # that both run. For example:
 #
 #   aws emr create-cluster ... --bootstrap-actions \
-#     Path=s3://BUCKET/emr-bootstrap.sh,Args=[s3://BUCKET/dist/kinesis_streaming-0.1.0-py3-none-manylinux_2_17_x86_64.whl]
+#     Path=s3://BUCKET/emr-bootstrap.sh,Args=[s3://BUCKET/dist/kinesis_streaming-0.1.0-py3-none-manylinux2014_x86_64.manylinux_2_17_x86_64.whl]
 #
 # Usage: emr-bootstrap.sh S3_URL [PREFIX]
 #   S3_URL  a .whl (installed with the node's python3: the binaries and the
