@@ -115,22 +115,23 @@ async fn to_s3(
     store: Arc<dyn ObjectStore>,
     lines: Lines<impl Read + Send + 'static>,
 ) -> Result<Counters> {
-    let Lines {
-        input,
-        bad,
-        stop,
-        progress,
-        started,
-    } = lines;
     let opts = s3::UploadOptions {
         part_size: out.part_size,
         parts_in_flight: out.parts_in_flight,
         compression: out.compression,
         skip_empty: out.skip_empty,
-        progress,
+        progress: lines.progress,
     };
     let key = &out.key;
-    let (s, mut bad) = s3::upload(store.clone(), key, input, &opts, bad, stop).await?;
+    let (s, mut bad) = s3::upload(
+        store.clone(),
+        key,
+        lines.input,
+        &opts,
+        lines.bad,
+        lines.stop,
+    )
+    .await?;
     bad.finish()?;
     if s.written && out.success_marker {
         let marker = match key.rsplit_once('/') {
@@ -154,7 +155,7 @@ async fn to_s3(
         s.parts,
         bad.skipped,
         s.peak_buffered >> 20,
-        started.elapsed().as_secs_f64()
+        lines.started.elapsed().as_secs_f64()
     );
     Ok(vec![
         ("lines", s.lines),
@@ -170,13 +171,6 @@ async fn to_table(
     items: Arc<dyn ItemTable>,
     lines: Lines<impl Read + Send + 'static>,
 ) -> Result<Counters> {
-    let Lines {
-        input,
-        bad,
-        stop,
-        progress,
-        started,
-    } = lines;
     let table = &out.table;
     let info = items.describe().await?;
     let key_len = columns::key_columns(&out.columns, &info, table)?;
@@ -205,10 +199,10 @@ async fn to_table(
         rate,
         tag: out.tag.clone(),
         max_attempts: 10,
-        progress,
+        progress: lines.progress,
     };
-    let input = std::io::BufReader::with_capacity(256 * 1024, input);
-    let (s, mut bad) = dynamodb::load(items, input, &opts, bad, stop).await?;
+    let input = std::io::BufReader::with_capacity(256 * 1024, lines.input);
+    let (s, mut bad) = dynamodb::load(items, input, &opts, lines.bad, lines.stop).await?;
     bad.finish()?;
     log::info!(
         "dynamodb://{table}: {} lines, {} items written, {} collapsed into later lines, \
@@ -219,7 +213,7 @@ async fn to_table(
         s.already_applied,
         s.retries,
         bad.skipped,
-        started.elapsed().as_secs_f64()
+        lines.started.elapsed().as_secs_f64()
     );
     Ok(vec![
         ("lines", s.lines),
