@@ -220,9 +220,11 @@ impl Formatter {
         }
     }
 
+    /// One JSON object per record, its keys in `--fields` order (binary data
+    /// is base64, announced by a `data_encoding` key just before it).
     fn write_json(&self, out: &mut impl Write, shard_id: &str, r: RecordRef<'_>) -> io::Result<()> {
-        use serde_json::{Map, Value};
-        let mut m = Map::new();
+        use serde_json::Value;
+        let mut entries: Vec<(&str, Value)> = Vec::with_capacity(self.fields.len() + 1);
         for f in &self.fields {
             let v = match f {
                 Field::ShardId => Value::from(shard_id),
@@ -237,15 +239,23 @@ impl Formatter {
                 Field::Data => match std::str::from_utf8(r.data) {
                     Ok(s) => Value::from(s),
                     Err(_) => {
-                        m.insert("data_encoding".into(), Value::from("base64"));
+                        entries.push(("data_encoding", Value::from("base64")));
                         Value::from(base64::engine::general_purpose::STANDARD.encode(r.data))
                     }
                 },
             };
-            m.insert(f.name().into(), v);
+            entries.push((f.name(), v));
         }
-        serde_json::to_writer(&mut *out, &m)?;
-        out.write_all(b"\n")
+        out.write_all(b"{")?;
+        for (i, (name, v)) in entries.iter().enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            serde_json::to_writer(&mut *out, name)?;
+            out.write_all(b":")?;
+            serde_json::to_writer(&mut *out, v)?;
+        }
+        out.write_all(b"}\n")
     }
 }
 
@@ -446,5 +456,21 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&line(&f, &rec(b"a\nb", "k"))).unwrap();
         assert_eq!(v["data"], "a\nb");
         assert!(v.get("data_encoding").is_none());
+    }
+
+    #[test]
+    fn jsonl_keys_follow_the_fields_order() {
+        let f = Formatter::new(
+            vec![Field::Data, Field::ShardId, Field::PartitionKey],
+            DataEncoding::Escape,
+            OutputFormat::Jsonl,
+            "s",
+            None,
+        );
+        assert_eq!(
+            line(&f, &rec(b"x", "k")),
+            "{\"data\":\"x\",\"shard_id\":\"shardId-000000000001\",\"partition_key\":\"k\"}\n"
+        );
+        assert!(line(&f, &rec(&[0xff], "k")).starts_with("{\"data_encoding\":\"base64\",\"data\":"));
     }
 }

@@ -17,7 +17,7 @@ fn main() -> ExitCode {
 async fn run(cli: WriterCli) -> Result<u8> {
     let started = Instant::now();
     let env = |k: &str| std::env::var(k).ok();
-    let layers = Layers::new(&cli.define, &env)?;
+    let layers = Layers::for_writer(&cli.define, &env)?;
     let cfg = WriterConfig::resolve(&cli, &layers, &env)?;
     let store = aws::writer_store(&cfg).await?;
     let progress = Arc::new(Progress::default());

@@ -19,6 +19,15 @@ pub const VERSION: &str = concat!(
 );
 pub use writer::{FieldEncoding, WriterCli};
 
+/// A count or a number flag's value: a whole number ≥ 0, with the tool's own
+/// message for anything else (`-1` included, which clap would take for a flag).
+pub fn whole<T: std::str::FromStr>(s: &str) -> Result<T, String> {
+    match s.trim().parse() {
+        Ok(n) if !s.trim().starts_with('-') => Ok(n),
+        _ => Err("expected a whole number ≥ 0".into()),
+    }
+}
+
 /// `-q` / `-v`: how much the binaries say on stderr.
 #[derive(Args, Debug, Default, Clone, Copy)]
 pub struct Verbosity {
@@ -113,5 +122,39 @@ where
             }
             code.into()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn error(argv: &[&str]) -> String {
+        let e = match argv[0] {
+            "kinesis-writer" => WriterCli::try_parse_from(argv).err(),
+            _ => ReaderCli::try_parse_from(argv).err(),
+        };
+        e.expect("refused").to_string()
+    }
+
+    #[test]
+    fn a_negative_number_gets_the_tools_message_not_an_unexpected_argument() {
+        for argv in [
+            &["kinesis-reader", "status", "--last", "-1"][..],
+            &["kinesis-reader", "plan", "--shards-per-line", "-2"],
+            &["kinesis-writer", "s3://b/", "--partition", "-1"],
+            &["kinesis-writer", "s3://b/", "--parts-in-flight", "-1"],
+        ] {
+            let e = error(argv);
+            assert!(
+                e.contains("expected a whole number ≥ 0") && !e.contains("unexpected argument"),
+                "{argv:?}: {e}"
+            );
+        }
+        // The iteration is checked where it is resolved, with `next` offered.
+        let cli = ReaderCli::try_parse_from(["kinesis-reader", "--iteration", "-1"]).unwrap();
+        assert_eq!(cli.read.iteration.as_deref(), Some("-1"));
+        assert!(whole::<u32>("7").is_ok() && whole::<u32>("x").is_err());
     }
 }

@@ -36,14 +36,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
         /// How many of the latest iterations to show (0 = all).
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, allow_negative_numbers = true, value_parser = super::whole::<usize>)]
         last: usize,
     },
     /// Open an iteration for map tasks (its shards and starts are fixed) and print its
     /// manifest: one line per group of shards, for NLineInputFormat or `--shards-from-stdin`.
     Plan {
         /// Shards per manifest line (per map task).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = super::whole::<usize>)]
         shards_per_line: usize,
     },
     /// After a distributed job: mark a planned iteration succeeded (every shard must have a
@@ -100,7 +100,7 @@ pub struct CommonArgs {
 #[derive(Args, Debug, Clone)]
 pub struct ReadArgs {
     /// Iteration number, or `next` [kinesis.checkpoint.iteration.no].
-    #[arg(long, global = true)]
+    #[arg(long, global = true, allow_negative_numbers = true)]
     pub iteration: Option<String>,
     /// Take over an iteration another run holds, at once [kinesis.rerun.iteration.without.wait].
     #[arg(long, global = true)]
@@ -126,7 +126,7 @@ pub struct ReadArgs {
     pub on_expired: crate::expiry::OnExpired,
     /// Read at most this many MiB/s from each shard (the service allows 2 MiB/s per shard
     /// for all readers together: lower it when several logical names share a stream).
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, allow_negative_numbers = true)]
     pub max_read_rate: f64,
     /// Least time between GetRecords calls on one shard (benchmarks against an emulator only).
     #[arg(long, hide = true, default_value = "200ms")]
@@ -172,7 +172,7 @@ pub struct ReadArgs {
     pub efo_consumer: Option<String>,
     /// Read at most N shards at a time (default: all at once): shards are read in groups of N
     /// in shard-id order, and the output is group after group.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true, value_parser = super::whole::<usize>)]
     pub max_concurrent_shards: Option<usize>,
     /// Exec mode: run this command with the records on its stdin (after `--`); the iteration
     /// succeeds only if it exits 0, and its exit status is the reader's.

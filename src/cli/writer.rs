@@ -24,13 +24,13 @@ pub struct WriterCli {
     #[arg(long)]
     pub logical_name: Option<String>,
     /// Iteration number [kinesis.checkpoint.iteration.no].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub iteration: Option<String>,
     /// Stream name, for {stream} in key templates [kinesis.stream.name].
     #[arg(long)]
     pub stream: Option<String>,
     /// This writer's part number (default: $mapreduce_task_partition, else 0).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::whole::<u32>)]
     pub partition: Option<u32>,
     /// When the iteration opened (RFC 3339), for {date} and {hour}.
     #[arg(long)]
@@ -61,7 +61,7 @@ pub struct WriterCli {
     #[arg(long)]
     pub part_size: Option<String>,
     /// S3: parts uploaded at once, 1 to 64 [default: 4].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::whole::<usize>)]
     pub parts_in_flight: Option<usize>,
     /// S3: compress the object (adds .gz / .zst to a generated name; an exact key must end
     /// with it) [default: none].
@@ -82,13 +82,13 @@ pub struct WriterCli {
     #[arg(long, value_enum)]
     pub mode: Option<crate::sink::dynamodb::Mode>,
     /// DynamoDB: BatchWriteItem calls in flight, 1 to 64 [default: 4].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::whole::<usize>)]
     pub batches_in_flight: Option<usize>,
     /// DynamoDB: at most this many items per second.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub write_rate: Option<f64>,
     /// DynamoDB: at most this percent of the table's provisioned write capacity.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub write_capacity_percent: Option<f64>,
     /// How fields are written: escape (\t \n \r \\ as kinesis-reader writes them) or raw.
     #[arg(long, value_enum, default_value_t = FieldEncoding::Escape)]

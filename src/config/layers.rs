@@ -28,6 +28,16 @@ pub mod names {
     /// Static credentials, for EMR jobs that passed them this way: used, never shown.
     pub const ACCESS_KEY: &str = "kinesis.accessKey";
     pub const SECRET_KEY: &str = "kinesis.secretKey";
+    /// What kinesis-writer reads: the iteration context, and where AWS is.
+    pub const WRITER: [&str; 6] = [
+        ACCESS_KEY,
+        SECRET_KEY,
+        LOGICAL_NAME,
+        ITERATION,
+        STREAM,
+        REGION,
+    ];
+    /// What kinesis-reader reads.
     pub const ALL: [&str; 16] = [
         ACCESS_KEY,
         SECRET_KEY,
@@ -75,10 +85,28 @@ pub(crate) fn usage(msg: String) -> ExitError {
 }
 
 impl<'a> Layers<'a> {
-    /// Checks the `-D` pairs: well-formed, known `kinesis.*` names, no name given
-    /// twice with different values. Other names (a copied jobconf) are ignored.
+    /// The reader's layers. Checks the `-D` pairs: well-formed, known
+    /// `kinesis.*` names, no name given twice with different values. Other
+    /// names (a copied jobconf) are ignored.
     pub fn new(
         defines: &[String],
+        env: &'a dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ExitError> {
+        Self::checked(defines, ("kinesis-reader", &names::ALL), env)
+    }
+
+    /// The writer's layers: as [`Layers::new`], for the few settings the
+    /// writer reads ([`names::WRITER`]); a reader's setting is refused.
+    pub fn for_writer(
+        defines: &[String],
+        env: &'a dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ExitError> {
+        Self::checked(defines, ("kinesis-writer", &names::WRITER), env)
+    }
+
+    fn checked(
+        defines: &[String],
+        (binary, known): (&str, &[&str]),
         env: &'a dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ExitError> {
         let mut map: BTreeMap<String, String> = BTreeMap::new();
@@ -90,11 +118,15 @@ impl<'a> Layers<'a> {
                 ))
             })?;
             let k = k.trim();
-            if k.starts_with("kinesis.") && !names::ALL.contains(&k) {
-                return Err(usage(format!(
-                    "-D {k}: unknown setting; known settings are {}",
-                    names::ALL.join(", ")
-                )));
+            if k.starts_with("kinesis.") && !known.contains(&k) {
+                let list = known.join(", ");
+                return Err(usage(if names::ALL.contains(&k) {
+                    format!("-D {k} is a kinesis-reader setting; {binary} reads only {list}")
+                } else {
+                    let hint = closest(k, known)
+                        .map_or(String::new(), |c| format!(" (did you mean {c}?)"));
+                    format!("-D {k}: unknown setting{hint}; {binary}'s settings are {list}")
+                }));
             }
             if let Some(old) = map.get(k) {
                 if old != v {
@@ -144,6 +176,35 @@ impl<'a> Layers<'a> {
             .collect();
         one(&from_env)
     }
+}
+
+/// The known name nearest to a mistyped one, if one is near enough to be
+/// what was meant (a few letters apart).
+fn closest<'n>(name: &str, known: &[&'n str]) -> Option<&'n str> {
+    known
+        .iter()
+        .map(|k| (distance(name, k), *k))
+        .filter(|(d, k)| *d <= 3.max(k.len() / 6))
+        .min()
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance: the fewest single-letter edits between `a` and `b`.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let here = (prev + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            prev = row[j + 1];
+            row[j + 1] = here;
+        }
+    }
+    row[b.len()]
 }
 
 /// At most one distinct value among a setting's names at one layer.
@@ -221,4 +282,64 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reader(d: &str) -> String {
+        let none = |_: &str| None;
+        Layers::new(&[d.to_string()], &none)
+            .err()
+            .unwrap()
+            .to_string()
+    }
+
+    fn writer(d: &str) -> Result<(), String> {
+        let none = |_: &str| None;
+        Layers::for_writer(&[d.to_string()], &none)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_mistyped_name_suggests_the_one_meant() {
+        let e = reader("kinesis.checkpoint.iteraton.no=1");
+        assert!(
+            e.contains("(did you mean kinesis.checkpoint.iteration.no?)"),
+            "{e}"
+        );
+        let e = reader("kinesis.records.batch=10");
+        assert!(e.contains("did you mean kinesis.records.batchsize?"), "{e}");
+        // Nothing near: no guess.
+        let e = reader("kinesis.colour=blue");
+        assert!(
+            e.contains("unknown setting;") && !e.contains("did you mean"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_writer_names_only_its_own_settings_and_refuses_the_readers() {
+        assert!(writer("kinesis.checkpoint.logical.name=top").is_ok());
+        let e = writer("kinesis.records.batchsize=10").unwrap_err();
+        assert!(e.contains("is a kinesis-reader setting"), "{e}");
+        let e = writer("kinesis.checkpoint.logical.nmae=top").unwrap_err();
+        assert!(
+            e.contains("did you mean kinesis.checkpoint.logical.name?")
+                && e.contains("kinesis-writer's settings are")
+                && !e.contains("batchsize"),
+            "{e}"
+        );
+        // A copied jobconf's other names are not ours to judge.
+        assert!(writer("mapreduce.job.reduces=4").is_ok());
+    }
+
+    #[test]
+    fn distance_counts_single_letter_edits() {
+        assert_eq!(distance("kitten", "sitting"), 3);
+        assert_eq!(distance("", "abc"), 3);
+        assert_eq!(distance("same", "same"), 0);
+    }
 }

@@ -406,6 +406,53 @@ impl ReaderConfig {
     }
 }
 
+/// A flag that a sub-command would ignore is a mistake, not a no-op.
+fn refuse_what_does_not_apply(cli: &ReaderCli) -> Result<(), ExitError> {
+    let (c, r) = (&cli.common, &cli.read);
+    let given = |set: bool, flag: &'static str| set.then_some(flag);
+    let (what, why, flags): (&str, &str, Vec<&str>) = match &cli.command {
+        Some(Command::CreateTable) => (
+            "create-table",
+            "it makes the checkpoint table, which all logical names and iterations share",
+            [
+                given(c.logical_name.is_some(), "--logical-name"),
+                given(r.iteration.is_some(), "--iteration"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        ),
+        Some(Command::Status { .. }) => (
+            "status",
+            "it shows the latest iterations of the logical name (--last N says how many)",
+            given(r.iteration.is_some(), "--iteration")
+                .into_iter()
+                .collect(),
+        ),
+        Some(Command::DeregisterConsumer { .. }) => (
+            "deregister-consumer",
+            "it removes the stream's consumer, whatever reads with it",
+            [
+                given(c.checkpoint_table.is_some(), "--checkpoint-table"),
+                given(c.logical_name.is_some(), "--logical-name"),
+                given(r.iteration.is_some(), "--iteration"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        ),
+        _ => return Ok(()),
+    };
+    match flags.as_slice() {
+        [] => Ok(()),
+        flags => Err(usage(format!(
+            "{} {} not apply to {what}: {why}",
+            flags.join(", "),
+            if flags.len() == 1 { "does" } else { "do" }
+        ))),
+    }
+}
+
 /// What the command line asks `kinesis-reader` to do, with the settings that
 /// needs, resolved.
 #[derive(Clone, Debug)]
@@ -448,6 +495,7 @@ impl ReaderCommand {
     ) -> Result<Self, ExitError> {
         let c = &cli.common;
         let needs = |what: &str, flag: &str| usage(format!("{what} needs {flag}"));
+        refuse_what_does_not_apply(cli)?;
         Ok(match &cli.command {
             Some(Command::CreateTable) => ReaderCommand::CreateTable {
                 table: table_settings(c, l)?
@@ -791,6 +839,61 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("conflicts"), "{e}");
+    }
+
+    #[test]
+    fn flags_a_sub_command_would_ignore_are_refused() {
+        let refused = |args: &[&str]| {
+            let mut argv = vec!["kinesis-reader"];
+            argv.extend_from_slice(args);
+            let cli = crate::cli::ReaderCli::try_parse_from(argv).unwrap();
+            let none = |_: &str| None;
+            let layers = Layers::new(&cli.common.define, &none).unwrap();
+            ReaderCommand::resolve(&cli, &layers, None)
+                .err()
+                .map(|e| e.to_string())
+        };
+        let e = refused(&[
+            "status",
+            "--stream",
+            "s",
+            "--checkpoint-table",
+            "cpt",
+            "--logical-name",
+            "l",
+            "--iteration",
+            "3",
+        ])
+        .unwrap();
+        assert!(e.starts_with("--iteration does not apply to status"), "{e}");
+        let e = refused(&[
+            "create-table",
+            "--checkpoint-table",
+            "cpt",
+            "--logical-name",
+            "l",
+        ])
+        .unwrap();
+        assert!(
+            e.starts_with("--logical-name does not apply to create-table"),
+            "{e}"
+        );
+        let e = refused(&[
+            "deregister-consumer",
+            "c",
+            "--stream",
+            "s",
+            "--checkpoint-table",
+            "cpt",
+            "--iteration",
+            "1",
+        ])
+        .unwrap();
+        assert!(
+            e.starts_with("--checkpoint-table, --iteration do not apply"),
+            "{e}"
+        );
+        assert!(refused(&["create-table", "--checkpoint-table", "cpt"]).is_none());
     }
 
     #[test]
