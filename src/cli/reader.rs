@@ -99,7 +99,7 @@ pub struct CommonArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct ReadArgs {
-    /// Iteration number, or `next` [kinesis.checkpoint.iteration.no].
+    /// Iteration number, or `next` (`finish` takes only a number) [kinesis.checkpoint.iteration.no].
     #[arg(long, global = true, allow_negative_numbers = true)]
     pub iteration: Option<String>,
     /// Take over an iteration another run holds, at once [kinesis.rerun.iteration.without.wait].
