@@ -1,6 +1,6 @@
 //! `kinesis-reader`'s modes, one function per sub-command, each from its
 //! resolved settings to an exit code. They build the AWS adapters and hand
-//! them to the run logic in `reader`, which sees only the ports.
+//! them to the run logic in `run`, which sees only the ports.
 
 use crate::aws::{self, checkpoint_table::DynamoStore, kinesis::KinesisStream};
 use crate::config::{AwsSettings, ReaderCommand, ReaderConfig, TableSettings};
