@@ -97,20 +97,16 @@ impl IterationRun<'_> {
                 " — a replay of a finished iteration"
             }
         );
-        let (renewal, lost) = match leased {
-            true => {
-                let r = Renewal::start(
-                    self.store.clone(),
-                    self.key.clone(),
-                    n,
-                    self.lease.holders(),
-                    self.lease.duration,
-                );
-                let (task, lost) = r.split();
-                (Some(task), lost_or_never(Some(lost)))
-            }
-            false => (None, lost_or_never(None)),
-        };
+        let renewal = leased.then(|| {
+            Renewal::start(
+                self.store.clone(),
+                self.key.clone(),
+                n,
+                self.lease.holders(),
+                self.lease.duration,
+            )
+        });
+        let (renewal, lost) = Renewal::split(renewal);
         let (read_shards, skipped) = match self.check_expired(&shards).await {
             Ok(v) => v,
             Err(e) => {
@@ -280,13 +276,5 @@ impl IterationRun<'_> {
             skipped.insert(e.index, (to, e.missing));
         }
         Ok((shards, skipped))
-    }
-}
-
-/// A future that resolves only when a lease was lost (never without one).
-async fn lost_or_never(lost: Option<impl std::future::Future<Output = ()>>) {
-    match lost {
-        Some(l) => l.await,
-        None => std::future::pending().await,
     }
 }

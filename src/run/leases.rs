@@ -112,22 +112,30 @@ impl Renewal {
         }
     }
 
-    /// Splits into the renewing task and a future that resolves only if
-    /// another run took one of our leases.
+    /// Splits a run's renewal, if it has one, into the renewing task and a
+    /// future that resolves only if another run took one of our leases (a
+    /// run without leases, a replay, never loses one).
     pub fn split(
-        self,
+        renewal: Option<Self>,
     ) -> (
-        tokio::task::JoinHandle<()>,
+        Option<tokio::task::JoinHandle<()>>,
         impl std::future::Future<Output = ()>,
     ) {
-        let lost = self.lost;
+        let (task, lost) = match renewal {
+            Some(r) => (Some(r.task), Some(r.lost)),
+            None => (None, None),
+        };
         let taken = async move {
             // A renewal that ends without a loss (aborted) never resolves this.
-            if lost.await.is_err() {
+            let taken = match lost {
+                Some(rx) => rx.await.is_ok(),
+                None => false,
+            };
+            if !taken {
                 std::future::pending::<()>().await;
             }
         };
-        (self.task, taken)
+        (task, taken)
     }
 }
 
