@@ -137,6 +137,19 @@ impl<T> Faulty<T> {
             .map(|p| p.fault)
     }
 
+    /// Counts a call of `method` and runs it as the fault planned for it says.
+    async fn call<R, E, Fut>(
+        &self,
+        method: &'static str,
+        call: impl Fn() -> Fut,
+        injected: impl Fn(String) -> E,
+    ) -> Result<R, E>
+    where
+        Fut: Future<Output = Result<R, E>>,
+    {
+        Self::run(method, self.next(method), call, injected).await
+    }
+
     /// Runs `call` as `fault` says; `injected` makes the port's error.
     async fn run<R, E, Fut>(
         method: &'static str,
@@ -202,17 +215,16 @@ impl<T: CheckpointStore> CheckpointStore for Faulty<T> {
         from: u64,
         to: u64,
     ) -> Result<Option<u64>, StoreError> {
-        let f = self.next("lowest_unfinished");
         let call = || self.inner.lowest_unfinished(key, from, to);
-        Self::run("lowest_unfinished", f, call, store_error).await
+        self.call("lowest_unfinished", call, store_error).await
     }
     async fn headers(&self, key: &LogicalKey) -> Result<Vec<IterationHeader>, StoreError> {
-        let f = self.next("headers");
-        Self::run("headers", f, || self.inner.headers(key), store_error).await
+        self.call("headers", || self.inner.headers(key), store_error)
+            .await
     }
     async fn shards(&self, key: &LogicalKey, n: u64) -> Result<Vec<ShardCheckpoint>, StoreError> {
-        let f = self.next("shards");
-        Self::run("shards", f, || self.inner.shards(key, n), store_error).await
+        self.call("shards", || self.inner.shards(key, n), store_error)
+            .await
     }
     async fn create(
         &self,
@@ -220,9 +232,8 @@ impl<T: CheckpointStore> CheckpointStore for Faulty<T> {
         header: &IterationHeader,
         shards: &[ShardCheckpoint],
     ) -> Result<(), StoreError> {
-        let f = self.next("create");
         let call = || self.inner.create(key, header, shards);
-        Self::run("create", f, call, store_error).await
+        self.call("create", call, store_error).await
     }
     async fn add_shards(
         &self,
@@ -231,9 +242,8 @@ impl<T: CheckpointStore> CheckpointStore for Faulty<T> {
         holder: &Holder,
         shards: &[ShardCheckpoint],
     ) -> Result<(), StoreError> {
-        let f = self.next("add_shards");
         let call = || self.inner.add_shards(key, n, holder, shards);
-        Self::run("add_shards", f, call, store_error).await
+        self.call("add_shards", call, store_error).await
     }
     async fn acquire(
         &self,
@@ -244,12 +254,11 @@ impl<T: CheckpointStore> CheckpointStore for Faulty<T> {
         expires_ms: i64,
         takeover: bool,
     ) -> Result<Lease, StoreError> {
-        let f = self.next("acquire");
         let call = || {
             self.inner
                 .acquire(key, n, holder, now_ms, expires_ms, takeover)
         };
-        Self::run("acquire", f, call, store_error).await
+        self.call("acquire", call, store_error).await
     }
     async fn renew(
         &self,
@@ -258,9 +267,8 @@ impl<T: CheckpointStore> CheckpointStore for Faulty<T> {
         holder: &Holder,
         expires_ms: i64,
     ) -> Result<(), StoreError> {
-        let f = self.next("renew");
         let call = || self.inner.renew(key, n, holder, expires_ms);
-        Self::run("renew", f, call, store_error).await
+        self.call("renew", call, store_error).await
     }
     async fn fix_shard(
         &self,
@@ -270,9 +278,8 @@ impl<T: CheckpointStore> CheckpointStore for Faulty<T> {
         shard_id: &str,
         end: &ShardEnd,
     ) -> Result<(), StoreError> {
-        let f = self.next("fix_shard");
         let call = || self.inner.fix_shard(key, n, holder, shard_id, end);
-        Self::run("fix_shard", f, call, store_error).await
+        self.call("fix_shard", call, store_error).await
     }
     async fn finish(
         &self,
@@ -282,26 +289,24 @@ impl<T: CheckpointStore> CheckpointStore for Faulty<T> {
         state: IterationState,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        let f = self.next("finish");
         let call = || self.inner.finish(key, n, holder, state, now_ms);
-        Self::run("finish", f, call, store_error).await
+        self.call("finish", call, store_error).await
     }
 }
 
 #[async_trait]
 impl<T: StreamApi> StreamApi for Faulty<T> {
     async fn describe(&self) -> Result<StreamInfo, StreamError> {
-        let f = self.next("describe");
-        Self::run("describe", f, || self.inner.describe(), stream_error).await
+        self.call("describe", || self.inner.describe(), stream_error)
+            .await
     }
     async fn list_shards(&self) -> Result<Vec<ShardInfo>, StreamError> {
-        let f = self.next("list_shards");
-        Self::run("list_shards", f, || self.inner.list_shards(), stream_error).await
+        self.call("list_shards", || self.inner.list_shards(), stream_error)
+            .await
     }
     async fn iterator(&self, shard_id: &str, from: &Position) -> Result<String, StreamError> {
-        let f = self.next("iterator");
         let call = || self.inner.iterator(shard_id, from);
-        Self::run("iterator", f, call, stream_error).await
+        self.call("iterator", call, stream_error).await
     }
     async fn get_records(&self, iterator: &str, limit: i32) -> Result<Page, StreamError> {
         match self.next("get_records") {
@@ -313,17 +318,16 @@ impl<T: StreamApi> StreamApi for Faulty<T> {
         }
     }
     async fn oldest(&self, shard_id: &str) -> Result<Option<Record>, StreamError> {
-        let f = self.next("oldest");
-        Self::run("oldest", f, || self.inner.oldest(shard_id), stream_error).await
+        self.call("oldest", || self.inner.oldest(shard_id), stream_error)
+            .await
     }
     async fn consumer(&self, name: &str) -> Result<String, StreamError> {
-        let f = self.next("consumer");
-        Self::run("consumer", f, || self.inner.consumer(name), stream_error).await
+        self.call("consumer", || self.inner.consumer(name), stream_error)
+            .await
     }
     async fn deregister_consumer(&self, name: &str) -> Result<bool, StreamError> {
-        let f = self.next("deregister_consumer");
         let call = || self.inner.deregister_consumer(name);
-        Self::run("deregister_consumer", f, call, stream_error).await
+        self.call("deregister_consumer", call, stream_error).await
     }
     async fn subscribe(
         &self,
@@ -346,19 +350,12 @@ impl<T: StreamApi> StreamApi for Faulty<T> {
 #[async_trait]
 impl<T: ObjectStore> ObjectStore for Faulty<T> {
     async fn put_object(&self, key: &str, body: Bytes) -> Result<(), SinkError> {
-        let f = self.next("put_object");
         let call = || self.inner.put_object(key, body.clone());
-        Self::run("put_object", f, call, sink_error).await
+        self.call("put_object", call, sink_error).await
     }
     async fn create_upload(&self, key: &str) -> Result<String, SinkError> {
-        let f = self.next("create_upload");
-        Self::run(
-            "create_upload",
-            f,
-            || self.inner.create_upload(key),
-            sink_error,
-        )
-        .await
+        let call = || self.inner.create_upload(key);
+        self.call("create_upload", call, sink_error).await
     }
     async fn upload_part(
         &self,
@@ -367,9 +364,8 @@ impl<T: ObjectStore> ObjectStore for Faulty<T> {
         number: i32,
         body: Bytes,
     ) -> Result<Part, SinkError> {
-        let f = self.next("upload_part");
         let call = || self.inner.upload_part(key, upload_id, number, body.clone());
-        Self::run("upload_part", f, call, sink_error).await
+        self.call("upload_part", call, sink_error).await
     }
     async fn complete(
         &self,
@@ -392,29 +388,28 @@ impl<T: ObjectStore> ObjectStore for Faulty<T> {
         }
     }
     async fn abort(&self, key: &str, upload_id: &str) -> Result<(), SinkError> {
-        let f = self.next("abort");
-        Self::run("abort", f, || self.inner.abort(key, upload_id), sink_error).await
+        self.call("abort", || self.inner.abort(key, upload_id), sink_error)
+            .await
     }
     async fn head_etag(&self, key: &str) -> Result<Option<String>, SinkError> {
-        let f = self.next("head_etag");
-        Self::run("head_etag", f, || self.inner.head_etag(key), sink_error).await
+        self.call("head_etag", || self.inner.head_etag(key), sink_error)
+            .await
     }
     async fn uploads_of(&self, key: &str) -> Result<Vec<(String, i64)>, SinkError> {
-        let f = self.next("uploads_of");
-        Self::run("uploads_of", f, || self.inner.uploads_of(key), sink_error).await
+        self.call("uploads_of", || self.inner.uploads_of(key), sink_error)
+            .await
     }
 }
 
 #[async_trait]
 impl<T: ItemTable> ItemTable for Faulty<T> {
     async fn describe(&self) -> Result<TableInfo, SinkError> {
-        let f = self.next("describe");
-        Self::run("describe", f, || self.inner.describe(), sink_error).await
+        self.call("describe", || self.inner.describe(), sink_error)
+            .await
     }
     async fn batch_put(&self, items: Vec<Item>) -> Result<Vec<Item>, SinkError> {
-        let f = self.next("batch_put");
         let call = || self.inner.batch_put(items.clone());
-        Self::run("batch_put", f, call, sink_error).await
+        self.call("batch_put", call, sink_error).await
     }
     async fn add_once(
         &self,
@@ -423,11 +418,10 @@ impl<T: ItemTable> ItemTable for Faulty<T> {
         sets: Item,
         tag: &str,
     ) -> Result<bool, SinkError> {
-        let f = self.next("add_once");
         let call = || {
             self.inner
                 .add_once(key.clone(), adds.clone(), sets.clone(), tag)
         };
-        Self::run("add_once", f, call, sink_error).await
+        self.call("add_once", call, sink_error).await
     }
 }
