@@ -142,6 +142,18 @@ impl<'a> Layers<'a> {
         Ok(Layers { defines: map, env })
     }
 
+    /// A setting's value (as [`Layers::get`]) parsed by `parse`, whose error
+    /// names where the value came from.
+    pub fn parsed<T>(
+        &self,
+        flag: &str,
+        cli: Option<&str>,
+        names: &[&str],
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ExitError> {
+        parsed(self.get(flag, cli, names)?, parse)
+    }
+
     /// The value of a setting: from the flag, else `-D` (any of its names), else
     /// the environment; with a description of where it came from.
     pub fn get(

@@ -4,7 +4,7 @@
 
 use super::aws::{aws_settings, AwsSettings};
 use super::checks::{check_logical_name, check_stream_name, check_table_name};
-use super::layers::{names, parse_bool, parse_duration, parsed, usage, Layers};
+use super::layers::{names, parse_bool, parse_duration, usage, Layers};
 use crate::cli::{Command, CommonArgs, ReadArgs, ReaderCli};
 use crate::error::ExitError;
 use crate::format::{parse_fields, DataEncoding, Field, OutputFormat};
@@ -146,7 +146,7 @@ fn map_mode(
         return Ok(Some(MapMode::Task { index, count }));
     }
     let number = |names: &[&str]| -> Result<Option<usize>, ExitError> {
-        parsed(l.get("", None, names)?, |v| {
+        l.parsed("", None, names, |v| {
             v.parse::<usize>()
                 .map_err(|_| "expected a whole number".to_string())
         })
@@ -178,7 +178,7 @@ pub fn stream_setting(c: &CommonArgs, l: &Layers) -> Result<String, ExitError> {
 
 /// The checkpoint table, if checkpointing is on.
 pub fn table_settings(c: &CommonArgs, l: &Layers) -> Result<Option<TableSettings>, ExitError> {
-    let enabled = parsed(l.get("checkpoint", None, &[names::ENABLED])?, parse_bool)?;
+    let enabled = l.parsed("checkpoint", None, &[names::ENABLED], parse_bool)?;
     let table = l.get(
         "checkpoint-table",
         c.checkpoint_table.as_deref(),
@@ -246,17 +246,16 @@ impl ReaderConfig {
         let aws = aws_settings(c, l)?;
         let table = table_settings(c, l)?;
         let logical = logical_name(c, l)?;
-        let iteration = parsed(
-            l.get("iteration", r.iteration.as_deref(), &[names::ITERATION])?,
+        let iteration = l.parsed(
+            "iteration",
+            r.iteration.as_deref(),
+            &[names::ITERATION],
             parse_iteration,
         )?;
         let rerun = if r.rerun_without_wait {
             Some(true)
         } else {
-            parsed(
-                l.get("rerun-without-wait", None, &[names::RERUN])?,
-                parse_bool,
-            )?
+            l.parsed("rerun-without-wait", None, &[names::RERUN], parse_bool)?
         };
         let lease_wait =
             parse_duration(&r.lease_wait).map_err(|e| usage(format!("--lease-wait: {e}")))?;
@@ -303,28 +302,22 @@ impl ReaderConfig {
             Some(s) => StartSpec::parse(s).map_err(|e| usage(format!("--start-position: {e}")))?,
             None => StartSpec::TrimHorizon,
         };
-        let nodata_timeout = parsed(
-            l.get(
-                "nodata-timeout",
-                r.nodata_timeout.as_deref(),
-                &[names::NODATA_TIMEOUT],
-            )?,
+        let nodata_timeout = l.parsed(
+            "nodata-timeout",
+            r.nodata_timeout.as_deref(),
+            &[names::NODATA_TIMEOUT],
             parse_duration,
         )?;
-        let iteration_timeout = parsed(
-            l.get(
-                "iteration-timeout",
-                r.iteration_timeout.as_deref(),
-                &[names::ITERATION_TIMEOUT],
-            )?,
+        let iteration_timeout = l.parsed(
+            "iteration-timeout",
+            r.iteration_timeout.as_deref(),
+            &[names::ITERATION_TIMEOUT],
             parse_duration,
         )?;
-        let status_interval = match parsed(
-            l.get(
-                "status-interval",
-                r.status_interval.as_deref(),
-                &[names::STATUS_INTERVAL],
-            )?,
+        let status_interval = match l.parsed(
+            "status-interval",
+            r.status_interval.as_deref(),
+            &[names::STATUS_INTERVAL],
             parse_duration,
         )? {
             None => Duration::from_secs(30),
@@ -348,11 +341,14 @@ impl ReaderConfig {
             })),
             Until::Snapshot => iteration_timeout,
         };
-        let batch_size = parsed(
-            l.get("batch-size", r.batch_size.as_deref(), &[names::BATCH_SIZE])?,
-            parse_batch,
-        )?
-        .unwrap_or(10_000);
+        let batch_size = l
+            .parsed(
+                "batch-size",
+                r.batch_size.as_deref(),
+                &[names::BATCH_SIZE],
+                parse_batch,
+            )?
+            .unwrap_or(10_000);
         let max_read_rate = match r.max_read_rate {
             x if x.is_finite() && x > 0.0 => x,
             x => {
