@@ -5,7 +5,7 @@ use crate::ports::items::{Item, ItemTable, KeyAttr, TableInfo, Value, APPLIED_AT
 use crate::ports::SinkError;
 use anyhow::anyhow;
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue as AV, KeyType, PutRequest, WriteRequest};
 use aws_sdk_dynamodb::Client;
@@ -57,6 +57,14 @@ fn from_av(v: &AV) -> Value {
         AV::M(m) => Value::M(m.iter().map(|(k, v)| (k.clone(), from_av(v))).collect()),
         _ => Value::Null,
     }
+}
+
+/// DynamoDB's own words for an item it refuses (ValidationException).
+fn refused<E: ProvideErrorMetadata>(e: &E) -> SinkError {
+    SinkError::Refused(format!(
+        "DynamoDB refused the item: {}",
+        e.message().unwrap_or("ValidationException")
+    ))
 }
 
 fn to_item(i: Item) -> HashMap<String, AV> {
@@ -131,13 +139,23 @@ impl ItemTable for DynamoItems {
                     .build()
             })
             .collect();
-        let out = self
+        let out = match self
             .client
             .batch_write_item()
             .request_items(&self.table, requests)
             .send()
             .await
-            .map_err(|e| full(e).context(format!("BatchWriteItem on table {}", self.table)))?;
+        {
+            Ok(out) => out,
+            Err(SdkError::ServiceError(se)) if code(se.err()) == "ValidationException" => {
+                return Err(refused(se.err()))
+            }
+            Err(e) => {
+                return Err(full(e)
+                    .context(format!("BatchWriteItem on table {}", self.table))
+                    .into())
+            }
+        };
         // Unprocessed items come back with HTTP 200: hand them back for a retry.
         let left = out
             .unprocessed_items()
@@ -196,6 +214,9 @@ impl ItemTable for DynamoItems {
                 if code(se.err()) == "ConditionalCheckFailedException" =>
             {
                 Ok(false)
+            }
+            Err(SdkError::ServiceError(se)) if code(se.err()) == "ValidationException" => {
+                Err(refused(se.err()))
             }
             Err(e) => Err(full(e)
                 .context(format!("UpdateItem on table {}", self.table))

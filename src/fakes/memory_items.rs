@@ -1,7 +1,9 @@
 //! [`MemoryItems`]: one DynamoDB table in memory, with its key schema,
 //! BatchWriteItem's rules and unprocessed items, and `add_once`'s condition.
 
-use crate::ports::items::{Item, ItemTable, KeyAttr, TableInfo, Value, APPLIED_ATTRIBUTE};
+use crate::ports::items::{
+    item_size, Item, ItemTable, KeyAttr, TableInfo, Value, APPLIED_ATTRIBUTE,
+};
 use crate::ports::SinkError;
 use async_trait::async_trait;
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,10 +18,13 @@ pub struct MemoryItems {
     /// As a throttled table does: every other BatchWriteItem leaves its
     /// odd-numbered items unprocessed, for the caller to send again.
     pub unprocessed: bool,
+    /// The largest item the table takes, in bytes (DynamoDB: 400 KB, by
+    /// rules the writer only estimates).
+    pub max_item_bytes: usize,
 }
 
 fn invalid(what: String) -> SinkError {
-    SinkError::Other(anyhow::anyhow!("ValidationException: {what}"))
+    SinkError::Refused(format!("DynamoDB refused the item: {what}"))
 }
 
 impl MemoryItems {
@@ -40,12 +45,22 @@ impl MemoryItems {
             items: Mutex::default(),
             batches: AtomicU64::new(0),
             unprocessed: false,
+            max_item_bytes: 400 * 1024,
         }
     }
 
     /// The stored items, by their key values joined with '/'.
     pub fn items(&self) -> BTreeMap<String, Item> {
         self.items.lock().unwrap().clone()
+    }
+
+    fn check_size(&self, item: &Item) -> Result<(), SinkError> {
+        if item_size(item) > self.max_item_bytes {
+            return Err(invalid(
+                "Item size has exceeded the maximum allowed size".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The item's key, checked against the schema.
@@ -83,6 +98,7 @@ impl ItemTable for MemoryItems {
         }
         let mut keys = BTreeSet::new();
         for i in &items {
+            self.check_size(i)?;
             if !keys.insert(self.key_of(i)?) {
                 return Err(invalid(
                     "Provided list of item keys contains duplicates".into(),
@@ -116,8 +132,8 @@ impl ItemTable for MemoryItems {
     ) -> Result<bool, SinkError> {
         let k = self.key_of(&key)?;
         let mut items = self.items.lock().unwrap();
-        let item = items.entry(k).or_insert(key);
-        let applied = match item.get(APPLIED_ATTRIBUTE) {
+        let mut updated = items.get(&k).cloned().unwrap_or(key);
+        let applied = match updated.get(APPLIED_ATTRIBUTE) {
             Some(Value::Ss(tags)) => tags.clone(),
             _ => Vec::new(),
         };
@@ -128,16 +144,19 @@ impl ItemTable for MemoryItems {
             let Value::N(add) = v else {
                 return Err(invalid(format!("ADD {name}: not a number")));
             };
-            let sum = match item.get(&name) {
+            let sum = match updated.get(&name) {
                 Some(Value::N(old)) => crate::sink::dynamodb::add_numbers(old, &add),
                 _ => add,
             };
-            item.insert(name, Value::N(sum));
+            updated.insert(name, Value::N(sum));
         }
-        item.extend(sets);
+        updated.extend(sets);
         let mut tags = applied;
         tags.push(tag.to_string());
-        item.insert(APPLIED_ATTRIBUTE.to_string(), Value::Ss(tags));
+        updated.insert(APPLIED_ATTRIBUTE.to_string(), Value::Ss(tags));
+        // The whole update is refused, as UpdateItem's is.
+        self.check_size(&updated)?;
+        items.insert(k, updated);
         Ok(true)
     }
 }

@@ -21,6 +21,26 @@ pub enum Value {
 
 pub type Item = BTreeMap<String, Value>;
 
+impl Value {
+    /// DynamoDB's size rules, near enough to check the 400 KB item limit
+    /// before sending (numbers are counted by their text, a little over).
+    pub fn size(&self) -> usize {
+        match self {
+            Value::S(s) | Value::N(s) => s.len(),
+            Value::B(b) => b.len(),
+            Value::Bool(_) | Value::Null => 1,
+            Value::Ss(v) | Value::Ns(v) => v.iter().map(String::len).sum(),
+            Value::L(v) => 3 + v.iter().map(|x| 1 + x.size()).sum::<usize>(),
+            Value::M(m) => 3 + m.iter().map(|(k, x)| 1 + k.len() + x.size()).sum::<usize>(),
+        }
+    }
+}
+
+/// An item's size by DynamoDB's rules: its attribute names and values.
+pub fn item_size(item: &Item) -> usize {
+    item.iter().map(|(k, v)| k.len() + v.size()).sum()
+}
+
 /// The attribute `add` mode keeps the applied iterations in.
 pub const APPLIED_ATTRIBUTE: &str = "kinesis_applied";
 

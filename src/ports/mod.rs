@@ -24,6 +24,11 @@ pub enum SinkError {
     /// it: a usage error (exit code 2).
     #[error("{0}")]
     NotUsable(String),
+    /// The service refused these items themselves as invalid (DynamoDB's
+    /// ValidationException, say an item over 400 KB): the same request
+    /// would fail again, but the other items can go on.
+    #[error("{0}")]
+    Refused(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }

@@ -5,24 +5,10 @@
 //! are one item.
 
 use crate::error::ExitError;
-use crate::ports::items::{Item, TableInfo, Value, APPLIED_ATTRIBUTE};
+use crate::ports::items::{item_size, Item, TableInfo, Value, APPLIED_ATTRIBUTE};
 use crate::sink::lines::unescape;
 use anyhow::{bail, Result};
 use base64::Engine;
-
-impl Value {
-    /// DynamoDB's size rules, near enough to enforce the 400 KB item limit.
-    fn size(&self) -> usize {
-        match self {
-            Value::S(s) | Value::N(s) => s.len(),
-            Value::B(b) => b.len(),
-            Value::Bool(_) | Value::Null => 1,
-            Value::Ss(v) | Value::Ns(v) => v.iter().map(String::len).sum(),
-            Value::L(v) => 3 + v.iter().map(|x| 1 + x.size()).sum::<usize>(),
-            Value::M(m) => 3 + m.iter().map(|(k, x)| 1 + k.len() + x.size()).sum::<usize>(),
-        }
-    }
-}
 
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,6 +186,9 @@ fn canonical_number(s: &str) -> Option<String> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
     pub line: u64,
+    /// The line(s) as read, without the newline: what a dead-letter file
+    /// gets if the service refuses the item.
+    pub raw: Vec<u8>,
     pub key: String,
     pub item: Item,
 }
@@ -239,7 +228,7 @@ pub fn parse_row(
             item.insert(c.name.clone(), v);
         }
     }
-    let size: usize = item.iter().map(|(k, v)| k.len() + v.size()).sum();
+    let size = item_size(&item);
     if size > MAX_ITEM_BYTES {
         return Err(format!(
             "the item is {size} bytes, over DynamoDB's 400 KB limit"
@@ -247,6 +236,7 @@ pub fn parse_row(
     }
     Ok(Row {
         line: line_no,
+        raw: Vec::new(),
         key,
         item,
     })

@@ -11,13 +11,14 @@
 
 use crate::error::ExitError;
 use crate::ports::items::{Item, ItemTable, Value};
+use crate::ports::SinkError;
 use crate::sink::columns::{parse_row, Column, ColumnType, Row};
 use crate::sink::lines::BadLines;
 use crate::stop::Stop;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::{HashMap, HashSet};
 use std::io::BufRead;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 
@@ -107,24 +108,30 @@ pub async fn load(
     }
 }
 
+/// Bad lines are found by the input thread (lines that do not parse) and by
+/// the writing tasks (items the service refused).
+type SharedBadLines = Arc<Mutex<BadLines>>;
+
 async fn load_all(
     table: Arc<dyn ItemTable>,
     input: impl BufRead + Send + 'static,
     opts: &LoadOptions,
     bad: BadLines,
 ) -> Result<(LoadSummary, BadLines)> {
+    let bad = Arc::new(Mutex::new(bad));
     let (tx, rx) = mpsc::channel::<Row>(4 * BATCH_ITEMS * opts.batches_in_flight.max(1));
     let (columns, key_len, escaped) = (opts.columns.clone(), opts.key_len, opts.escaped);
     let progress = opts.progress.clone();
+    let bad_lines = bad.clone();
     let reading = tokio::task::spawn_blocking(move || {
-        read_rows(input, &columns, key_len, escaped, tx, bad, &progress)
+        read_rows(input, &columns, key_len, escaped, tx, &bad_lines, &progress)
     });
     let mut summary = LoadSummary::default();
     let written = match opts.mode {
-        Mode::Put => put_rows(&table, rx, opts, &mut summary).await,
-        Mode::Add => add_rows(&table, rx, opts, &mut summary).await,
+        Mode::Put => put_rows(&table, rx, opts, &bad, &mut summary).await,
+        Mode::Add => add_rows(&table, rx, opts, &bad, &mut summary).await,
     };
-    let (read, bad) = reading.await.context("the input thread panicked")?;
+    let read = reading.await.context("the input thread panicked")?;
     let lines = match (written, read) {
         (Ok(()), Ok(lines)) => lines,
         (Err(e), _) | (Ok(()), Err(e)) => {
@@ -136,7 +143,8 @@ async fn load_all(
         }
     };
     summary.lines = lines;
-    Ok((summary, bad))
+    let bad = Arc::into_inner(bad).expect("every writing task has ended");
+    Ok((summary, bad.into_inner().expect("not poisoned")))
 }
 
 fn read_rows(
@@ -145,12 +153,12 @@ fn read_rows(
     key_len: usize,
     escaped: bool,
     tx: mpsc::Sender<Row>,
-    mut bad: BadLines,
+    bad: &SharedBadLines,
     progress: &crate::progress::Progress,
-) -> (Result<u64>, BadLines) {
+) -> Result<u64> {
     let mut buf = Vec::new();
     let mut n = 0u64;
-    let r = (|| loop {
+    loop {
         buf.clear();
         if input
             .read_until(b'\n', &mut buf)
@@ -174,42 +182,49 @@ fn read_rows(
             Ok(line) => parse_row(columns, key_len, n, line, escaped),
         };
         match parsed {
-            Ok(row) => {
+            Ok(mut row) => {
+                row.raw = buf.clone();
                 if tx.blocking_send(row).is_err() {
                     return Ok(n); // the writer stopped; its error is reported
                 }
             }
-            Err(reason) => bad.bad(n, &buf, reason)?,
+            Err(reason) => bad.lock().unwrap().bad(n, &buf, reason)?,
         }
-    })();
-    (r, bad)
+    }
 }
 
+/// A batch's keys, the items it wrote and its retries.
 type BatchResult = Result<(Vec<String>, u64, u64)>;
 
 async fn put_rows(
     table: &Arc<dyn ItemTable>,
     mut rx: mpsc::Receiver<Row>,
     opts: &LoadOptions,
+    bad: &SharedBadLines,
     summary: &mut LoadSummary,
 ) -> Result<()> {
     let mut pace = opts.rate.map(|rate| Pace {
         rate,
         next: tokio::time::Instant::now(),
     });
+    let key_names: Arc<[String]> = opts.columns[..opts.key_len]
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
     let mut in_flight_keys: HashSet<String> = HashSet::new();
     let mut tasks: tokio::task::JoinSet<BatchResult> = tokio::task::JoinSet::new();
     // The batch being filled, in first-seen order, last value per key.
     let mut order: Vec<String> = Vec::new();
-    let mut items: HashMap<String, Item> = HashMap::new();
+    let mut items: HashMap<String, Row> = HashMap::new();
     let mut done = false;
     while !done {
         match rx.recv().await {
             Some(row) => {
-                if items.insert(row.key.clone(), row.item).is_some() {
+                let key = row.key.clone();
+                if items.insert(row.key.clone(), row).is_some() {
                     summary.collapsed += 1;
                 } else {
-                    order.push(row.key);
+                    order.push(key);
                 }
                 if order.len() < BATCH_ITEMS {
                     continue;
@@ -229,7 +244,7 @@ async fn put_rows(
             settle(finished, &mut in_flight_keys, summary);
         }
         let keys = std::mem::take(&mut order);
-        let batch: Vec<Item> = keys
+        let batch: Vec<Row> = keys
             .iter()
             .map(|k| items.remove(k).expect("queued"))
             .collect();
@@ -237,32 +252,74 @@ async fn put_rows(
             p.take(batch.len()).await;
         }
         in_flight_keys.extend(keys.iter().cloned());
-        let (table, max) = (table.clone(), opts.max_attempts);
+        let (table, max, names, bad) = (
+            table.clone(),
+            opts.max_attempts,
+            key_names.clone(),
+            bad.clone(),
+        );
         tasks.spawn(async move {
-            let n = batch.len() as u64;
-            let mut pending = batch;
-            let mut retries = 0u64;
-            for attempt in 0.. {
-                pending = table.batch_put(pending).await?;
-                if pending.is_empty() {
-                    break;
-                }
-                if attempt + 1 >= max {
-                    bail!(
-                        "{} items were still unprocessed after {max} attempts (throttled?)",
-                        pending.len()
-                    );
-                }
-                retries += 1;
-                tokio::time::sleep(backoff(attempt)).await;
-            }
-            Ok((keys, n, retries))
+            let (written, retries) = put_batch(&*table, batch, max, &names, &bad).await?;
+            Ok((keys, written, retries))
         });
     }
     while let Some(finished) = tasks.join_next().await {
         settle(finished??, &mut in_flight_keys, summary);
     }
     Ok(())
+}
+
+/// Writes one batch, sending unprocessed items again. If the service refuses
+/// the batch, its items go one by one, so that only a refused item is a bad
+/// line. Returns the items written and the retries.
+async fn put_batch(
+    table: &dyn ItemTable,
+    mut pending: Vec<Row>,
+    max_attempts: u32,
+    key_names: &[String],
+    bad: &SharedBadLines,
+) -> Result<(u64, u64)> {
+    let (mut written, mut retries) = (0u64, 0u64);
+    for attempt in 0.. {
+        let sent = pending.len();
+        match table
+            .batch_put(pending.iter().map(|r| r.item.clone()).collect())
+            .await
+        {
+            Ok(left) => {
+                let same_key = |a: &Item, b: &Item| key_names.iter().all(|k| a.get(k) == b.get(k));
+                pending.retain(|r| left.iter().any(|l| same_key(l, &r.item)));
+                written += (sent - pending.len()) as u64;
+            }
+            Err(SinkError::Refused(why)) if sent == 1 => {
+                let row = &pending[0];
+                bad.lock().unwrap().bad(row.line, &row.raw, why)?;
+                return Ok((written, retries));
+            }
+            Err(SinkError::Refused(_)) => {
+                for row in pending {
+                    let (w, r) =
+                        Box::pin(put_batch(table, vec![row], max_attempts, key_names, bad)).await?;
+                    written += w;
+                    retries += r;
+                }
+                return Ok((written, retries));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if pending.is_empty() {
+            break;
+        }
+        if attempt + 1 >= max_attempts {
+            bail!(
+                "{} items were still unprocessed after {max_attempts} attempts (throttled?)",
+                pending.len()
+            );
+        }
+        retries += 1;
+        tokio::time::sleep(backoff(attempt)).await;
+    }
+    Ok((written, retries))
 }
 
 fn settle(
@@ -289,6 +346,7 @@ async fn add_rows(
     table: &Arc<dyn ItemTable>,
     mut rx: mpsc::Receiver<Row>,
     opts: &LoadOptions,
+    bad: &SharedBadLines,
     summary: &mut LoadSummary,
 ) -> Result<()> {
     let tag = opts
@@ -305,7 +363,8 @@ async fn add_rows(
         .map(|c| c.name.clone())
         .collect();
     let concurrency = Arc::new(Semaphore::new(opts.batches_in_flight.max(1) * BATCH_ITEMS));
-    let mut tasks: tokio::task::JoinSet<Result<bool>> = tokio::task::JoinSet::new();
+    // Some(applied), or None for an item the service refused (a bad line).
+    let mut tasks: tokio::task::JoinSet<Result<Option<bool>>> = tokio::task::JoinSet::new();
     let mut pace = opts.rate.map(|rate| Pace {
         rate,
         next: tokio::time::Instant::now(),
@@ -314,7 +373,7 @@ async fn add_rows(
     // input), where it is summed; later, it would be added under the same tag.
     let mut seen: HashSet<u64> = HashSet::new();
     let mut current: Option<Row> = None;
-    let flush = |row: Row, tasks: &mut tokio::task::JoinSet<Result<bool>>| {
+    let flush = |row: Row, tasks: &mut tokio::task::JoinSet<Result<Option<bool>>>| {
         let mut key = Item::new();
         let mut adds = Item::new();
         let mut sets = Item::new();
@@ -327,13 +386,18 @@ async fn add_rows(
                 sets.insert(name, v);
             }
         }
-        let (table, tag, sem) = (table.clone(), tag.clone(), concurrency.clone());
+        let (table, tag, sem, bad) = (table.clone(), tag.clone(), concurrency.clone(), bad.clone());
+        let (line, raw) = (row.line, row.raw);
         tasks.spawn(async move {
             let _permit = sem.acquire_owned().await.expect("never closed");
-            table
-                .add_once(key, adds, sets, &tag)
-                .await
-                .map_err(anyhow::Error::from)
+            match table.add_once(key, adds, sets, &tag).await {
+                Ok(applied) => Ok(Some(applied)),
+                Err(SinkError::Refused(why)) => {
+                    bad.lock().unwrap().bad(line, &raw, why)?;
+                    Ok(None)
+                }
+                Err(e) => Err(e.into()),
+            }
         });
     };
     loop {
@@ -341,6 +405,8 @@ async fn add_rows(
         match (&mut current, next) {
             (Some(cur), Some(row)) if cur.key == row.key => {
                 summary.collapsed += 1;
+                cur.raw.push(b'\n');
+                cur.raw.extend_from_slice(&row.raw);
                 for (name, v) in row.item {
                     match (cur.item.get_mut(&name), &v) {
                         (Some(Value::N(a)), Value::N(b)) if numeric.contains(&name) => {
@@ -380,11 +446,11 @@ async fn add_rows(
     Ok(())
 }
 
-fn count_add(applied: bool, s: &mut LoadSummary) {
-    if applied {
-        s.items_written += 1;
-    } else {
-        s.already_applied += 1;
+fn count_add(applied: Option<bool>, s: &mut LoadSummary) {
+    match applied {
+        Some(true) => s.items_written += 1,
+        Some(false) => s.already_applied += 1,
+        None => {}
     }
 }
 
@@ -477,5 +543,95 @@ mod tests {
             })
             .collect();
         assert_eq!(got, expected);
+    }
+
+    fn options(columns: &str, mode: Mode) -> LoadOptions {
+        LoadOptions {
+            columns: parse_columns(columns).unwrap(),
+            key_len: 1,
+            mode,
+            escaped: true,
+            batches_in_flight: 2,
+            rate: None,
+            tag: Some("A#1".into()),
+            max_attempts: 10,
+            progress: Default::default(),
+        }
+    }
+
+    async fn load_with(
+        table: &Arc<crate::fakes::MemoryItems>,
+        opts: &LoadOptions,
+        policy: crate::sink::lines::BadLinePolicy,
+        input: String,
+    ) -> Result<(LoadSummary, BadLines)> {
+        let bad = BadLines::new(policy).unwrap();
+        let table: Arc<dyn ItemTable> = table.clone();
+        load(
+            table,
+            std::io::Cursor::new(input),
+            opts,
+            bad,
+            crate::stop::never(),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn an_item_the_service_refuses_is_a_bad_line_and_the_rest_of_its_batch_is_written() {
+        use crate::sink::lines::BadLinePolicy;
+        // The table refuses items over 1,000 bytes, which the writer's own
+        // 400 KB check lets through, as the service may refuse what the
+        // writer's estimate let through.
+        let mut table = crate::fakes::MemoryItems::new(&[("k", "S")], None);
+        table.max_item_bytes = 1_000;
+        let table = Arc::new(table);
+        let big = "x".repeat(2_000);
+        let input: String = (1..=40)
+            .map(|i| {
+                let v = if i == 7 { big.as_str() } else { "small" };
+                format!("k{i}\t{v}\n")
+            })
+            .collect();
+        let opts = options("k:S,v:S", Mode::Put);
+
+        let Err(e) = load_with(&table, &opts, BadLinePolicy::Fail, input.clone()).await else {
+            panic!("the refused item failed the load under --on-bad-line fail");
+        };
+        let e = format!("{e:#}");
+        assert!(
+            e.contains("line 7: DynamoDB refused the item: Item size has exceeded"),
+            "{e}"
+        );
+
+        let dead = std::env::temp_dir().join(format!("dead-letter-{}", std::process::id()));
+        let policy = BadLinePolicy::DeadLetter(dead.clone());
+        let (s, mut bad) = load_with(&table, &opts, policy, input).await.unwrap();
+        bad.finish().unwrap();
+        assert_eq!((s.lines, s.items_written, bad.skipped), (40, 39, 1));
+        assert_eq!(table.items().len(), 39);
+        assert!(!table.items().contains_key("k7"));
+        let written = std::fs::read_to_string(&dead).unwrap();
+        std::fs::remove_file(&dead).unwrap();
+        assert_eq!(written, format!("k7\t{big}\n"));
+    }
+
+    #[tokio::test]
+    async fn an_add_the_service_refuses_as_too_big_is_skipped_and_the_others_add() {
+        use crate::sink::lines::BadLinePolicy;
+        let mut table = crate::fakes::MemoryItems::new(&[("k", "S")], None);
+        table.max_item_bytes = 1_000;
+        let table = Arc::new(table);
+        let big = "x".repeat(2_000);
+        let input = format!("a\t1\tn\nb\t2\tm\nb\t3\t{big}\nc\t4\tn\n");
+        let opts = options("k:S,c:N,note:S", Mode::Add);
+        let (s, bad) = load_with(&table, &opts, BadLinePolicy::Skip, input)
+            .await
+            .unwrap();
+        assert_eq!((s.items_written, bad.skipped), (2, 1));
+        let items = table.items();
+        assert_eq!(items["a"]["c"], Value::N("1".into()));
+        assert_eq!(items["c"]["c"], Value::N("4".into()));
+        assert!(!items.contains_key("b"), "the refused update left nothing");
     }
 }
