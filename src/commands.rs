@@ -11,6 +11,7 @@ use crate::ports::stream::{stream_name, StreamApi};
 use crate::progress::{self, Progress};
 use crate::run;
 use crate::stop::{self, Stop};
+use crate::words::count;
 use anyhow::Result;
 use std::io::{IsTerminal, Write};
 use std::process::Child;
@@ -107,11 +108,11 @@ async fn plan(cfg: &ReaderConfig, shards_per_line: usize) -> Result<u8> {
     }
     out.flush()?;
     eprintln!(
-        "kinesis-reader: iteration {} of {:?} planned: {} shards in {} manifest lines{}",
+        "kinesis-reader: iteration {} of {:?} planned: {} in {}{}",
         p.iteration,
         p.logical_name,
-        p.shards,
-        p.lines.len(),
+        count(p.shards, "shard"),
+        count(p.lines.len(), "manifest line"),
         match (p.state, p.fixed) {
             (IterationState::Succeeded, _) =>
                 " (it has succeeded: map tasks replay it)".to_string(),
@@ -166,7 +167,10 @@ async fn clients(cfg: &ReaderConfig) -> Result<(Arc<KinesisStream>, Arc<DynamoSt
     let sdk = aws::sdk_config(&cfg.aws).await?;
     let store = Arc::new(DynamoStore::new(&sdk, cp.table.clone()));
     store.check_table().await?;
-    Ok((Arc::new(KinesisStream::new(&sdk, &cfg.stream)), store))
+    Ok((
+        Arc::new(KinesisStream::new(&sdk, &cfg.stream).named_by(&cfg.stream_from)),
+        store,
+    ))
 }
 
 /// Reads an iteration to stdout, or to the command after `--`.
@@ -184,7 +188,7 @@ async fn read(cfg: ReaderConfig, watch: Watch) -> Result<u8> {
         }
     }
     let sdk = aws::sdk_config(&cfg.aws).await?;
-    let api = Arc::new(KinesisStream::new(&sdk, &cfg.stream));
+    let api = Arc::new(KinesisStream::new(&sdk, &cfg.stream).named_by(&cfg.stream_from));
     let dynamo = match &cfg.checkpoint {
         Some(cp) => {
             let s = Arc::new(DynamoStore::new(&sdk, cp.table.clone()));
@@ -329,10 +333,10 @@ fn report(summary: &run::Summary, hadoop: bool, dynamo: Option<&DynamoStore>) {
         None => "read without checkpoints".into(),
     };
     log::info!(
-        "{what}: {} records ({} bytes) from {} shards ({} fixed now, {} replayed) in {:.1}s",
-        summary.records,
-        summary.bytes,
-        summary.shards,
+        "{what}: {} ({}) from {} ({} fixed now, {} replayed) in {:.1}s",
+        count(summary.records, "record"),
+        count(summary.bytes, "byte"),
+        count(summary.shards, "shard"),
         summary.fixed_now,
         summary.replayed,
         summary.elapsed.as_secs_f64()

@@ -11,6 +11,7 @@ use crate::ports::checkpoint::{
     StoreError,
 };
 use crate::ports::stream::{ShardInfo, StreamInfo};
+use crate::words::count;
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -256,28 +257,43 @@ impl Opening<'_> {
                 Lease::Acquired => return Ok(Lease::Acquired),
                 Lease::HeldBy { owner, expires_ms } => {
                     waiting = true;
+                    let gone = gone_from_this_host(&owner, &lease.owner);
+                    let (what, until) = (what(n, lease), fmt_ms(expires_ms));
                     let waited = Duration::from_millis((t - waited_since).max(0) as u64);
-                    if waited >= lease.wait {
-                        return Err(ExitError::IterationOwned(format!(
-                            "{} of logical name {:?} is being run by {owner} \
-                         (lease until {}); waited {}; rerun later, or take it over \
-                         with --rerun-without-wait",
-                            what(n, lease),
-                            key.logical_name,
-                            fmt_ms(expires_ms),
-                            humantime::format_duration(Duration::from_secs(waited.as_secs()))
-                        ))
+                    let waited = humantime::format_duration(Duration::from_secs(waited.as_secs()));
+                    if waited.get_ref() >= &lease.wait {
+                        let name = &key.logical_name;
+                        return Err(ExitError::IterationOwned(match gone {
+                            Some(pid) => format!(
+                                "{what} of logical name {name:?} is leased by {owner} until \
+                                 {until}, but its process {pid} no longer runs on this host (it \
+                                 ended without releasing the lease); waited {waited}; rerun \
+                                 after {until}, or take it over now with --rerun-without-wait"
+                            ),
+                            None => format!(
+                                "{what} of logical name {name:?} is being run by {owner} \
+                                 (lease until {until}); waited {waited}; rerun later, or take \
+                                 it over with --rerun-without-wait"
+                            ),
+                        })
                         .into());
                     }
-                    if waited.is_zero() {
-                        log::warn!(
-                            "{} of {:?} is held by {owner} until {}; waiting for it to finish \
-                         or its lease to expire (--rerun-without-wait takes it over)",
-                            what(n, lease),
-                            key.logical_name,
-                            fmt_ms(expires_ms)
-                        );
+                    if waited.get_ref().is_zero() {
+                        let name = &key.logical_name;
+                        match gone {
+                            Some(pid) => log::warn!(
+                                "{what} of {name:?} is leased by {owner} until {until}, but its \
+                                 process {pid} no longer runs on this host; waiting for the \
+                                 lease to expire (--rerun-without-wait takes it over)"
+                            ),
+                            None => log::warn!(
+                                "{what} of {name:?} is held by {owner} until {until}; waiting \
+                                 for it to finish or its lease to expire (--rerun-without-wait \
+                                 takes it over)"
+                            ),
+                        }
                     }
+                    let waited = *waited.get_ref();
                     let until_expiry = Duration::from_millis((expires_ms - t).max(0) as u64 + 50);
                     let pause = until_expiry
                         .min(Duration::from_millis(500))
@@ -345,11 +361,12 @@ impl Opening<'_> {
                 .finish(key, n, &holder, IterationState::Open, now())
                 .await?;
             return Err(anyhow!(
-                "iteration {n} of {:?} is not complete: {} of its {} shards have no fixed end \
+                "iteration {n} of {:?} is not complete: {} of its {} {} no fixed end \
              ({}); run the map tasks for them (or `kinesis-reader --iteration {n}`) first",
                 key.logical_name,
                 unfixed.len(),
-                opened.shards.len(),
+                count(opened.shards.len(), "shard"),
+                if unfixed.len() == 1 { "has" } else { "have" },
                 unfixed.join(", ")
             ));
         }
@@ -493,6 +510,29 @@ impl Opening<'_> {
 const WAIT_POLL_FAILURES: u32 = 3;
 
 /// What a lease covers, for messages.
+/// The pid of another run's lease owner when it ran on this host and its
+/// process has ended: its lease then only waits out its expiry. Owners are
+/// `host:pid:started_ms` (see `commands.rs`); `me` is this run's.
+fn gone_from_this_host(owner: &str, me: &str) -> Option<u32> {
+    let host_pid = |o: &str| {
+        let mut parts = o.rsplitn(3, ':');
+        let (_started, pid, host) = (parts.next()?, parts.next()?, parts.next()?);
+        Some((host.to_string(), pid.parse::<u32>().ok()?))
+    };
+    let ((host, pid), (mine, _)) = (host_pid(owner)?, host_pid(me)?);
+    (host == mine && !process_runs(pid)).then_some(pid)
+}
+
+#[cfg(target_os = "linux")]
+fn process_runs(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn process_runs(_pid: u32) -> bool {
+    true
+}
+
 fn what(n: u64, lease: &LeaseOptions) -> String {
     match &lease.task {
         None => format!("iteration {n}"),
@@ -993,5 +1033,32 @@ mod tests {
             e.to_string().contains("iteration 0 is not complete"),
             "{e:#}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_lease_whose_process_has_ended_on_this_host_is_named_as_such() {
+        let store = MemoryStore::default();
+        let mut ended = std::process::Command::new("true").spawn().unwrap();
+        let dead = ended.id();
+        ended.wait().unwrap();
+        let me = format!("thishost:{}:2", std::process::id());
+        open_as(&store, 0, &format!("thishost:{dead}:1"), false)
+            .await
+            .unwrap();
+        let e = open_as(&store, 0, &me, false).await.unwrap_err();
+        assert!(
+            e.to_string().contains(&format!(
+                "leased by thishost:{dead}:1 until 1970-01-01T00:00:31.000Z, but its process \
+                 {dead} no longer runs on this host"
+            )),
+            "{e}"
+        );
+        // The same pid on another host is not this host's to judge.
+        let other = MemoryStore::default();
+        open_as(&other, 0, &format!("otherhost:{dead}:1"), false)
+            .await
+            .unwrap();
+        let e = open_as(&other, 0, &me, false).await.unwrap_err();
+        assert!(e.to_string().contains("is being run by otherhost"), "{e}");
     }
 }

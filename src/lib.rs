@@ -31,6 +31,7 @@ pub mod format;
 pub mod kpl;
 pub mod position;
 pub mod records;
+pub mod words;
 
 // The writer.
 pub mod sink;

@@ -18,6 +18,8 @@ pub struct KinesisStream {
     client: Client,
     /// As the user gave it: a name or an ARN.
     stream: String,
+    /// Where the stream was given, for the message when it does not exist.
+    named_by: String,
     region: String,
 }
 
@@ -31,8 +33,16 @@ impl KinesisStream {
                     .build(),
             ),
             stream: stream.to_string(),
+            named_by: "--stream".into(),
             region: config.region().map(|r| r.to_string()).unwrap_or_default(),
         }
+    }
+
+    /// Names where the stream was given (`-D kinesis.stream.name=s`), so that
+    /// a missing stream's message says what to check.
+    pub fn named_by(mut self, setting: &str) -> Self {
+        self.named_by = setting.to_string();
+        self
     }
 
     fn is_arn(&self) -> bool {
@@ -91,9 +101,9 @@ impl KinesisStream {
         };
         match c.as_str() {
             "ResourceNotFoundException" => StreamError::NotFound(format!(
-                "{what}: stream {:?} (or its shard) does not exist in region {}; check --stream \
-                 and --region",
-                self.stream, self.region
+                "{what}: stream {:?} (or its shard) does not exist in region {}; check {} and \
+                 the region",
+                self.stream, self.region, self.named_by
             )),
             "ExpiredIteratorException" => StreamError::IteratorExpired,
             "AccessDeniedException" => StreamError::AccessDenied(format!(

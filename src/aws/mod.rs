@@ -54,7 +54,15 @@ pub async fn sdk_config(s: &AwsSettings) -> Result<SdkConfig, ExitError> {
         loader = loader.region(Region::new(r.clone()));
     }
     if let Some(p) = &s.profile {
-        loader = loader.profile_name(p);
+        check_profile(p).await?;
+        // A profile on the command line wins over credentials in the
+        // environment, as with the AWS CLI: the SDK's default chain would
+        // take AWS_ACCESS_KEY_ID first and ignore the profile silently.
+        loader = loader.profile_name(p).credentials_provider(
+            aws_config::profile::ProfileFileCredentialsProvider::builder()
+                .profile_name(p)
+                .build(),
+        );
     }
     if let Some(e) = &s.endpoint_url {
         loader = loader.endpoint_url(e);
@@ -78,6 +86,33 @@ pub async fn sdk_config(s: &AwsSettings) -> Result<SdkConfig, ExitError> {
         ));
     }
     Ok(config)
+}
+
+/// A named profile must be in the AWS config files: otherwise every request
+/// would fail later with a message about missing credentials.
+async fn check_profile(name: &str) -> Result<(), ExitError> {
+    use aws_types::os_shim_internal::{Env, Fs};
+    let files = aws_runtime::env_config::file::EnvConfigFiles::default();
+    let set = aws_config::profile::load(&Fs::real(), &Env::real(), &files, None)
+        .await
+        .map_err(|e| {
+            ExitError::Usage(format!(
+                "--profile {name}: reading the AWS config files: {e}"
+            ))
+        })?;
+    if set.get_profile(name).is_some() {
+        return Ok(());
+    }
+    let known: Vec<&str> = set.profiles().collect();
+    Err(ExitError::Usage(format!(
+        "--profile {name}: no such profile in the AWS config files (~/.aws/config and \
+         ~/.aws/credentials, or AWS_CONFIG_FILE and AWS_SHARED_CREDENTIALS_FILE); {}",
+        if known.is_empty() {
+            "they define none".to_string()
+        } else {
+            format!("they define {}", known.join(", "))
+        }
+    )))
 }
 
 /// 30 s per attempt; `KINESIS_STREAMING_ATTEMPT_TIMEOUT` (e.g. `2s`) shortens

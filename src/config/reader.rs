@@ -106,6 +106,8 @@ pub struct CheckpointSettings {
 #[derive(Clone, Debug)]
 pub struct ReaderConfig {
     pub stream: String,
+    /// Where the stream was given, as messages name it (`--stream s`).
+    pub stream_from: String,
     pub aws: AwsSettings,
     pub checkpoint: Option<CheckpointSettings>,
     pub start: StartSpec,
@@ -163,7 +165,9 @@ fn map_mode(
 /// EMR's default iteration timeout, used by `--until timeouts` when none is given.
 pub const DEFAULT_ITERATION_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
-pub fn stream_setting(c: &CommonArgs, l: &Layers) -> Result<String, ExitError> {
+/// The stream, and where it was given (`--stream s`, `-D …`, `environment …`),
+/// for a message that says what to check.
+pub fn stream_setting(c: &CommonArgs, l: &Layers) -> Result<(String, String), ExitError> {
     let (stream, src) = l
         .get("stream", c.stream.as_deref(), &[names::STREAM])?
         .ok_or_else(|| {
@@ -173,7 +177,7 @@ pub fn stream_setting(c: &CommonArgs, l: &Layers) -> Result<String, ExitError> {
             ))
         })?;
     check_stream_name(&stream, &src)?;
-    Ok(stream)
+    Ok((stream, src))
 }
 
 /// The checkpoint table, if checkpointing is on.
@@ -242,7 +246,7 @@ impl ReaderConfig {
             Some((c, r)) => (c, r),
             None => (c, r),
         };
-        let stream = stream_setting(c, l)?;
+        let (stream, stream_from) = stream_setting(c, l)?;
         let aws = aws_settings(c, l)?;
         let table = table_settings(c, l)?;
         let logical = logical_name(c, l)?;
@@ -371,6 +375,7 @@ impl ReaderConfig {
         };
         Ok(ReaderConfig {
             stream,
+            stream_from,
             aws,
             checkpoint,
             start,
@@ -503,7 +508,7 @@ impl ReaderCommand {
                     .ok_or_else(|| needs("status", "--checkpoint-table T"))?,
                 logical_name: logical_name(c, l)?
                     .ok_or_else(|| needs("status", "--logical-name L"))?,
-                stream: stream_setting(c, l)?,
+                stream: stream_setting(c, l)?.0,
                 aws: aws_settings(c, l)?,
                 last: *last,
                 json: *json,
@@ -530,7 +535,7 @@ impl ReaderCommand {
                 ReaderCommand::Finish { cfg, force: *force }
             }
             Some(Command::DeregisterConsumer { name }) => ReaderCommand::DeregisterConsumer {
-                stream: stream_setting(c, l)?,
+                stream: stream_setting(c, l)?.0,
                 aws: aws_settings(c, l)?,
                 name: name.clone(),
             },

@@ -86,9 +86,9 @@ impl IterationRun<'_> {
         let shards = self.opened.shards.clone();
         let replayed = shards.iter().filter(|s| s.end.is_some()).count();
         log::info!(
-            "iteration {n} of {:?}: {} shards ({} to read to their end rule, {} to replay){}",
+            "iteration {n} of {:?}: {} ({} to read to their end rule, {} to replay){}",
             self.key.logical_name,
-            shards.len(),
+            crate::words::count(shards.len(), "shard"),
             shards.len() - replayed,
             replayed,
             if leased {

@@ -8,7 +8,7 @@ use crate::error::ExitError;
 use crate::iteration::{self, LeaseOptions, Opened, Opening};
 use crate::ports::checkpoint::{CheckpointStore, IterationState, LogicalKey};
 use crate::ports::stream::{ShardInfo, StreamApi, StreamInfo};
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 /// A checkpointed run's stream, iteration number and lease.
 pub struct Located {
@@ -110,7 +110,12 @@ pub async fn open_located(
         } else {
             it.open(&cfg.start).await
         }
-        .with_context(|| opening(l.n, &l.key))?;
+        // The run's own errors (a lease held by another run) already name
+        // the iteration; others get the context.
+        .map_err(|e| match e.is::<crate::error::ExitError>() {
+            true => e,
+            false => e.context(opening(l.n, &l.key)),
+        })?;
         if !(next && opened.header.state == IterationState::Succeeded) {
             return Ok(opened);
         }

@@ -136,9 +136,9 @@ async fn load_all(
         (Ok(()), Ok(lines)) => lines,
         (Err(e), _) | (Ok(()), Err(e)) => {
             return Err(anyhow!(
-                "{e:#}; {} items had been written — put and add are idempotent, so running the \
+                "{e:#}; {} had been written — put and add are idempotent, so running the \
                  same input again is safe",
-                summary.items_written
+                crate::words::count(summary.items_written, "item")
             ))
         }
     };
@@ -312,8 +312,8 @@ async fn put_batch(
         }
         if attempt + 1 >= max_attempts {
             bail!(
-                "{} items were still unprocessed after {max_attempts} attempts (throttled?)",
-                pending.len()
+                "{} still unprocessed after {max_attempts} attempts (throttled?)",
+                crate::words::count(pending.len(), "item")
             );
         }
         retries += 1;

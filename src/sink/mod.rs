@@ -11,6 +11,7 @@ use crate::error::ExitError;
 use crate::ports::{ItemTable, ObjectStore};
 use crate::progress::Progress;
 use crate::stop::Stop;
+use crate::words::count;
 use anyhow::Result;
 use columns::Column;
 use dynamodb::Mode;
@@ -141,7 +142,7 @@ async fn to_s3(
         store.put_object(&marker, bytes::Bytes::new()).await?;
     }
     log::info!(
-        "{} s3://{}/{key}: {} lines, {} bytes in, {} bytes stored in {} part(s), \
+        "{} s3://{}/{key}: {}, {} in, {} stored in {}, \
          {} skipped, peak buffers {} MiB, {:.1}s",
         if s.written {
             "wrote"
@@ -149,10 +150,10 @@ async fn to_s3(
             "empty input, nothing written to"
         },
         out.bucket,
-        s.lines,
-        s.input_bytes,
-        s.object_bytes,
-        s.parts,
+        count(s.lines, "line"),
+        count(s.input_bytes, "byte"),
+        count(s.object_bytes, "byte"),
+        count(s.parts, "part"),
         bad.skipped,
         s.peak_buffered >> 20,
         lines.started.elapsed().as_secs_f64()
@@ -205,13 +206,13 @@ async fn to_table(
     let (s, mut bad) = dynamodb::load(items, input, &opts, lines.bad, lines.stop).await?;
     bad.finish()?;
     log::info!(
-        "dynamodb://{table}: {} lines, {} items written, {} collapsed into later lines, \
-         {} already applied, {} retries, {} skipped, {:.1}s",
-        s.lines,
-        s.items_written,
+        "dynamodb://{table}: {}, {} written, {} collapsed into later lines, \
+         {} already applied, {}, {} skipped, {:.1}s",
+        count(s.lines, "line"),
+        count(s.items_written, "item"),
         s.collapsed,
         s.already_applied,
-        s.retries,
+        count(s.retries, "retry"),
         bad.skipped,
         lines.started.elapsed().as_secs_f64()
     );

@@ -313,6 +313,39 @@ async fn a_run_whose_lease_is_taken_over_exits_3() {
     assert_eq!(status(&stream, &table, "T4")[0]["state"], "succeeded");
 }
 
+/// A run killed with -9 leaves its lease until it expires: the next run
+/// says that its owner's process is gone, in one line without a doubled
+/// prefix.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lease_left_by_a_killed_run_is_named_as_such() {
+    let k = kinesis().await;
+    let stream = unique("killed");
+    create_stream(&k, &stream, 1).await;
+    let table = table();
+    put_many(&k, &stream, 0, 3).await;
+    let mut first = spawn_reader(&exec_args(&stream, &table, "K", "0", "cat; sleep 30"));
+    wait_until("the first run opens iteration 0", 10, || {
+        !status(&stream, &table, "K").as_array().unwrap().is_empty()
+    });
+    let pid = first.id();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut again = args(&stream, &table, "K", "0");
+    again.extend(["--lease-wait", "1s", "-q"]);
+    let o = reader(&again);
+    assert_eq!(code(&o), Some(3), "{}", stderr(&o));
+    let last = stderr(&o).lines().last().unwrap_or("").to_string();
+    assert!(
+        last.starts_with("kinesis-reader: iteration 0 of logical name \"K\" is leased by ")
+            && last.contains(&format!(
+                "but its process {pid} no longer runs on this host (it ended without \
+                 releasing the lease); waited 1s; rerun after "
+            ))
+            && last.ends_with(", or take it over now with --rerun-without-wait"),
+        "{last}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_one_map_hadoop_job_leaves_the_iteration_to_finish() {
     let k = kinesis().await;
@@ -491,10 +524,15 @@ async fn a_task_waiting_for_a_lease_keeps_its_heartbeat() {
 /// Bad settings a new user tries, each with the exact line it gives.
 #[tokio::test(flavor = "multi_thread")]
 async fn aws_trouble_is_one_line_that_says_what_to_do() {
-    let bare = |bin: &str, args: &[&str], creds: bool| {
+    let no_files = std::env::temp_dir().join("no-such-aws-config");
+    let no_files = no_files.to_str().unwrap();
+    let bare_env = |bin: &str, args: &[&str], creds: bool, env: &[(&str, &str)]| {
         let mut c = std::process::Command::new(bin);
         c.args(args)
             .env_clear()
+            .env("AWS_CONFIG_FILE", no_files)
+            .env("AWS_SHARED_CREDENTIALS_FILE", no_files)
+            .envs(env.iter().copied())
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", std::env::temp_dir())
             .env("AWS_REGION", REGION)
@@ -506,6 +544,7 @@ async fn aws_trouble_is_one_line_that_says_what_to_do() {
         }
         c.output().unwrap()
     };
+    let bare = |bin: &str, args: &[&str], creds: bool| bare_env(bin, args, creds, &[]);
     let first = |o: &std::process::Output| stderr(o).lines().next().unwrap_or("").to_string();
     let ep = endpoint();
     let cases: Vec<(std::process::Output, i32, String)> =
@@ -532,6 +571,30 @@ async fn aws_trouble_is_one_line_that_says_what_to_do() {
             "kinesis-reader: --endpoint-url \"notaurl\": expected a URL such as \
              http://127.0.0.1:4566 or https://kinesis.us-east-1.amazonaws.com"
                 .into(),
+        ),
+        // Credentials in the environment do not make a missing profile work.
+        (
+            bare(READER, &["--stream", "s", "--endpoint-url", ep, "--profile", "nosuch"], true),
+            2,
+            "kinesis-reader: --profile nosuch: no such profile in the AWS config files \
+             (~/.aws/config and ~/.aws/credentials, or AWS_CONFIG_FILE and \
+             AWS_SHARED_CREDENTIALS_FILE); they define none"
+                .into(),
+        ),
+        // A setting is named where it came from: here Hadoop's environment.
+        (
+            bare_env(
+                READER,
+                &["--endpoint-url", ep],
+                true,
+                &[("kinesis_stream_name", "no-such-stream")],
+            ),
+            1,
+            format!(
+                "kinesis-reader: DescribeStreamSummary: stream \"no-such-stream\" (or its shard) \
+                 does not exist in region {REGION}; check environment \
+                 kinesis_stream_name=no-such-stream and the region"
+            ),
         ),
     ];
     for (o, code, line) in cases {
