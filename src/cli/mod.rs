@@ -57,11 +57,24 @@ impl Verbosity {
 /// The CLIs that carry [`Verbosity`].
 pub trait HasVerbosity {
     fn verbosity(&self) -> Verbosity;
+    /// The command after clap has built it (global flags copied into the
+    /// subcommands), for changes the derive cannot express.
+    fn tailor(cmd: clap::Command) -> clap::Command {
+        cmd
+    }
 }
 
 impl HasVerbosity for ReaderCli {
     fn verbosity(&self) -> Verbosity {
         self.verbosity
+    }
+    /// A subcommand's `--help` lists only the flags it uses.
+    fn tailor(cmd: clap::Command) -> clap::Command {
+        reader::NOT_FOR.iter().fold(cmd, |cmd, (name, ids)| {
+            cmd.mut_subcommand(*name, |s| {
+                ids.iter().fold(s, |s, id| s.mut_arg(*id, |a| a.hide(true)))
+            })
+        })
     }
 }
 
@@ -69,6 +82,27 @@ impl HasVerbosity for WriterCli {
     fn verbosity(&self) -> Verbosity {
         self.verbosity
     }
+}
+
+/// A subcommand's help from the tailored command, for `SUB --help`, `SUB -h`
+/// and `help SUB`; `None` for the top level (clap's own help is right there).
+fn subcommand_help<C: clap::CommandFactory + HasVerbosity>() -> Option<String> {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut cmd = C::command();
+    cmd.build();
+    let mut cmd = C::tailor(cmd);
+    let names: Vec<String> = cmd
+        .get_subcommands()
+        .map(|s| s.get_name().to_string())
+        .filter(|n| n != "help")
+        .collect();
+    let name = argv.iter().find(|a| names.contains(a))?.clone();
+    let long = !argv.iter().any(|a| a == "-h");
+    let sub = cmd.find_subcommand_mut(&name)?;
+    Some(match long {
+        true => sub.render_long_help().to_string(),
+        false => sub.render_help().to_string(),
+    })
 }
 
 /// The `main` of both binaries: logging (`RUST_LOG`, default `info` for
@@ -80,7 +114,16 @@ where
     F: FnOnce(C) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<u8>>,
 {
-    let cli = match C::try_parse() {
+    let parsed = C::try_parse();
+    if let Err(e) = &parsed {
+        if e.kind() == clap::error::ErrorKind::DisplayHelp {
+            if let Some(help) = subcommand_help::<C>() {
+                print!("{help}");
+                return crate::error::Exit::Ok.into();
+            }
+        }
+    }
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();

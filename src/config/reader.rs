@@ -5,6 +5,7 @@
 use super::aws::{aws_settings, AwsSettings};
 use super::checks::{check_logical_name, check_stream_name, check_table_name};
 use super::layers::{names, parse_bool, parse_duration, usage, Layers};
+use crate::cli::reader::NOT_FOR;
 use crate::cli::{Command, CommonArgs, ReadArgs, ReaderCli};
 use crate::error::ExitError;
 use crate::format::{parse_fields, DataEncoding, Field, OutputFormat};
@@ -261,16 +262,19 @@ impl ReaderConfig {
         } else {
             l.parsed("rerun-without-wait", None, &[names::RERUN], parse_bool)?
         };
+        let (wait, duration) = (
+            r.lease_wait.as_deref().unwrap_or("5m"),
+            r.lease_duration.as_deref().unwrap_or("30s"),
+        );
         let lease_wait =
-            parse_duration(&r.lease_wait).map_err(|e| usage(format!("--lease-wait: {e}")))?;
-        let lease_duration = parse_duration(&r.lease_duration)
-            .map_err(|e| usage(format!("--lease-duration: {e}")))?;
+            parse_duration(wait).map_err(|e| usage(format!("--lease-wait {wait}: {e}")))?;
+        let lease_duration = parse_duration(duration)
+            .map_err(|e| usage(format!("--lease-duration {duration}: {e}")))?;
         // Renewed every third of it: under 2 s a renewal has under 0.7 s to
         // land; over an hour a crashed run blocks its iteration for too long.
         if !(Duration::from_secs(2)..=Duration::from_secs(3600)).contains(&lease_duration) {
             return Err(usage(format!(
-                "--lease-duration {}: must be 2s to 1h",
-                r.lease_duration
+                "--lease-duration {duration}: must be 2s to 1h"
             )));
         }
         let checkpoint = match table {
@@ -410,40 +414,43 @@ impl ReaderConfig {
 /// A flag that a sub-command would ignore is a mistake, not a no-op.
 fn refuse_what_does_not_apply(cli: &ReaderCli) -> Result<(), ExitError> {
     let (c, r) = (&cli.common, &cli.read);
-    let given = |set: bool, flag: &'static str| set.then_some(flag);
-    let (what, why, flags): (&str, &str, Vec<&str>) = match &cli.command {
+    let (what, why) = match &cli.command {
         Some(Command::CreateTable) => (
             "create-table",
             "it makes the checkpoint table, which all logical names and iterations share",
-            [
-                given(c.logical_name.is_some(), "--logical-name"),
-                given(r.iteration.is_some(), "--iteration"),
-            ]
-            .into_iter()
-            .flatten()
-            .collect(),
         ),
         Some(Command::Status { .. }) => (
             "status",
             "it shows the latest iterations of the logical name (--last N says how many)",
-            given(r.iteration.is_some(), "--iteration")
-                .into_iter()
-                .collect(),
         ),
         Some(Command::DeregisterConsumer { .. }) => (
             "deregister-consumer",
             "it removes the stream's consumer, whatever reads with it",
-            [
-                given(c.checkpoint_table.is_some(), "--checkpoint-table"),
-                given(c.logical_name.is_some(), "--logical-name"),
-                given(r.iteration.is_some(), "--iteration"),
-            ]
-            .into_iter()
-            .flatten()
-            .collect(),
         ),
         _ => return Ok(()),
     };
+    let given = |id: &str| match id {
+        "stream" => c.stream.is_some(),
+        "checkpoint_table" => c.checkpoint_table.is_some(),
+        "hash_key" => c.hash_key.is_some(),
+        "range_key" => c.range_key.is_some(),
+        "logical_name" => c.logical_name.is_some(),
+        "iteration" => r.iteration.is_some(),
+        "rerun_without_wait" => r.rerun_without_wait,
+        "start_position" => r.start_position.is_some(),
+        "lease_wait" => r.lease_wait.is_some(),
+        "lease_duration" => r.lease_duration.is_some(),
+        other => unreachable!("NOT_FOR names {other}, which is not a global flag"),
+    };
+    let (_, ids) = NOT_FOR
+        .iter()
+        .find(|(name, _)| *name == what)
+        .expect("every subcommand refused here has a NOT_FOR entry");
+    let flags: Vec<String> = ids
+        .iter()
+        .filter(|id| given(id))
+        .map(|id| format!("--{}", id.replace('_', "-")))
+        .collect();
     match flags.as_slice() {
         [] => Ok(()),
         flags => Err(usage(format!(
@@ -895,6 +902,37 @@ mod tests {
             "{e}"
         );
         assert!(refused(&["create-table", "--checkpoint-table", "cpt"]).is_none());
+        // Every flag a subcommand's help leaves out is refused by it.
+        for (name, ids) in NOT_FOR {
+            let mut cmd = <ReaderCli as clap::CommandFactory>::command();
+            cmd.build();
+            let mut cmd = <ReaderCli as crate::cli::HasVerbosity>::tailor(cmd);
+            let help = cmd
+                .find_subcommand_mut(name)
+                .unwrap()
+                .render_long_help()
+                .to_string();
+            for id in ids {
+                let flag = format!("--{}", id.replace('_', "-"));
+                assert!(
+                    !help.contains(&format!("{flag} ")),
+                    "{name} --help shows {flag}"
+                );
+                let value = if *id == "rerun_without_wait" {
+                    None
+                } else {
+                    Some("1")
+                };
+                let mut argv = vec![name, "c", flag.as_str()];
+                argv.extend(value);
+                argv.retain(|a| *a != "c" || name == "deregister-consumer");
+                let e = refused(&argv).unwrap_or_default();
+                assert!(
+                    e.contains(&format!("{flag} does not apply to {name}")),
+                    "{argv:?}: {e}"
+                );
+            }
+        }
     }
 
     #[test]
