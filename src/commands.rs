@@ -82,7 +82,8 @@ async fn status(
     let store = DynamoStore::new(&sdk, table);
     store.check_table().await?;
     let mut out = std::io::stdout().lock();
-    let n = crate::status::status(&store, &key, last, json, &mut out).await?;
+    let now = crate::clock::now_ms();
+    let n = crate::status::status(&store, &key, last, json, now, &mut out).await?;
     if n == 0 && !json {
         eprintln!(
             "kinesis-reader: logical name {:?} of stream {} has no iterations yet",

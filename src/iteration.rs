@@ -449,6 +449,7 @@ impl Opening<'_> {
             owner: Some(lease.owner.clone()),
             lease_expires_ms: t + lease.duration.as_millis() as i64,
             finished_ms: None,
+            taken_over: None,
         };
         match store.create(key, &header, &shards).await {
             Ok(()) => Ok(Some(Opened {

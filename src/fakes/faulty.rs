@@ -226,6 +226,14 @@ impl<T: CheckpointStore> CheckpointStore for Faulty<T> {
         self.call("shards", || self.inner.shards(key, n), store_error)
             .await
     }
+    async fn task_leases(&self, key: &LogicalKey, n: u64) -> Result<Vec<TaskLease>, StoreError> {
+        self.call(
+            "task_leases",
+            || self.inner.task_leases(key, n),
+            store_error,
+        )
+        .await
+    }
     async fn create(
         &self,
         key: &LogicalKey,

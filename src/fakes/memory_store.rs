@@ -102,6 +102,22 @@ impl CheckpointStore for MemoryStore {
                 .unwrap_or_default()
         }))
     }
+    async fn task_leases(&self, key: &LogicalKey, n: u64) -> Result<Vec<TaskLease>, StoreError> {
+        Ok(self.with(|m| {
+            m.get(&(key.clone(), n))
+                .map(|it| {
+                    it.tasks
+                        .iter()
+                        .map(|(t, (owner, expires_ms))| TaskLease {
+                            shard_id: t.clone(),
+                            owner: owner.clone(),
+                            expires_ms: *expires_ms,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        }))
+    }
     async fn create(
         &self,
         key: &LogicalKey,
@@ -179,6 +195,15 @@ impl CheckpointStore for MemoryStore {
             }
             match &holder.task {
                 None => {
+                    // As the table does: a live lease taken from another run
+                    // leaves a trace.
+                    if let (Some(from), false) = (&owner, free) {
+                        it.header.taken_over = Some(Takeover {
+                            from: from.clone(),
+                            by: holder.owner.clone(),
+                            at_ms: now_ms,
+                        });
+                    }
                     it.header.owner = Some(holder.owner.clone());
                     it.header.lease_expires_ms = expires_ms;
                     it.header.state = IterationState::Open;

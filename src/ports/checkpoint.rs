@@ -68,6 +68,16 @@ pub struct IterationHeader {
     pub owner: Option<String>,
     pub lease_expires_ms: i64,
     pub finished_ms: Option<i64>,
+    /// The last time a run took the lease over from another live run.
+    pub taken_over: Option<Takeover>,
+}
+
+/// A lease taken from another run while it was live (`--rerun-without-wait`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Takeover {
+    pub from: String,
+    pub by: String,
+    pub at_ms: i64,
 }
 
 /// A shard's boundary, fixed once when the shard is read to its end rule.
@@ -159,6 +169,15 @@ impl Holder {
     }
 }
 
+/// A map task's lease on one shard of an iteration (map mode leases each
+/// shard on its own), while it is held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskLease {
+    pub shard_id: String,
+    pub owner: String,
+    pub expires_ms: i64,
+}
+
 #[async_trait]
 pub trait CheckpointStore: Send + Sync {
     /// The highest-numbered iteration of a logical name.
@@ -175,6 +194,8 @@ pub trait CheckpointStore: Send + Sync {
     /// Every iteration header, oldest first (for `status`).
     async fn headers(&self, key: &LogicalKey) -> Result<Vec<IterationHeader>, StoreError>;
     async fn shards(&self, key: &LogicalKey, n: u64) -> Result<Vec<ShardCheckpoint>, StoreError>;
+    /// The map tasks' shard leases of iteration `n` that are held (for `status`).
+    async fn task_leases(&self, key: &LogicalKey, n: u64) -> Result<Vec<TaskLease>, StoreError>;
     /// Creates an iteration (header with the creator's lease, and its shards).
     /// `Conflict` if it exists.
     async fn create(

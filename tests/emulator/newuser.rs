@@ -307,10 +307,95 @@ async fn a_run_whose_lease_is_taken_over_exits_3() {
     take.push("--rerun-without-wait");
     let second = reader(&take);
     assert!(second.status.success(), "{}", stderr(&second));
+    let pid = first.id();
     let first = first.wait_with_output().unwrap();
     fails_with(&first, 3, "another run took the iteration over");
     assert!(!stderr(&first).contains("#o"), "{}", stderr(&first));
-    assert_eq!(status(&stream, &table, "T4")[0]["state"], "succeeded");
+    let st = status(&stream, &table, "T4");
+    assert_eq!(st[0]["state"], "succeeded");
+    // The takeover leaves a trace: from the first run, by the second.
+    let from = st[0]["taken_over"]["from"].as_str().unwrap_or_default();
+    let by = st[0]["taken_over"]["by"].as_str().unwrap_or_default();
+    assert!(from.contains(&format!(":{pid}:")), "{}", st[0]);
+    assert!(!by.is_empty() && by != from, "{}", st[0]);
+    let table_view = ok(reader(&[
+        "status",
+        "--stream",
+        &stream,
+        "--checkpoint-table",
+        &table,
+        "--logical-name",
+        "T4",
+    ]));
+    let table_view = String::from_utf8_lossy(&table_view);
+    assert!(
+        table_view.contains(&format!("succeeded (taken over from {from} by {by} at ")),
+        "{table_view}"
+    );
+}
+
+/// While a map task reads a planned iteration, `status` shows its lease on
+/// each of its shards; once it has ended, none.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_shows_the_leases_of_running_map_tasks() {
+    let k = kinesis().await;
+    let stream = unique("tasklease");
+    create_stream(&k, &stream, 2).await;
+    let table = table();
+    put_many(&k, &stream, 0, 6).await;
+    let manifest = ok(run_plan(&stream, &table, "ML", "0"));
+    let first_line = String::from_utf8_lossy(&manifest)
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let dir = std::env::temp_dir().join(unique("tasklease"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("line"), format!("{first_line}\n")).unwrap();
+    let script = "kinesis-reader --shards-from-stdin --checkpoint-table \"$T\" \
+          -- sh -c 'cat >/dev/null; sleep 3' < \"$D/line\" 2> \"$D/task.err\" & pid=$!; \
+        sleep 1.5; \
+        kinesis-reader status --stream \"$S\" --checkpoint-table \"$T\" --logical-name ML \
+          --json > \"$D/during.json\"; \
+        kinesis-reader status --stream \"$S\" --checkpoint-table \"$T\" --logical-name ML \
+          > \"$D/during.txt\"; \
+        wait $pid; echo $?";
+    let env = [
+        ("T", table.as_str()),
+        ("S", stream.as_str()),
+        ("D", dir.to_str().unwrap()),
+    ];
+    let o = shell(script, &env);
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "0",
+        "{}",
+        read("task.err")
+    );
+    let during: serde_json::Value = serde_json::from_str(&read("during.json")).unwrap();
+    let shards = during[0]["shards"].as_array().unwrap();
+    let leased: Vec<&serde_json::Value> = shards
+        .iter()
+        .filter(|s| !s["task_lease"].is_null())
+        .collect();
+    assert_eq!(leased.len(), 1, "one shard is being read: {during}");
+    assert_eq!(leased[0]["task_lease"]["lapsed"], false, "{during}");
+    assert!(
+        read("during.txt").contains("open (map task "),
+        "{}",
+        read("during.txt")
+    );
+    let after = status(&stream, &table, "ML");
+    assert!(
+        after[0]["shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["task_lease"].is_null()),
+        "a finished task holds no lease: {after}"
+    );
+    std::fs::remove_dir_all(dir).ok();
 }
 
 /// A run killed with -9 leaves its lease until it expires: the next run

@@ -12,6 +12,7 @@
 use crate::config::TableSettings;
 use crate::ports::checkpoint::{
     Holder, IterationHeader, IterationState, LogicalKey, ShardCheckpoint, ShardEnd, StoreError,
+    Takeover,
 };
 use crate::position::Position;
 use anyhow::anyhow;
@@ -23,7 +24,7 @@ pub const MAX_ITERATION: u64 = 9_999_999_999;
 pub type Item = HashMap<String, AV>;
 
 /// Attribute names of the checkpoint items (besides the two keys).
-pub const RESERVED: [&str; 29] = [
+pub const RESERVED: [&str; 32] = [
     "kind",
     "state",
     "stream_arn",
@@ -53,7 +54,15 @@ pub const RESERVED: [&str; 29] = [
     "first_seq",
     "first_arrival",
     RELEASED_BY,
+    TAKEN_OVER_FROM,
+    TAKEN_OVER_BY,
+    TAKEN_OVER_AT,
 ];
+
+/// The header's trace of the last takeover of a live lease (for `status`).
+pub const TAKEN_OVER_FROM: &str = "taken_over_from";
+pub const TAKEN_OVER_BY: &str = "taken_over_by";
+pub const TAKEN_OVER_AT: &str = "taken_over_at";
 
 /// The header attribute naming the run that last released the iteration's
 /// lease, so that a retried release after a lost answer can tell its own
@@ -155,6 +164,14 @@ impl Codec<'_> {
             owner: get_s(item, "owner").map(str::to_string),
             lease_expires_ms: get_n(item, "lease_expires").unwrap_or(0),
             finished_ms: get_n(item, "finished_at"),
+            taken_over: match (get_s(item, TAKEN_OVER_FROM), get_s(item, TAKEN_OVER_BY)) {
+                (Some(from), Some(by)) => Some(Takeover {
+                    from: from.to_string(),
+                    by: by.to_string(),
+                    at_ms: get_n(item, TAKEN_OVER_AT).unwrap_or(0),
+                }),
+                _ => None,
+            },
         })
     }
 
@@ -291,6 +308,7 @@ mod tests {
             owner: Some("host:1:2".into()),
             lease_expires_ms: 32_000,
             finished_ms: None,
+            taken_over: None,
         }
     }
 

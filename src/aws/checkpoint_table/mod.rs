@@ -21,7 +21,7 @@ use super::{code, full};
 use crate::config::TableSettings;
 use crate::ports::checkpoint::{
     CheckpointStore, Holder, IterationHeader, IterationState, Lease, LogicalKey, ShardCheckpoint,
-    ShardEnd, StoreError,
+    ShardEnd, StoreError, TaskLease,
 };
 use anyhow::anyhow;
 use async_trait::async_trait;
@@ -265,6 +265,89 @@ impl DynamoStore {
             )),
         }
     }
+
+    async fn take_over_once(
+        &self,
+        k: &LogicalKey,
+        i: u64,
+        holder: &Holder,
+        (now_ms, expires_ms): (i64, i64),
+        (update, condition): (&str, &str),
+    ) -> Result<(), StoreError> {
+        let names = [
+            ("#o", "owner"),
+            ("#exp", "lease_expires"),
+            ("#st", "state"),
+            ("#from", TAKEN_OVER_FROM),
+            ("#by", TAKEN_OVER_BY),
+            ("#at", TAKEN_OVER_AT),
+        ];
+        let names: Vec<(&str, &str)> = names
+            .into_iter()
+            .filter(|(a, _)| update.contains(a) || condition.contains(a))
+            .collect();
+        let values = vec![
+            (":me", s(&holder.owner)),
+            (":exp", n(expires_ms)),
+            (":now", n(now_ms)),
+            (":open", s("open")),
+            (":ok", s("succeeded")),
+        ];
+        let values = values
+            .into_iter()
+            .filter(|(a, _)| update.contains(a) || condition.contains(a))
+            .collect();
+        let key = self.codec().lease_key(k, i, holder);
+        self.update_at(key, i, update, condition, &names, values)
+            .await
+    }
+
+    /// `--rerun-without-wait` on a whole iteration. Taking a live lease from
+    /// another run leaves a trace in the header (from whom, by whom, when)
+    /// for `status`; that write is conditional on the lease being live and
+    /// not ours, so the trace is exactly what happened. A lease that is free,
+    /// expired or ours is taken as usual, without a trace.
+    async fn take_over(
+        &self,
+        k: &LogicalKey,
+        i: u64,
+        holder: &Holder,
+        now_ms: i64,
+        expires_ms: i64,
+        free: &str,
+    ) -> Result<Lease, StoreError> {
+        let times = (now_ms, expires_ms);
+        let live = "attribute_exists(#h) AND #st <> :ok AND attribute_exists(#o) AND #o <> :me \
+                    AND #exp >= :now";
+        let traced = "SET #from = #o, #by = :me, #at = :now, #o = :me, #exp = :exp, #st = :open";
+        let plain = "SET #o = :me, #exp = :exp, #st = :open";
+        let unheld = format!("attribute_exists(#h) AND #st <> :ok AND {free}");
+        // Each loses only if the lease changed hands in between.
+        for _ in 0..5 {
+            match self
+                .take_over_once(k, i, holder, times, (traced, live))
+                .await
+            {
+                Err(StoreError::Conflict(_)) => {}
+                r => return r.map(|()| Lease::Acquired),
+            }
+            match self
+                .take_over_once(k, i, holder, times, (plain, &unheld))
+                .await
+            {
+                Err(StoreError::Conflict(_)) => {}
+                r => return r.map(|()| Lease::Acquired),
+            }
+            match self.header(k, i).await? {
+                None => return Err(StoreError::Other(anyhow!("iteration {i} does not exist"))),
+                Some(h) if h.state == IterationState::Succeeded => return Ok(Lease::Succeeded),
+                Some(_) => {}
+            }
+        }
+        Err(StoreError::Other(anyhow!(
+            "taking iteration {i} over: its lease kept changing hands"
+        )))
+    }
 }
 
 #[async_trait]
@@ -338,6 +421,24 @@ impl CheckpointStore for DynamoStore {
         Ok(all)
     }
 
+    async fn task_leases(&self, k: &LogicalKey, i: u64) -> Result<Vec<TaskLease>, StoreError> {
+        let mut held = Vec::new();
+        let range_key = self.codec().t.range_key.clone();
+        self.query(tasks_pk(k, i), None, false, true, None, |item| {
+            // A released lease keeps its item, without an owner.
+            if let (Some(shard), Some(owner)) = (get_s(item, &range_key), get_s(item, "owner")) {
+                held.push(TaskLease {
+                    shard_id: shard.to_string(),
+                    owner: owner.to_string(),
+                    expires_ms: get_n(item, "lease_expires").unwrap_or(0),
+                });
+            }
+            Ok(true)
+        })
+        .await?;
+        Ok(held)
+    }
+
     async fn create(
         &self,
         k: &LogicalKey,
@@ -399,12 +500,11 @@ impl CheckpointStore for DynamoStore {
         takeover: bool,
     ) -> Result<Lease, StoreError> {
         let free = "(attribute_not_exists(#o) OR #o = :me OR #exp < :now)";
+        if holder.task.is_none() && takeover {
+            return self.take_over(k, i, holder, now_ms, expires_ms, free).await;
+        }
         let (update, condition) = match (&holder.task, takeover) {
-            (None, true) => (
-                "SET #o = :me, #exp = :exp, #st = :open",
-                "attribute_exists(#h) AND #st <> :ok".to_string(),
-            ),
-            (None, false) => (
+            (None, _) => (
                 "SET #o = :me, #exp = :exp, #st = :open",
                 format!("attribute_exists(#h) AND #st <> :ok AND {free}"),
             ),
