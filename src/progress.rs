@@ -2,7 +2,7 @@
 //! Hadoop (`reporter:counter:` lines on stderr).
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,24 +39,102 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-/// Rewrites one status line on stderr twice a second until aborted.
-pub fn spawn_ticker(p: Arc<Progress>, label: &'static str) -> tokio::task::JoinHandle<()> {
-    let started = Instant::now();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let (l, b) = (
-                p.lines.load(Ordering::Relaxed),
-                p.bytes.load(Ordering::Relaxed),
-            );
-            let secs = started.elapsed().as_secs_f64().max(0.001);
-            let _ = write!(
-                std::io::stderr(),
-                "\r{label}: {l} lines, {:.1} MB, {:.1} MB/s   ",
-                b as f64 / 1e6,
-                b as f64 / 1e6 / secs
-            );
+/// The progress display being drawn, if any: log lines go around it
+/// ([`Stderr`]), so that none is appended to it and clearing it leaves
+/// nothing behind.
+static LIVE: Mutex<Option<indicatif::ProgressBar>> = Mutex::new(None);
+
+/// A display redrawn twice a second on stderr until [`stop_display`].
+pub type Display = (tokio::task::JoinHandle<()>, indicatif::ProgressBar);
+
+/// stderr for the logger: a line written while a display is drawn is
+/// written above it (the display is cleared, the line written, the display
+/// drawn again).
+pub struct Stderr;
+
+impl Write for Stderr {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        let live = LIVE.lock().unwrap().clone();
+        match live {
+            Some(bar) => bar
+                .suspend(|| std::io::stderr().write_all(b))
+                .map(|()| b.len()),
+            None => std::io::stderr().write(b),
         }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// The terminal's settings before a display turned its `^C` echo off.
+#[cfg(unix)]
+static ECHO: Mutex<Option<libc::termios>> = Mutex::new(None);
+
+/// While a display is drawn, Ctrl-C is not echoed as `^C`: the echo lands
+/// below the display's last line (which fills the terminal's width), and
+/// clearing the display would then leave its first line behind.
+#[cfg(unix)]
+fn quiet_ctrl_c(quiet: bool) {
+    let mut saved = ECHO.lock().unwrap();
+    // SAFETY: tcgetattr/tcsetattr on stderr with a termios owned here.
+    unsafe {
+        match (quiet, saved.take()) {
+            (true, None) => {
+                let mut t: libc::termios = std::mem::zeroed();
+                if libc::tcgetattr(2, &mut t) == 0 {
+                    let before = t;
+                    t.c_lflag &= !libc::ECHOCTL;
+                    if libc::tcsetattr(2, libc::TCSANOW, &t) == 0 {
+                        *saved = Some(before);
+                    }
+                }
+            }
+            (false, Some(before)) => {
+                libc::tcsetattr(2, libc::TCSANOW, &before);
+            }
+            (_, other) => *saved = other,
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn quiet_ctrl_c(_quiet: bool) {}
+
+/// Draws `message()` on stderr twice a second until [`stop_display`].
+fn spawn_redraw(message: impl Fn() -> String + Send + 'static) -> Display {
+    let bar =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    bar.set_style(indicatif::ProgressStyle::with_template("{msg}").expect("a valid template"));
+    *LIVE.lock().unwrap() = Some(bar.clone());
+    if std::io::stderr().is_terminal() {
+        quiet_ctrl_c(true);
+    }
+    let b = bar.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            b.set_message(message());
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    (task, bar)
+}
+
+/// The writer's one progress line: lines and bytes so far, and the rate.
+pub fn spawn_ticker(p: Arc<Progress>, label: &'static str) -> Display {
+    let started = Instant::now();
+    spawn_redraw(move || {
+        let (l, b) = (
+            p.lines.load(Ordering::Relaxed),
+            p.bytes.load(Ordering::Relaxed),
+        );
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        format!(
+            "{label}: {}, {:.1} MB, {:.1} MB/s",
+            crate::words::count(l, "line"),
+            b as f64 / 1e6,
+            b as f64 / 1e6 / secs
+        )
     })
 }
 
@@ -127,47 +205,36 @@ impl Shards {
         }
         if reading.len() > rows {
             out.push_str(&format!(
-                "\n  … and {} more shards reading",
-                reading.len() - rows
+                "\n  … and {} reading",
+                crate::words::count(reading.len() - rows, "more shard")
             ));
         }
         out
     }
 }
 
-/// Redraws the per-shard display on stderr twice a second (indicatif keeps
-/// the lines in place) until aborted; `stop_display` clears it.
-pub fn spawn_display(
-    p: Arc<Progress>,
-    shards: Arc<Shards>,
-    total: usize,
-) -> (tokio::task::JoinHandle<()>, indicatif::ProgressBar) {
-    let bar =
-        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
-    bar.set_style(indicatif::ProgressStyle::with_template("{msg}").expect("a valid template"));
-    let b = bar.clone();
+/// The reader's per-shard display (see [`Shards::render`]) and its output.
+pub fn spawn_display(p: Arc<Progress>, shards: Arc<Shards>, total: usize) -> Display {
     let started = Instant::now();
-    let task = tokio::spawn(async move {
-        loop {
-            let bytes = p.bytes.load(Ordering::Relaxed);
-            let secs = started.elapsed().as_secs_f64().max(0.001);
-            b.set_message(format!(
-                "{}\n  output: {} lines, {:.1} MB/s",
-                shards.render(total, 8),
-                p.lines.load(Ordering::Relaxed),
-                bytes as f64 / 1e6 / secs
-            ));
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    });
-    (task, bar)
+    spawn_redraw(move || {
+        let bytes = p.bytes.load(Ordering::Relaxed);
+        let secs = started.elapsed().as_secs_f64().max(0.001);
+        format!(
+            "{}\n  output: {}, {:.1} MB/s",
+            shards.render(total, 8),
+            crate::words::count(p.lines.load(Ordering::Relaxed), "line"),
+            bytes as f64 / 1e6 / secs
+        )
+    })
 }
 
-/// Ends the per-shard display and clears its lines.
-pub fn stop_display(d: Option<(tokio::task::JoinHandle<()>, indicatif::ProgressBar)>) {
+/// Ends a display and clears its lines.
+pub fn stop_display(d: Option<Display>) {
     if let Some((task, bar)) = d {
         task.abort();
+        *LIVE.lock().unwrap() = None;
         bar.finish_and_clear();
+        quiet_ctrl_c(false);
     }
 }
 
@@ -190,14 +257,6 @@ pub fn spawn_heartbeat(
             );
         }
     })
-}
-
-/// Ends a ticker and its line.
-pub fn stop_ticker(t: Option<tokio::task::JoinHandle<()>>) {
-    if let Some(t) = t {
-        t.abort();
-        let _ = writeln!(std::io::stderr());
-    }
 }
 
 /// Hadoop Streaming counter lines, e.g. `reporter:counter:KinesisWriter,lines,42`.
@@ -229,7 +288,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "shards 1/4 done, 27 records, 4.0 MB read");
         assert_eq!(lines[1], "  shardId-2: 10 records, 2.0 MB, 1m 5s behind");
-        assert_eq!(lines[2], "  … and 1 more shards reading");
+        assert_eq!(lines[2], "  … and 1 more shard reading");
     }
 
     #[test]

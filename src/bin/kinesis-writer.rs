@@ -34,7 +34,7 @@ async fn run(cli: WriterCli) -> Result<u8> {
         progress,
     )
     .await;
-    progress::stop_ticker(ticker);
+    progress::stop_display(ticker);
     let mut counters = written?;
     counters.push(("retries", aws::counters::retries()));
     counters.push(("throttles", aws::counters::throttled()));

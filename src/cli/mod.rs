@@ -148,7 +148,18 @@ where
             env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default))
         }
     };
-    logger.format_target(false).init();
+    // Through progress::Stderr, so that log lines go above a progress
+    // display; colored on a terminal, as env_logger's own stderr would be.
+    use std::io::IsTerminal;
+    let colored = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    logger
+        .format_target(false)
+        .target(env_logger::Target::Pipe(Box::new(crate::progress::Stderr)))
+        .write_style(match colored {
+            true => env_logger::WriteStyle::Always,
+            false => env_logger::WriteStyle::Never,
+        })
+        .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -497,3 +497,110 @@ fn tool(program: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
         .output()
         .unwrap()
 }
+
+/// Runs a shell script under a pseudo-terminal (`script`), so that stderr is
+/// a terminal as a person's would be, and presses Ctrl-C on it after
+/// `ctrl_c_after` (a `sleep` duration) if given; returns what the terminal
+/// shows at the end (see [`screen`]).
+pub fn on_a_terminal(
+    script_text: &str,
+    env: &[(&str, &str)],
+    ctrl_c_after: Option<&str>,
+) -> Vec<String> {
+    let log = std::env::temp_dir().join(unique("typescript"));
+    let log_path = log.to_str().unwrap();
+    let keys = match ctrl_c_after {
+        Some(after) => format!("sleep {after}; printf '\\003'; sleep 2"),
+        None => "true".to_string(),
+    };
+    let o = shell(
+        // A terminal echoes Ctrl-C as `^C` (echoctl, Linux's default).
+        &format!("({keys}) | script -qec \"stty echoctl; $SCRIPT\" \"$LOG\" > /dev/null"),
+        // A terminal has a TERM: without one, progress displays draw nothing.
+        &[
+            env,
+            &[
+                ("SCRIPT", script_text),
+                ("LOG", log_path),
+                ("TERM", "xterm"),
+            ],
+        ]
+        .concat(),
+    );
+    let raw = std::fs::read(&log).unwrap_or_default();
+    std::fs::remove_file(&log).ok();
+    assert!(!raw.is_empty(), "script wrote nothing: {}", stderr(&o));
+    // `script` frames the session with its own first and last lines.
+    let text = String::from_utf8_lossy(&raw);
+    let body = text.split_once('\n').map(|(_, rest)| rest).unwrap_or(&text);
+    let body = body
+        .rfind("\nScript done")
+        .map(|i| &body[..i])
+        .unwrap_or(body);
+    screen(body, 80)
+}
+
+/// What a terminal `width` columns wide shows after `out`: the line moves
+/// (`\r`, `\n`, wrapping), erasing (`ESC[K`, `ESC[2K`, `ESC[J`) and cursor
+/// moves up and down (`ESC[nA`, `ESC[nB`) that progress displays use.
+pub fn screen(out: &str, width: usize) -> Vec<String> {
+    let mut rows: Vec<Vec<char>> = vec![Vec::new()];
+    let (mut row, mut col) = (0usize, 0usize);
+    let mut chars = out.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => col = 0,
+            '\n' => {
+                row += 1;
+                col = 0;
+            }
+            '\x1b' if chars.peek() == Some(&'[') => {
+                chars.next();
+                let mut arg = String::new();
+                while let Some(d) = chars.peek().copied().filter(|d| d.is_ascii_digit()) {
+                    arg.push(d);
+                    chars.next();
+                }
+                let n: usize = arg.parse().unwrap_or(1);
+                match chars.next() {
+                    Some('A') => row = row.saturating_sub(n),
+                    Some('B') => row += n,
+                    Some('K') if arg == "2" => rows[row].clear(),
+                    Some('K') => rows[row].truncate(col),
+                    Some('J') => {
+                        rows[row].truncate(col);
+                        rows.truncate(row + 1);
+                    }
+                    _ => {}
+                }
+            }
+            c if c.is_control() => {}
+            c => {
+                if col == width {
+                    row += 1;
+                    col = 0;
+                }
+                while rows.len() <= row {
+                    rows.push(Vec::new());
+                }
+                let line = &mut rows[row];
+                while line.len() < col {
+                    line.push(' ');
+                }
+                if col < line.len() {
+                    line[col] = c;
+                } else {
+                    line.push(c);
+                }
+                col += 1;
+            }
+        }
+        while rows.len() <= row {
+            rows.push(Vec::new());
+        }
+    }
+    rows.into_iter()
+        .map(|r| r.into_iter().collect::<String>().trim_end().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}

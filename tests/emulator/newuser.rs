@@ -801,3 +801,59 @@ async fn a_map_task_whose_lease_is_taken_over_exits_3() {
     );
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// On a terminal the writer's progress line is cleared at the end, and its
+/// summary and warnings stand on lines of their own.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_writers_progress_leaves_only_its_summary_on_the_terminal() {
+    let s3c = s3().await;
+    let b = bucket(&s3c).await;
+    let target = format!("s3://{b}/progress/");
+    let script = "(seq 1 200000 | sed 's/$/\\tx/'; sleep 1.2; printf 'cut') | \
+        kinesis-writer \"$TARGET\" --iteration 0 --logical-name P --on-bad-line skip";
+    let lines = on_a_terminal(script, &[("TARGET", target.as_str())], None);
+    assert!(
+        lines.iter().all(|l| !l.starts_with("kinesis-writer: ")),
+        "the progress line is left: {lines:#?}"
+    );
+    let summary = lines
+        .iter()
+        .find(|l| l.contains(" wrote s3://"))
+        .unwrap_or_else(|| panic!("no summary: {lines:#?}"));
+    assert!(summary.starts_with('['), "{summary}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with('[') && l.contains("skipping line 200001")),
+        "{lines:#?}"
+    );
+}
+
+/// Ctrl-C pressed while the reader's per-shard display is drawn (the
+/// terminal echoes `^C` into it): the display is cleared, and what remains
+/// says why the run stopped.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_ctrl_c_nothing_of_the_readers_display_is_left() {
+    let k = kinesis().await;
+    let stream = unique("ctrlc");
+    create_stream(&k, &stream, 2).await;
+    put_many(&k, &stream, 0, 20).await;
+    let table = table();
+    let script = "kinesis-reader --stream \"$S\" --checkpoint-table \"$T\" \
+        --logical-name C --until timeouts --nodata-timeout 1m -- sh -c 'cat > /dev/null' > /dev/null";
+    let env = [("S", stream.as_str()), ("T", table.as_str())];
+    let lines = on_a_terminal(script, &env, Some("2.5"));
+    assert!(
+        lines.iter().all(|l| !l.starts_with("shards ")
+            && !l.contains("output: ")
+            && !l.contains("caught up")),
+        "the display is left: {lines:#?}"
+    );
+    // The 80-column terminal wraps the last message over two rows.
+    let text = lines.concat();
+    let last = &text[text.rfind('[').unwrap_or(0)..];
+    assert!(
+        last.contains("kinesis-reader: stopped by SIGINT; iteration 0 is released as failed"),
+        "{lines:#?}"
+    );
+}
