@@ -84,6 +84,25 @@ impl HasVerbosity for WriterCli {
     }
 }
 
+/// A value our own parser refused, in the tool's one-line form
+/// (`kinesis-reader: --last -1: expected a whole number ≥ 0`) rather than
+/// clap's; `None` for every other clap error.
+fn invalid_value(name: &str, e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    if e.kind() != clap::error::ErrorKind::ValueValidation {
+        return None;
+    }
+    let text = |k| match e.get(k) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    let arg = text(ContextKind::InvalidArg)?;
+    let flag = arg.split_whitespace().next().unwrap_or(&arg).to_string();
+    let value = text(ContextKind::InvalidValue)?;
+    let why = std::error::Error::source(e)?.to_string();
+    Some(format!("{name}: {flag} {value}: {why}"))
+}
+
 /// A subcommand's help from the tailored command, for `SUB --help`, `SUB -h`
 /// and `help SUB`; `None` for the top level (clap's own help is right there).
 fn subcommand_help<C: clap::CommandFactory + HasVerbosity>() -> Option<String> {
@@ -126,7 +145,12 @@ where
     let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
-            let _ = e.print();
+            match invalid_value(name, &e) {
+                Some(line) => eprintln!("{line}"),
+                None => {
+                    let _ = e.print();
+                }
+            }
             return if e.use_stderr() {
                 crate::error::Exit::Usage
             } else {

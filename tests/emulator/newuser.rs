@@ -857,3 +857,115 @@ async fn after_ctrl_c_nothing_of_the_readers_display_is_left() {
         "{lines:#?}"
     );
 }
+
+/// The table of bad inputs a new user tries, with the exact first line and
+/// exit code each gives (the AWS failures are in
+/// `aws_trouble_is_one_line_that_says_what_to_do`).
+#[tokio::test(flavor = "multi_thread")]
+async fn each_bad_input_gives_its_exact_first_line() {
+    let table = table();
+    let reader_cases: &[(&[&str], &str)] = &[
+        (
+            &["--stream", "s", "--iteration", "-1"],
+            "kinesis-reader: --iteration -1: expected a whole number ≥ 0 or `next`",
+        ),
+        (
+            &["--stream", "s", "--lease-duration", "1s"],
+            "kinesis-reader: --lease-duration 1s: must be 2s to 1h",
+        ),
+        (
+            &["--stream", "s", "--max-concurrent-shards", "0"],
+            "kinesis-reader: --max-concurrent-shards must be at least 1",
+        ),
+        (
+            &["status", "--stream", "s", "--last", "-1"],
+            "kinesis-reader: --last -1: expected a whole number ≥ 0",
+        ),
+        (
+            &["--stream", "no spaces"],
+            "kinesis-reader: --stream no spaces: a stream name is 1 to 128 characters of \
+             A-Z, a-z, 0-9, '_', '-' and '.' (or give the stream's ARN)",
+        ),
+        (
+            &[
+                "status",
+                "--stream",
+                "s",
+                "--checkpoint-table",
+                &table,
+                "--logical-name",
+                "l",
+                "--iteration",
+                "2",
+                "--lease-wait",
+                "1s",
+            ],
+            "kinesis-reader: --iteration, --lease-wait do not apply to status: it shows the \
+             latest iterations of the logical name (--last N says how many)",
+        ),
+        (
+            &["--stream", "s", "--", "./no-such-mapper.py"],
+            "kinesis-reader: command \"./no-such-mapper.py\" (after --) cannot be run: no such \
+             file",
+        ),
+    ];
+    for (args, line) in reader_cases {
+        let o = reader(args);
+        assert_eq!(code(&o), Some(2), "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o).lines().next().unwrap_or(""), *line, "{args:?}");
+    }
+    let writer_cases: &[(&[&str], &str)] = &[
+        (
+            &["s3://b/x/", "--iteration", "0", "--parts-in-flight", "0"],
+            "kinesis-writer: --parts-in-flight 0: must be 1 to 64",
+        ),
+        (
+            &["s3://b/x/", "--iteration", "0", "--part-size", "1MiB"],
+            "kinesis-writer: --part-size 1MiB: S3 parts are at least 5MiB",
+        ),
+        (
+            &[
+                "dynamodb://tbl",
+                "--columns",
+                "k:S",
+                "--batches-in-flight",
+                "0",
+            ],
+            "kinesis-writer: --batches-in-flight 0: must be 1 to 64",
+        ),
+        (
+            &["s3://b/x/", "--logical-name", "a/b", "--iteration", "1"],
+            "kinesis-writer: logical name \"a/b\": use 1 to 255 characters without '/' or \
+             control characters",
+        ),
+        (
+            &["dynamodb://tbl", "--columns", "k:S", "--compress", "gzip"],
+            "kinesis-writer: --compress does not apply to a dynamodb:// target (only to \
+             s3:// targets)",
+        ),
+        (
+            &["s3://b/x.tsv.gz", "--iteration", "0"],
+            "kinesis-writer: S3 key \"x.tsv.gz\" ends with .gz, but the object would be stored \
+             uncompressed, and readers pick the codec from the name: add --compress gzip, or \
+             drop .gz from the key",
+        ),
+        (
+            &[
+                "s3://b/x/",
+                "--iteration",
+                "0",
+                "-D",
+                "kinesis.checkpoint.enabled=true",
+            ],
+            "kinesis-writer: -D kinesis.checkpoint.enabled is a kinesis-reader setting; \
+             kinesis-writer reads only kinesis.accessKey, kinesis.secretKey, \
+             kinesis.checkpoint.logical.name, kinesis.checkpoint.iteration.no, \
+             kinesis.stream.name, kinesis.endpoint.region",
+        ),
+    ];
+    for (args, line) in writer_cases {
+        let o = writer(args, b"a\t1\n");
+        assert_eq!(code(&o), Some(2), "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o).lines().next().unwrap_or(""), *line, "{args:?}");
+    }
+}
