@@ -564,7 +564,7 @@ fn check_same_stream(h: &IterationHeader, s: &StreamInfo, key: &LogicalKey) -> R
 mod tests {
     use super::*;
     use crate::fakes::{ended, shard_info, Fault, Faulty, MemoryStore};
-    use crate::ports::checkpoint::ShardEnd;
+    use crate::ports::checkpoint::{ShardEnd, ShardFix};
     use crate::position::Position;
 
     fn key() -> LogicalKey {
@@ -629,12 +629,10 @@ mod tests {
                 ..ended(s, Some("5"), false).end.unwrap()
             };
             store
-                .fix_shard(
+                .fix_shards(
                     &key(),
                     o.header.number,
-                    &Holder::whole(owner),
-                    &s.shard_id,
-                    &end,
+                    &[ShardFix::new(&Holder::whole(owner), &s.shard_id, &end)],
                 )
                 .await
                 .unwrap();
@@ -702,11 +700,15 @@ mod tests {
         let end = ended(&a.shards[0], Some("5"), false).end.unwrap();
         let a_holder = task("a", "s0").holder();
         assert!(store
-            .fix_shard(&key(), 0, &task("a2", "s0").holder(), "s0", &end)
+            .fix_shards(
+                &key(),
+                0,
+                &[ShardFix::new(&task("a2", "s0").holder(), "s0", &end)]
+            )
             .await
             .is_err());
         store
-            .fix_shard(&key(), 0, &a_holder, "s0", &end)
+            .fix_shards(&key(), 0, &[ShardFix::new(&a_holder, "s0", &end)])
             .await
             .unwrap();
         store
@@ -748,7 +750,7 @@ mod tests {
         let b_holder = task("b", "s1").holder();
         let end = ended(&b.shards[1], None, false).end.unwrap();
         store
-            .fix_shard(&key(), 0, &b_holder, "s1", &end)
+            .fix_shards(&key(), 0, &[ShardFix::new(&b_holder, "s1", &end)])
             .await
             .unwrap();
         assert!(confirm_job().await.unwrap());
@@ -818,13 +820,21 @@ mod tests {
         assert!(e.to_string().contains("is being run by a"), "{e}");
         let end = ended(&o.shards[1], Some("5"), false).end.unwrap();
         assert!(store
-            .fix_shard(&key(), 0, &other.holder_of("s1"), "s1", &end)
+            .fix_shards(
+                &key(),
+                0,
+                &[ShardFix::new(&other.holder_of("s1"), "s1", &end)]
+            )
             .await
             .is_err());
         // Each shard is fixed under its own lease; when they are released,
         // the other task gets s1.
         store
-            .fix_shard(&key(), 0, &both.holder_of("s1"), "s1", &end)
+            .fix_shards(
+                &key(),
+                0,
+                &[ShardFix::new(&both.holder_of("s1"), "s1", &end)],
+            )
             .await
             .unwrap();
         for h in both.holders() {
@@ -899,7 +909,7 @@ mod tests {
         let end = ended(&o.shards[0], Some("3"), false).end.unwrap();
         assert!(matches!(
             store
-                .fix_shard(&key(), 0, &Holder::whole("a"), "s0", &end)
+                .fix_shards(&key(), 0, &[ShardFix::new(&Holder::whole("a"), "s0", &end)])
                 .await,
             Err(StoreError::Conflict(_))
         ));
@@ -985,12 +995,16 @@ mod tests {
         let o = open_as(&store, 0, "a", false).await.unwrap();
         let end = ended(&o.shards[0], Some("3"), false).end.unwrap();
         store
-            .fix_shard(&key(), 0, &Holder::whole("a"), "s0", &end)
+            .fix_shards(&key(), 0, &[ShardFix::new(&Holder::whole("a"), "s0", &end)])
             .await
             .unwrap();
         let later = ended(&o.shards[0], Some("9"), false).end.unwrap();
         assert!(store
-            .fix_shard(&key(), 0, &Holder::whole("a"), "s0", &later)
+            .fix_shards(
+                &key(),
+                0,
+                &[ShardFix::new(&Holder::whole("a"), "s0", &later)]
+            )
             .await
             .is_err());
         let s = store.shards(&key(), 0).await.unwrap();

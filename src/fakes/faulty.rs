@@ -34,20 +34,23 @@ pub enum Fault {
     IteratorExpired,
     /// SubscribeToShard: another subscription of the consumer is active.
     SubscriptionInUse,
+    /// Applied, and answered after this many milliseconds (a slow service).
+    Slow(u64),
 }
 
 /// Every port method a fault can be put on.
-const METHODS: [&str; 28] = [
+const METHODS: [&str; 29] = [
     "latest",
     "header",
     "lowest_unfinished",
     "headers",
     "shards",
+    "task_leases",
     "create",
     "add_shards",
     "acquire",
     "renew",
-    "fix_shard",
+    "fix_shards",
     "finish",
     "describe",
     "list_shards",
@@ -174,6 +177,11 @@ impl<T> Faulty<T> {
                 let _ = call().await;
                 call().await
             }
+            Some(Fault::Slow(ms)) => {
+                let answer = call().await;
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                answer
+            }
             Some(f) => panic!("{f:?} does not apply to {method}"),
         }
     }
@@ -278,16 +286,14 @@ impl<T: CheckpointStore> CheckpointStore for Faulty<T> {
         let call = || self.inner.renew(key, n, holder, expires_ms);
         self.call("renew", call, store_error).await
     }
-    async fn fix_shard(
+    async fn fix_shards(
         &self,
         key: &LogicalKey,
         n: u64,
-        holder: &Holder,
-        shard_id: &str,
-        end: &ShardEnd,
+        fixes: &[ShardFix],
     ) -> Result<(), StoreError> {
-        let call = || self.inner.fix_shard(key, n, holder, shard_id, end);
-        self.call("fix_shard", call, store_error).await
+        let call = || self.inner.fix_shards(key, n, fixes);
+        self.call("fix_shards", call, store_error).await
     }
     async fn finish(
         &self,

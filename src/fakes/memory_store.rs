@@ -234,26 +234,47 @@ impl CheckpointStore for MemoryStore {
             Ok(())
         })
     }
-    async fn fix_shard(
+    async fn fix_shards(
         &self,
         key: &LogicalKey,
         n: u64,
-        holder: &Holder,
-        shard_id: &str,
-        end: &ShardEnd,
+        fixes: &[ShardFix],
     ) -> Result<(), StoreError> {
-        self.leased(key, n, holder, |it| {
-            let sh = it
-                .shards
-                .get_mut(shard_id)
-                .ok_or_else(|| conflict("no such shard"))?;
-            match &sh.end {
-                // Our own fix, again (a retry after a lost answer).
-                Some(e) if e.same_fix(end) => return Ok(()),
-                Some(_) => return Err(conflict("already fixed")),
-                None => {}
+        // All or nothing, as one transaction of the table is.
+        self.with(|m| {
+            let it = m
+                .get_mut(&(key.clone(), n))
+                .ok_or_else(|| conflict("no iteration"))?;
+            let mut ids = std::collections::BTreeSet::new();
+            for f in fixes {
+                if !ids.insert(&f.shard_id) {
+                    return Err(StoreError::Other(anyhow::anyhow!(
+                        "shard {} twice in one write",
+                        f.shard_id
+                    )));
+                }
+                let owner = match &f.holder.task {
+                    None => it.header.owner.as_deref(),
+                    Some(t) => it.tasks.get(t).map(|(o, _)| o.as_str()),
+                };
+                if owner != Some(f.holder.owner.as_str()) {
+                    return Err(conflict("lease lost"));
+                }
+                let sh = it
+                    .shards
+                    .get(&f.shard_id)
+                    .ok_or_else(|| conflict("no such shard"))?;
+                match &sh.end {
+                    // Our own fix, again (a retry after a lost answer).
+                    Some(e) if e.same_fix(&f.end) => {}
+                    Some(_) => return Err(conflict("already fixed")),
+                    None => {}
+                }
             }
-            sh.end = Some(end.clone());
+            for f in fixes {
+                let sh = it.shards.get_mut(&f.shard_id).expect("checked above");
+                sh.end = Some(f.end.clone());
+            }
             Ok(())
         })
     }

@@ -169,6 +169,24 @@ impl Holder {
     }
 }
 
+/// One shard's end, to be fixed under `holder`'s lease.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardFix {
+    pub holder: Holder,
+    pub shard_id: String,
+    pub end: ShardEnd,
+}
+
+impl ShardFix {
+    pub fn new(holder: &Holder, shard_id: &str, end: &ShardEnd) -> Self {
+        ShardFix {
+            holder: holder.clone(),
+            shard_id: shard_id.to_string(),
+            end: end.clone(),
+        }
+    }
+}
+
 /// A map task's lease on one shard of an iteration (map mode leases each
 /// shard on its own), while it is held.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -231,14 +249,17 @@ pub trait CheckpointStore: Send + Sync {
         holder: &Holder,
         expires_ms: i64,
     ) -> Result<(), StoreError>;
-    /// Fixes a shard's end while we hold the lease; `Conflict` otherwise.
-    async fn fix_shard(
+    /// Fixes shards' ends, each while its holder holds the lease and only if
+    /// it is not fixed yet; `Conflict` otherwise. Several go in one write
+    /// where the store allows (DynamoDB: up to 100 items per transaction),
+    /// so that ends that arrive together cost a few round trips, not one
+    /// each. Across such writes it is not atomic: a `Conflict` may leave
+    /// earlier ones fixed, as fixing them one by one would.
+    async fn fix_shards(
         &self,
         key: &LogicalKey,
         n: u64,
-        holder: &Holder,
-        shard_id: &str,
-        end: &ShardEnd,
+        fixes: &[ShardFix],
     ) -> Result<(), StoreError>;
     /// Releases our lease. For the whole iteration it also sets the state
     /// (`Open` releases it without an outcome); a task's lease is only

@@ -11,7 +11,7 @@ use crate::expiry::{self, OnExpired};
 use crate::format::Formatter;
 use crate::iteration::{LeaseOptions, Opened};
 use crate::ports::checkpoint::{
-    CheckpointStore, IterationState, LogicalKey, ShardCheckpoint, ShardEnd, StoreError,
+    CheckpointStore, IterationState, LogicalKey, ShardCheckpoint, ShardEnd, ShardFix, StoreError,
 };
 use crate::ports::stream::{ShardInfo, StreamApi};
 use crate::position::Position;
@@ -23,6 +23,10 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+/// At most this many ends in one `fix_shards` call (the store splits it into
+/// transactions): enough for a thousand shards in one group commit.
+const FIXES_PER_WRITE: usize = 1_000;
 
 /// What to skip in a shard whose stored position aged out (`--on-expired
 /// skip`): where it now reads from, and what was lost.
@@ -203,8 +207,10 @@ impl IterationRun<'_> {
         })
     }
 
-    /// Fixes each shard's end as it arrives, one after another, until the
-    /// pump is done; a fix that loses its condition ends the run with exit
+    /// Fixes shards' ends as they arrive, until the pump is done. Ends that
+    /// arrive while a write is in flight go together in the next one (a
+    /// group commit), so that a thousand shards ending at once cost a few
+    /// round trips. A fix that loses its condition ends the run with exit
     /// code 3. A replay fixes nothing.
     async fn fix_ends(
         &self,
@@ -213,25 +219,50 @@ impl IterationRun<'_> {
         skipped: &Skipped,
     ) -> Result<()> {
         let n = self.opened.header.number;
-        while let Some((i, o)) = ends.recv().await {
+        while let Some(first) = ends.recv().await {
+            let mut arrived = vec![first];
+            while arrived.len() < FIXES_PER_WRITE {
+                match ends.try_recv() {
+                    Ok(end) => arrived.push(end),
+                    Err(_) => break,
+                }
+            }
             if !self.opened.leased {
                 continue;
             }
-            let id = &shards[i].shard_id;
-            let holder = self.lease.holder_of(id);
-            let end = end_from(o, &holder.owner, skipped.get(&i));
-            match self.store.fix_shard(&self.key, n, &holder, id, &end).await {
+            let fixes: Vec<ShardFix> = arrived
+                .into_iter()
+                .map(|(i, o)| {
+                    let id = &shards[i].shard_id;
+                    let holder = self.lease.holder_of(id);
+                    let end = end_from(o, &holder.owner, skipped.get(&i));
+                    ShardFix {
+                        holder,
+                        shard_id: id.clone(),
+                        end,
+                    }
+                })
+                .collect();
+            let ids = || {
+                let ids: Vec<&str> = fixes.iter().map(|f| f.shard_id.as_str()).collect();
+                ids.join(", ")
+            };
+            match self.store.fix_shards(&self.key, n, &fixes).await {
                 Ok(()) => {}
                 Err(StoreError::Conflict(_)) => {
                     return Err(ExitError::IterationOwned(format!(
-                        "iteration {n} of {:?}: shard {id} could not be fixed because another \
-                         run took the iteration over or fixed it first: this run's output is \
-                         incomplete (discard it); the other run's counts",
-                        self.key.logical_name
+                        "iteration {n} of {:?}: {} could not be fixed because another run took \
+                         the iteration over or fixed it first: this run's output is incomplete \
+                         (discard it); the other run's counts",
+                        self.key.logical_name,
+                        match fixes.len() {
+                            1 => format!("shard {}", ids()),
+                            _ => format!("shards {}", ids()),
+                        }
                     ))
                     .into())
                 }
-                Err(e) => return Err(anyhow!(e).context(format!("fixing shard {id}"))),
+                Err(e) => return Err(anyhow!(e).context(format!("fixing shard(s) {}", ids()))),
             }
         }
         Ok(())

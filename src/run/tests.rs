@@ -140,7 +140,7 @@ async fn an_iteration_is_read_recorded_replayed_byte_for_byte_and_followed() {
 #[tokio::test]
 async fn a_boundary_that_cannot_be_fixed_fails_the_iteration_and_next_reruns_it() {
     let api = two_shards();
-    let store = Arc::new(Faulty::new(MemoryStore::default()).on("fix_shard", 2..=2, Fault::Fail));
+    let store = Arc::new(Faulty::new(MemoryStore::default()).on("fix_shards", 1..=1, Fault::Fail));
     let e = read(api.clone(), Some(store.clone()), &checkpointed("next"))
         .await
         .unwrap_err();
@@ -225,4 +225,32 @@ async fn without_a_table_parents_are_read_before_their_children() {
     assert_eq!(s.records, 7);
     assert_eq!(&shards[..3], ["shardId-0"; 3]);
     assert!(shards[3..].iter().all(|s| *s != "shardId-0"), "{out}");
+}
+
+/// Shard ends that arrive while a fix is in flight go together in the next
+/// one: forty shards ending at once on a slow store cost a few writes, and
+/// every end is fixed and replays the same.
+#[tokio::test]
+async fn ends_that_arrive_together_are_fixed_in_one_write() {
+    let mut stream = MemoryStream::new("logs");
+    for s in 0..40u64 {
+        stream = stream.with_shard(&format!("shardId-{s:02}"), &[], records(100 * s, 3, "r"));
+    }
+    let api = Arc::new(stream);
+    let store =
+        Arc::new(Faulty::new(MemoryStore::default()).on("fix_shards", 1..=1000, Fault::Slow(100)));
+    let (first, s) = read(api.clone(), Some(store.clone()), &checkpointed("next"))
+        .await
+        .unwrap();
+    assert_eq!((s.iteration, first.lines().count()), (Some(0), 120));
+    let writes = store.calls("fix_shards");
+    assert!(writes <= 4, "{writes} writes for 40 ends");
+    let fixed = store.inner().shards(&key(), 0).await.unwrap();
+    assert!(fixed.iter().all(|s| s.end.is_some()), "{fixed:?}");
+    assert_eq!(
+        header(store.inner(), 0).await.state,
+        IterationState::Succeeded
+    );
+    let (again, _) = read(api, Some(store), &checkpointed("0")).await.unwrap();
+    assert_eq!(again, first);
 }

@@ -9,4 +9,5 @@ mod newuser;
 mod proxy;
 mod reader;
 mod reshard;
+mod scale;
 mod writer;

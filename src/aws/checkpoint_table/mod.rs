@@ -21,7 +21,7 @@ use super::{code, full};
 use crate::config::TableSettings;
 use crate::ports::checkpoint::{
     CheckpointStore, Holder, IterationHeader, IterationState, Lease, LogicalKey, ShardCheckpoint,
-    ShardEnd, StoreError, TaskLease,
+    ShardFix, StoreError, TaskLease,
 };
 use anyhow::anyhow;
 use async_trait::async_trait;
@@ -36,6 +36,47 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 /// TransactWriteItems takes at most 100 items.
 const TRANSACTION_ITEMS: usize = 100;
+
+/// Transactions at once when one write needs several: enough to open a
+/// thousand-shard iteration in two round trips' time, few enough not to
+/// meet the table's throttling all at once.
+const TRANSACTIONS_IN_FLIGHT: usize = 8;
+
+/// Runs the writes, [`TRANSACTIONS_IN_FLIGHT`] at a time; the first error
+/// ends it (the writes already made stay, as they would one by one).
+async fn all_of<F>(writes: impl Iterator<Item = F>) -> Result<(), StoreError>
+where
+    F: std::future::Future<Output = Result<(), StoreError>>,
+{
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
+    stream::iter(writes)
+        .buffer_unordered(TRANSACTIONS_IN_FLIGHT)
+        .try_collect::<()>()
+        .await
+}
+
+/// Splits fixes into transactions of at most [`TRANSACTION_ITEMS`] items: one
+/// lease check per distinct holder, and one update per shard.
+fn fix_chunks(fixes: &[ShardFix]) -> Vec<&[ShardFix]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut holders): (usize, Vec<&Holder>) = (0, Vec::new());
+    for (n, f) in fixes.iter().enumerate() {
+        let new_holder = !holders.contains(&&f.holder);
+        let items = holders.len() + usize::from(new_holder) + (n - start + 1);
+        if items > TRANSACTION_ITEMS {
+            chunks.push(&fixes[start..n]);
+            start = n;
+            holders.clear();
+        }
+        if !holders.contains(&&f.holder) {
+            holders.push(&f.holder);
+        }
+    }
+    if start < fixes.len() {
+        chunks.push(&fixes[start..]);
+    }
+    chunks
+}
 
 pub struct DynamoStore {
     client: Client,
@@ -447,27 +488,38 @@ impl CheckpointStore for DynamoStore {
     ) -> Result<(), StoreError> {
         check_number(h.number)?;
         // The header goes in the first transaction: if it exists, nothing is
-        // written. Later chunks (over 99 shards) only add shard items; a creator
-        // that dies between chunks leaves a short plan that the next lease
-        // holder completes (see iteration::open).
+        // written. Later chunks (over 99 shards) only add shard items, several
+        // at once; a creator that dies between them leaves a short plan that
+        // the next lease holder completes (see iteration::open).
+        let what = format!("creating iteration {}", h.number);
+        let mut chunks = shards.chunks(TRANSACTION_ITEMS - 1);
         let mut items = vec![self.conditional_put(self.codec().header_item(k, h))];
-        let mut first = true;
-        for chunk in shards.chunks(TRANSACTION_ITEMS - 1) {
-            items.extend(
+        items.extend(
+            chunks
+                .next()
+                .unwrap_or_default()
+                .iter()
+                .map(|sc| self.conditional_put(self.codec().shard_item(k, h.number, sc))),
+        );
+        self.transact(items, &what).await?;
+        let rest: Vec<Vec<TransactWriteItem>> = chunks
+            .map(|chunk| {
                 chunk
                     .iter()
-                    .map(|sc| self.conditional_put(self.codec().shard_item(k, h.number, sc))),
-            );
-            let what = format!("creating iteration {}", h.number);
-            match self.transact(std::mem::take(&mut items), &what).await {
-                Err(StoreError::Conflict(c)) if !first => {
-                    return Err(StoreError::Other(anyhow!("{c}: shard items exist already")))
+                    .map(|sc| self.conditional_put(self.codec().shard_item(k, h.number, sc)))
+                    .collect()
+            })
+            .collect();
+        let what = &what;
+        all_of(rest.into_iter().map(|items| async move {
+            match self.transact(items, what).await {
+                Err(StoreError::Conflict(c)) => {
+                    Err(StoreError::Other(anyhow!("{c}: shard items exist already")))
                 }
-                r => r?,
+                r => r,
             }
-            first = false;
-        }
-        Ok(())
+        }))
+        .await
     }
 
     async fn add_shards(
@@ -477,17 +529,21 @@ impl CheckpointStore for DynamoStore {
         holder: &Holder,
         shards: &[ShardCheckpoint],
     ) -> Result<(), StoreError> {
-        for chunk in shards.chunks(TRANSACTION_ITEMS - 1) {
-            let mut items = vec![self.lease_check(k, i, holder)];
-            items.extend(
-                chunk
-                    .iter()
-                    .map(|sc| self.conditional_put(self.codec().shard_item(k, i, sc))),
-            );
-            self.transact(items, &format!("completing iteration {i}"))
-                .await?;
-        }
-        Ok(())
+        let what = format!("completing iteration {i}");
+        let chunks: Vec<Vec<TransactWriteItem>> = shards
+            .chunks(TRANSACTION_ITEMS - 1)
+            .map(|chunk| {
+                let mut items = vec![self.lease_check(k, i, holder)];
+                items.extend(
+                    chunk
+                        .iter()
+                        .map(|sc| self.conditional_put(self.codec().shard_item(k, i, sc))),
+                );
+                items
+            })
+            .collect();
+        let what = &what;
+        all_of(chunks.into_iter().map(|items| self.transact(items, what))).await
     }
 
     async fn acquire(
@@ -603,54 +659,20 @@ impl CheckpointStore for DynamoStore {
         .await
     }
 
-    async fn fix_shard(
+    async fn fix_shards(
         &self,
         k: &LogicalKey,
         i: u64,
-        holder: &Holder,
-        shard_id: &str,
-        end: &ShardEnd,
+        fixes: &[ShardFix],
     ) -> Result<(), StoreError> {
-        // One transaction: our lease still holds, and the end is not fixed yet.
-        let mut set = Vec::new();
-        let mut names = HashMap::from([("#h".to_string(), self.t.hash_key.clone())]);
-        let mut values = HashMap::new();
-        for (idx, (attr, v)) in end_attributes(end).into_iter().enumerate() {
-            set.push(format!("#a{idx} = :v{idx}"));
-            names.insert(format!("#a{idx}"), attr);
-            values.insert(format!(":v{idx}"), v);
+        type Write<'a> = std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'a>,
+        >;
+        let mut writes: Vec<Write<'_>> = Vec::new();
+        for chunk in fix_chunks(fixes) {
+            writes.push(Box::pin(self.fix_chunk(k, i, chunk)));
         }
-        names.insert("#next".into(), "next".into());
-        let update = Update::builder()
-            .table_name(&self.t.table)
-            .set_key(Some(self.codec().key(shard_pk(k, i), shard_id.to_string())))
-            .update_expression(format!("SET {}", set.join(", ")))
-            .condition_expression("attribute_exists(#h) AND attribute_not_exists(#next)")
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .build()
-            .expect("complete");
-        let items = vec![
-            self.lease_check(k, i, holder),
-            TransactWriteItem::builder().update(update).build(),
-        ];
-        match self
-            .transact(items, &format!("fixing shard {shard_id} of iteration {i}"))
-            .await
-        {
-            // The SDK retries a call whose answer was lost; if the first try
-            // landed, the retry meets our own end: that is success, not a rival.
-            Err(StoreError::Conflict(c)) => {
-                let stored = self
-                    .get(self.codec().key(shard_pk(k, i), shard_id.to_string()))
-                    .await?;
-                match stored.map(|it| self.codec().parse_shard(&it)).transpose()? {
-                    Some(ShardCheckpoint { end: Some(e), .. }) if e.same_fix(end) => Ok(()),
-                    _ => Err(StoreError::Conflict(c)),
-                }
-            }
-            r => r,
-        }
+        all_of(writes.into_iter()).await
     }
 
     async fn finish(
@@ -740,6 +762,69 @@ impl CheckpointStore for DynamoStore {
 
 impl DynamoStore {
     /// A transaction item that holds only while `owner` has the lease.
+    /// One transaction: every holder's lease still holds, and none of the
+    /// ends is fixed yet.
+    async fn fix_chunk(
+        &self,
+        k: &LogicalKey,
+        i: u64,
+        fixes: &[ShardFix],
+    ) -> Result<(), StoreError> {
+        let mut holders: Vec<&Holder> = Vec::new();
+        for f in fixes {
+            if !holders.contains(&&f.holder) {
+                holders.push(&f.holder);
+            }
+        }
+        let mut items: Vec<TransactWriteItem> =
+            holders.iter().map(|h| self.lease_check(k, i, h)).collect();
+        items.extend(fixes.iter().map(|f| self.end_update(k, i, f)));
+        let ids: Vec<&str> = fixes.iter().map(|f| f.shard_id.as_str()).collect();
+        let what = format!("fixing shards {} of iteration {i}", ids.join(", "));
+        match self.transact(items, &what).await {
+            // The SDK retries a call whose answer was lost; if the first try
+            // landed, the retry meets our own ends: that is success, not a
+            // rival. A transaction lands whole or not at all, so every end
+            // is ours or the conflict is real.
+            Err(StoreError::Conflict(c)) => {
+                for f in fixes {
+                    let stored = self
+                        .get(self.codec().key(shard_pk(k, i), f.shard_id.clone()))
+                        .await?;
+                    match stored.map(|it| self.codec().parse_shard(&it)).transpose()? {
+                        Some(ShardCheckpoint { end: Some(e), .. }) if e.same_fix(&f.end) => {}
+                        _ => return Err(StoreError::Conflict(c)),
+                    }
+                }
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
+    /// Sets a shard's end, on the condition that it has none yet.
+    fn end_update(&self, k: &LogicalKey, i: u64, f: &ShardFix) -> TransactWriteItem {
+        let mut set = Vec::new();
+        let mut names = HashMap::from([("#h".to_string(), self.t.hash_key.clone())]);
+        let mut values = HashMap::new();
+        for (idx, (attr, v)) in end_attributes(&f.end).into_iter().enumerate() {
+            set.push(format!("#a{idx} = :v{idx}"));
+            names.insert(format!("#a{idx}"), attr);
+            values.insert(format!(":v{idx}"), v);
+        }
+        names.insert("#next".into(), "next".into());
+        let update = Update::builder()
+            .table_name(&self.t.table)
+            .set_key(Some(self.codec().key(shard_pk(k, i), f.shard_id.clone())))
+            .update_expression(format!("SET {}", set.join(", ")))
+            .condition_expression("attribute_exists(#h) AND attribute_not_exists(#next)")
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .expect("complete");
+        TransactWriteItem::builder().update(update).build()
+    }
+
     fn lease_check(&self, k: &LogicalKey, i: u64, holder: &Holder) -> TransactWriteItem {
         TransactWriteItem::builder()
             .condition_check(
@@ -753,5 +838,52 @@ impl DynamoStore {
                     .expect("complete"),
             )
             .build()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fakes::ended;
+    use crate::position::Position;
+
+    fn fixes(n: usize, per_shard_leases: bool) -> Vec<ShardFix> {
+        let start = ShardCheckpoint {
+            shard_id: "s".into(),
+            parents: Vec::new(),
+            start: Position::At("0".into()),
+            known_until_ms: None,
+            end: None,
+        };
+        let end = ended(&start, Some("1"), false).end.unwrap();
+        (0..n)
+            .map(|i| {
+                let id = format!("shardId-{i:04}");
+                let holder = Holder {
+                    owner: "o".into(),
+                    task: per_shard_leases.then(|| id.clone()),
+                };
+                ShardFix {
+                    holder,
+                    shard_id: id,
+                    end: end.clone(),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fixes_go_in_transactions_of_at_most_100_items_with_one_lease_check_per_holder() {
+        // One run's lease: 99 ends and the check per transaction.
+        let all = fixes(1_000, false);
+        let chunks = fix_chunks(&all);
+        assert_eq!(chunks.len(), 11);
+        assert!(chunks[..10].iter().all(|c| c.len() == 99));
+        assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), 1_000);
+        // Map mode leases each shard: a check and an end per shard.
+        let all = fixes(120, true);
+        let sizes: Vec<usize> = fix_chunks(&all).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [50, 50, 20]);
+        assert!(fix_chunks(&[]).is_empty());
     }
 }
