@@ -7,8 +7,10 @@
 //! Every shard holds `pages` pages of 10,000 records of `record-size` bytes —
 //! fewer when that would pass the service's 10 MiB per GetRecords answer —
 //! (JSON-like text, base64 in the answer exactly as the service sends it),
-//! then answers empty pages with MillisBehindLatest 0 (caught up). Sequence
-//! numbers grow within a shard. It listens on 127.0.0.1 only and stops when
+//! then answers empty pages with MillisBehindLatest 0 (caught up). A
+//! GetRecords `Limit` is honoured, as the service does: the answer holds
+//! that many records of the page, and the next one goes on from there.
+//! Sequence numbers grow within a shard. It listens on 127.0.0.1 only and stops when
 //! its stdin closes (or after --seconds).
 
 use bytes::Bytes;
@@ -25,9 +27,16 @@ fn records_per_page(size: usize) -> usize {
 struct Canned {
     shards: usize,
     pages: usize,
-    /// One page's JSON with the page number's 9 digits left at `page_digits`.
-    template: Vec<u8>,
-    page_digits: Vec<usize>,
+    page: Template,
+}
+
+/// One page's records as JSON, comma-separated, the page number's 9 digits
+/// left at `digits[i]` in record i, which spans `records[i]` (without its
+/// comma).
+struct Template {
+    text: Vec<u8>,
+    digits: Vec<usize>,
+    records: Vec<std::ops::Range<usize>>,
 }
 
 fn arg(name: &str, default: usize) -> usize {
@@ -39,7 +48,7 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn render(size: usize) -> (Vec<u8>, Vec<usize>) {
+fn render(size: usize) -> Template {
     use base64::Engine;
     // A realistic record: a JSON log line padded to the size.
     let mut payload =
@@ -51,41 +60,57 @@ fn render(size: usize) -> (Vec<u8>, Vec<usize>) {
     payload.extend_from_slice(b"\"}");
     payload.truncate(size.max(1));
     let data = base64::engine::general_purpose::STANDARD.encode(&payload);
-    let mut out = br#"{"Records":["#.to_vec();
+    let mut out = Vec::new();
     let n = records_per_page(size);
-    let mut digits = Vec::with_capacity(n);
+    let (mut digits, mut records) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for i in 0..n {
         if i > 0 {
             out.push(b',');
         }
+        let start = out.len();
         // 56 digits like the service's: a fixed head, then the page and the record.
         out.extend_from_slice(br#"{"SequenceNumber":"495903382714902566085596925383615710959215"#);
         digits.push(out.len());
         out.extend_from_slice(format!("000000000{i:05}\",\"ApproximateArrivalTimestamp\":1764165900.123,\"PartitionKey\":\"client-{}\",\"Data\":\"{data}\"}}", i % 500).as_bytes());
+        records.push(start..out.len());
     }
-    out.extend_from_slice(b"],");
-    (out, digits)
+    Template {
+        text: out,
+        digits,
+        records,
+    }
 }
 
 impl Canned {
-    fn page(&self, shard: usize, page: usize) -> Vec<u8> {
+    /// Up to `limit` records of page `page` from record `from` on.
+    fn page(&self, shard: usize, page: usize, from: usize, limit: usize) -> Vec<u8> {
         if page >= self.pages {
             return format!(
-                r#"{{"Records":[],"NextShardIterator":"{shard}:{page}","MillisBehindLatest":0}}"#
+                r#"{{"Records":[],"NextShardIterator":"{shard}:{page}:0","MillisBehindLatest":0}}"#
             )
             .into_bytes();
         }
-        let mut body = self.template.clone();
+        let t = &self.page;
+        let n = t.records.len();
+        let from = from.min(n - 1);
+        let to = (from + limit.max(1)).min(n);
+        let mut body = br#"{"Records":["#.to_vec();
+        let base = body.len();
+        let (first, last) = (t.records[from].start, t.records[to - 1].end);
+        body.extend_from_slice(&t.text[first..last]);
         let p = format!("{page:09}");
-        for &at in &self.page_digits {
+        for i in from..to {
+            let at = base + t.digits[i] - first;
             body[at..at + 9].copy_from_slice(p.as_bytes());
         }
+        let next = if to == n {
+            format!("{}:0", page + 1)
+        } else {
+            format!("{page}:{to}")
+        };
         body.extend_from_slice(
-            format!(
-                r#""NextShardIterator":"{shard}:{}","MillisBehindLatest":1000}}"#,
-                page + 1
-            )
-            .as_bytes(),
+            format!(r#"],"NextShardIterator":"{shard}:{next}","MillisBehindLatest":1000}}"#)
+                .as_bytes(),
         );
         body
     }
@@ -107,12 +132,13 @@ impl Canned {
             "GetShardIterator" => {
                 let shard: usize = body["ShardId"].as_str().unwrap_or("shardId-0")[8..].parse().unwrap_or(0);
                 // Only whole-shard reads are benchmarked: every start is page 0.
-                format!(r#"{{"ShardIterator":"{shard}:0"}}"#).into_bytes()
+                format!(r#"{{"ShardIterator":"{shard}:0:0"}}"#).into_bytes()
             }
             "GetRecords" => {
-                let it = body["ShardIterator"].as_str().unwrap_or("0:0");
-                let (s, p) = it.split_once(':').unwrap_or(("0", "0"));
-                self.page(s.parse().unwrap_or(0), p.parse().unwrap_or(0))
+                let it = body["ShardIterator"].as_str().unwrap_or("0:0:0");
+                let at: Vec<usize> = it.split(':').map(|n| n.parse().unwrap_or(0)).collect();
+                let limit = body["Limit"].as_u64().unwrap_or(10_000) as usize;
+                self.page(at[0], at[1], at.get(2).copied().unwrap_or(0), limit)
             }
             other => format!(r#"{{"__type":"UnknownOperationException","message":"{other}"}}"#).into_bytes(),
         }
@@ -144,12 +170,10 @@ fn main() {
         return;
     }
     let port = arg("--port", 4599) as u16;
-    let (template, page_digits) = render(arg("--record-size", 1000));
     let canned = Arc::new(Canned {
         shards: arg("--shards", 1),
         pages: arg("--pages", 10),
-        template,
-        page_digits,
+        page: render(arg("--record-size", 1000)),
     });
     let seconds = arg("--seconds", 3600) as u64;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -6,6 +6,9 @@
     benches/harness.py --baseline PATH [--no-boto3]
                                   also runs another build of kinesis-reader (PATH), its runs
                                   alternating with this build's, and prints the two side by side
+    benches/harness.py --scale [--baseline PATH]
+                                  the memory budget: 1 KB and 10 KB records on 1, 64, 256 and
+                                  1,000 shards, one run each, without boto3
 
 Starts the canned Kinesis endpoint (benches/canned_kinesis.rs) on 127.0.0.1 for each
 configuration, runs kinesis-reader and the boto3 baseline (benches/boto3_reader.py) against
@@ -77,8 +80,9 @@ def option(name: str):
 
 def main() -> None:
     short = "--short" in sys.argv
+    scale = "--scale" in sys.argv
     baseline = option("--baseline")
-    with_boto3 = "--no-boto3" not in sys.argv
+    with_boto3 = "--no-boto3" not in sys.argv and not scale
     reader, canned = build("dev" if short else "release")
     python = os.path.join(ROOT, ".venv", "bin", "python")
     if not os.path.exists(python):
@@ -88,6 +92,11 @@ def main() -> None:
                AWS_EC2_METADATA_DISABLED="true", RUST_LOG="warn")
     if short:
         configs, repeats = [(1000, 2, 1)], 1
+    elif scale:
+        # One page per shard beyond one shard: 10 MB each, so 1,000 shards are 10 GB.
+        configs = [(size, shards, 10 if shards == 1 else 1)
+                   for size in (1000, 10000) for shards in (1, 64, 256, 1000)]
+        repeats = 1
     else:
         # (record size, shards, pages per shard): about 100-600 MB of payload each.
         configs = [(100, 1, 20), (100, 8, 8), (100, 64, 1),
@@ -116,10 +125,11 @@ def main() -> None:
             if baseline:
                 row["baseline"] = summarise(base_runs, records, payload)
             # The consumer stalls for 3 s before reading: memory must stay flat (backpressure).
-            stalled = subprocess.Popen(["sh", "-c", "sleep 3; cat >/dev/null"], stdin=subprocess.PIPE)
-            row["kinesis-reader stalled consumer"] = summarise([measure(ours, env, stdout=stalled.stdin)], records, payload)
-            stalled.stdin.close()
-            stalled.wait()
+            if not scale:
+                stalled = subprocess.Popen(["sh", "-c", "sleep 3; cat >/dev/null"], stdin=subprocess.PIPE)
+                row["kinesis-reader stalled consumer"] = summarise([measure(ours, env, stdout=stalled.stdin)], records, payload)
+                stalled.stdin.close()
+                stalled.wait()
             boto_repeats = 1 if short or records > 200_000 else min(repeats, 3)
             if with_boto3:
                 row["boto3"] = summarise(

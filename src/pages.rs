@@ -22,6 +22,27 @@ pub const PAGES_PER_SHARD: usize = 2;
 /// 10 MiB each keep the reader within 64 MiB beyond one page per shard.
 pub const SHARED_PAGES: usize = 3;
 
+/// `--max-memory`'s default.
+pub const DEFAULT_MAX_MEMORY: usize = 512 * 1024 * 1024;
+/// What a run takes besides its pages (the program, the output buffer,
+/// connections, the merge's state), measured in BENCHMARKS.md.
+pub const FIXED_MEMORY: usize = 48 * 1024 * 1024;
+/// The smallest page worth a GetRecords call.
+pub const MIN_PAGE_BYTES: usize = 64 * 1024;
+
+/// The bytes a page may hold when `shards` are read at once within
+/// `max_memory`: one page per shard and the shared pages, each the same
+/// share, at most the service's 10 MiB. `Err` with the smallest budget that
+/// would do, when the share would be under [`MIN_PAGE_BYTES`].
+pub fn page_bytes(max_memory: usize, shards: usize) -> Result<usize, usize> {
+    let pages = shards + SHARED_PAGES;
+    let share = max_memory.saturating_sub(FIXED_MEMORY) / pages;
+    if share < MIN_PAGE_BYTES {
+        return Err(FIXED_MEMORY + pages * MIN_PAGE_BYTES);
+    }
+    Ok(share.min(crate::shard::MAX_PAGE_BYTES))
+}
+
 /// The shared budget of a run.
 #[derive(Clone)]
 pub struct Budget(Arc<Semaphore>);
@@ -188,5 +209,20 @@ mod tests {
         assert!(c.shared);
         drop((a, c));
         assert!(!s.acquire().await.shared);
+    }
+
+    #[test]
+    fn the_memory_budget_is_shared_out_over_the_pages_a_group_may_hold() {
+        use super::*;
+        let mib = 1 << 20;
+        assert_eq!(page_bytes(512 * mib, 1), Ok(crate::shard::MAX_PAGE_BYTES));
+        assert_eq!(page_bytes(512 * mib, 64), Ok((512 - 48) * mib / 67));
+        let at_1000 = page_bytes(512 * mib, 1_000).unwrap();
+        assert!((400 * 1024..500 * 1024).contains(&at_1000), "{at_1000}");
+        assert!(1_003 * at_1000 + FIXED_MEMORY <= 512 * mib);
+        assert_eq!(
+            page_bytes(512 * mib, 10_000),
+            Err(FIXED_MEMORY + 10_003 * MIN_PAGE_BYTES)
+        );
     }
 }

@@ -98,8 +98,14 @@ pub enum ShardEvent {
 /// How every shard of a run is read.
 #[derive(Clone, Debug)]
 pub struct ReadSettings {
-    /// Records per GetRecords call.
+    /// Records per GetRecords call at most.
     pub batch_size: i32,
+    /// `--max-memory`: what the pages a run holds may take together.
+    pub max_memory: usize,
+    /// The bytes one page should hold at most: the memory budget shared out
+    /// over the pages a group of shards may hold ([`crate::pages::page_bytes`]).
+    /// Each call's `Limit` is sized to it from the shard's records so far.
+    pub page_bytes: usize,
     /// Expand KPL aggregates into their sub-records (boundaries stay on the
     /// outer record, so an aggregate is never split between iterations).
     pub deaggregate: bool,
@@ -118,6 +124,8 @@ impl Default for ReadSettings {
     fn default() -> Self {
         ReadSettings {
             batch_size: 10_000,
+            max_memory: crate::pages::DEFAULT_MAX_MEMORY,
+            page_bytes: MAX_PAGE_BYTES,
             deaggregate: true,
             bytes_per_sec: 2.0 * 1024.0 * 1024.0,
             min_call_interval: MIN_CALL_INTERVAL,
@@ -372,7 +380,7 @@ enum Source {
     Poll {
         iterator: Option<String>,
         pacer: Pacer,
-        batch: i32,
+        limit: Limit,
     },
     Push {
         consumer: Arc<str>,
@@ -381,6 +389,60 @@ enum Source {
         /// Subscriptions refused in a row because another one was active.
         busy: u32,
     },
+}
+
+/// The most a GetRecords page holds (the service's cap), and the largest
+/// record (a shard with no record read yet may hold records this big).
+pub const MAX_PAGE_BYTES: usize = 10 * 1024 * 1024;
+const MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// What a record takes in a page beyond its data and key: its sequence
+/// number, arrival time and entry.
+const RECORD_OVERHEAD: usize = 96;
+
+/// The `Limit` of a shard's next GetRecords call: as many records as fit in
+/// the page budget, by the shard's average record so far (before any record,
+/// as if every record were as large as the service allows).
+struct Limit {
+    now: i32,
+    most: i32,
+    page_bytes: usize,
+    records: u64,
+    bytes: u64,
+}
+
+impl Limit {
+    fn new(settings: &ReadSettings) -> Self {
+        let mut l = Limit {
+            now: settings.batch_size,
+            most: settings.batch_size,
+            page_bytes: settings.page_bytes,
+            records: 0,
+            bytes: 0,
+        };
+        l.now = l.fitting(MAX_RECORD_BYTES);
+        l
+    }
+
+    fn fitting(&self, record_bytes: usize) -> i32 {
+        if self.page_bytes >= MAX_PAGE_BYTES {
+            return self.most; // the service's own cap is within the budget
+        }
+        let n = self.page_bytes / record_bytes.max(1);
+        n.clamp(1, self.most.max(1) as usize) as i32
+    }
+
+    fn after(&mut self, page: &Page) {
+        if page.records.is_empty() {
+            return;
+        }
+        self.records += page.records.len() as u64;
+        self.bytes += page
+            .records
+            .iter()
+            .map(|r| r.data.len() + r.partition_key.len() + RECORD_OVERHEAD)
+            .sum::<usize>() as u64;
+        self.now = self.fitting((self.bytes / self.records) as usize);
+    }
 }
 
 /// How long to keep asking while another subscription of the consumer to
@@ -398,7 +460,7 @@ impl Source {
             None => Source::Poll {
                 iterator: Some(api.iterator(shard, start).await?),
                 pacer: Pacer::new(settings),
-                batch: settings.batch_size,
+                limit: Limit::new(settings),
             },
             Some(c) => Source::Push {
                 consumer: c.clone(),
@@ -430,13 +492,14 @@ impl Source {
                 Source::Poll {
                     iterator,
                     pacer,
-                    batch,
+                    limit,
                 } => {
                     let it = iterator.take().expect("more() was checked");
                     pacer.wait().await;
-                    match api.get_records(&it, *batch).await {
+                    match api.get_records(&it, limit.now).await {
                         Ok(page) => {
                             pacer.paid(&page);
+                            limit.after(&page);
                             iterator.clone_from(&page.next_iterator);
                             return Ok(page);
                         }
@@ -570,6 +633,16 @@ mod tests {
         extent: Extent,
         settings: ReadSettings,
     ) -> (Vec<String>, Option<Outcome>) {
+        let (pages, outcome) = run_pages(api, extent, settings).await;
+        (pages.concat(), outcome)
+    }
+
+    /// As [`run_with`], page by page.
+    async fn run_pages(
+        api: Arc<dyn StreamApi>,
+        extent: Extent,
+        settings: ReadSettings,
+    ) -> (Vec<Vec<String>>, Option<Outcome>) {
         let (tx, mut rx) = mpsc::channel(4);
         let page_slots = ShardPages::alone();
         let task = ShardTask {
@@ -585,7 +658,7 @@ mod tests {
         let outcome = loop {
             match rx.recv().await.expect("task ends with Done") {
                 (_, ShardEvent::Page(p)) => {
-                    seqs.extend(p.iter().map(|r| r.sequence_number.to_string()));
+                    seqs.push(p.iter().map(|r| r.sequence_number.to_string()).collect());
                     page_slots.release();
                 }
                 (_, ShardEvent::Done(o)) => break o,
@@ -772,5 +845,36 @@ mod tests {
             "a quiet shard reports its watermark while it waits"
         );
         assert_eq!(o.last_sequence.as_deref(), Some("50"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_call_asks_for_as_many_records_as_fit_the_page_budget() {
+        // 1 KB records, pages of at most 20 KB: the first call asks for one
+        // record (it might be 1 MiB), then as many as fit.
+        let records = (1..=100)
+            .map(|i| record(&(i * 10).to_string(), &"x".repeat(1_000), 1000 + i as i64))
+            .collect();
+        let mut stream = MemoryStream::new("logs").with_shard("s", &[], records);
+        stream.page = 10_000;
+        stream.endless_iterators = true;
+        let settings = ReadSettings {
+            page_bytes: 20_000,
+            min_call_interval: Duration::ZERO,
+            ..Default::default()
+        };
+        let (pages, _) = run_pages(
+            Arc::new(stream),
+            live(Position::At("10".into()), None, Some(2_000)),
+            settings,
+        )
+        .await;
+        let sizes: Vec<usize> = pages.iter().map(Vec::len).filter(|n| *n > 0).collect();
+        assert_eq!(sizes[0], 1, "{sizes:?}");
+        let per_page = 20_000 / (1_000 + 1 + RECORD_OVERHEAD);
+        assert!(
+            sizes[1..sizes.len() - 1].iter().all(|n| *n == per_page),
+            "{sizes:?}"
+        );
+        assert_eq!(sizes.iter().sum::<usize>(), 100);
     }
 }

@@ -207,6 +207,11 @@ pub struct ReadArgs {
     /// Least time between GetRecords calls on one shard (benchmarks against an emulator only).
     #[arg(help_heading = "Stream", long, hide = true, default_value = "200ms")]
     pub min_call_interval: String,
+    /// The most memory the pages being read may take, whatever the number of shards: each
+    /// shard's GetRecords Limit is sized so that its pages fit its share (enhanced fan-out's
+    /// pushed pages are not limited) [default: 512MiB].
+    #[arg(help_heading = "Stream", long, value_name = "SIZE")]
+    pub max_memory: Option<String>,
     /// Print KPL aggregated records as they are, instead of their sub-records.
     #[arg(help_heading = "Stream", long)]
     pub no_deaggregate: bool,

@@ -365,6 +365,14 @@ impl ReaderConfig {
                 )))
             }
         };
+        let max_memory = match r.max_memory.as_deref() {
+            None => crate::pages::DEFAULT_MAX_MEMORY,
+            Some(v) => match super::layers::parse_size(v) {
+                Ok(n) if n >= 64 << 20 => n,
+                Ok(_) => return Err(usage(format!("--max-memory {v}: must be at least 64MiB"))),
+                Err(e) => return Err(usage(format!("--max-memory {v}: {e}"))),
+            },
+        };
         let map = map_mode(r, l, assignment)?;
         if map.is_some() && checkpoint.is_none() {
             return Err(usage(
@@ -389,6 +397,8 @@ impl ReaderConfig {
             status_interval,
             read: crate::shard::ReadSettings {
                 batch_size,
+                max_memory,
+                page_bytes: crate::shard::MAX_PAGE_BYTES,
                 deaggregate: !r.no_deaggregate,
                 bytes_per_sec: max_read_rate * 1024.0 * 1024.0,
                 min_call_interval: humantime::parse_duration(&r.min_call_interval)

@@ -2,9 +2,10 @@
 //! task, pages through the deterministic merge onto one buffered output, and
 //! each shard's end sent back once its last record has been flushed.
 
+use crate::error::ExitError;
 use crate::format::Formatter;
 use crate::merge::{merge, MergeShard, MergeStats};
-use crate::pages::{Budget, PAGES_PER_SHARD};
+use crate::pages::{page_bytes, Budget, PAGES_PER_SHARD};
 use crate::ports::checkpoint::ShardCheckpoint;
 use crate::ports::stream::{ShardInfo, StreamApi};
 use crate::shard::{EndRules, Extent, Outcome, ReadSettings, ShardEvent, ShardTask};
@@ -73,6 +74,16 @@ impl Pump<'_> {
             .iter()
             .map(|s| (s.shard_id.as_str(), s.ending_sequence_number.clone()))
             .collect();
+        let mut settings = self.settings.clone();
+        settings.page_bytes = page_bytes(settings.max_memory, shards.len()).map_err(|need| {
+            ExitError::Usage(format!(
+                "--max-memory {} MiB is too small to read {} shards at once: give at least {} \
+                 MiB, or read fewer at once with --max-concurrent-shards",
+                settings.max_memory >> 20,
+                shards.len(),
+                need.div_ceil(1 << 20)
+            ))
+        })?;
         let (tx, rx) = mpsc::channel(shards.len() * (PAGES_PER_SHARD + 2) + 8);
         let budget = Budget::default();
         let failure: Arc<Mutex<Option<anyhow::Error>>> = Arc::default();
@@ -100,7 +111,7 @@ impl Pump<'_> {
                 index,
                 shard_id: s.shard_id.clone(),
                 extent,
-                settings: self.settings.clone(),
+                settings: settings.clone(),
                 page_slots,
                 events: tx.clone(),
             };
