@@ -106,6 +106,10 @@ pub struct ReadSettings {
     /// over the pages a group of shards may hold ([`crate::pages::page_bytes`]).
     /// Each call's `Limit` is sized to it from the shard's records so far.
     pub page_bytes: usize,
+    /// A shard's typical record (bytes, with its overhead), known from the
+    /// checkpoints (this iteration's replayed end, or the last one's), so
+    /// that its first call need not assume 1 MiB records.
+    pub record_sizes: Arc<std::collections::HashMap<String, usize>>,
     /// Expand KPL aggregates into their sub-records (boundaries stay on the
     /// outer record, so an aggregate is never split between iterations).
     pub deaggregate: bool,
@@ -126,6 +130,7 @@ impl Default for ReadSettings {
             batch_size: 10_000,
             max_memory: crate::pages::DEFAULT_MAX_MEMORY,
             page_bytes: MAX_PAGE_BYTES,
+            record_sizes: Arc::default(),
             deaggregate: true,
             bytes_per_sec: 2.0 * 1024.0 * 1024.0,
             min_call_interval: MIN_CALL_INTERVAL,
@@ -399,9 +404,16 @@ const MAX_RECORD_BYTES: usize = 1024 * 1024;
 /// number, arrival time and entry.
 const RECORD_OVERHEAD: usize = 96;
 
+/// A shard's typical record as a page holds it, from the records and bytes
+/// of an end (`None` when it read nothing).
+pub fn typical_record(records: u64, bytes: u64) -> Option<usize> {
+    (records > 0).then(|| (bytes / records) as usize + RECORD_OVERHEAD)
+}
+
 /// The `Limit` of a shard's next GetRecords call: as many records as fit in
 /// the page budget, by the shard's average record so far (before any record,
-/// as if every record were as large as the service allows).
+/// its typical record from the checkpoints, else as if every record were as
+/// large as the service allows).
 struct Limit {
     now: i32,
     most: i32,
@@ -411,7 +423,7 @@ struct Limit {
 }
 
 impl Limit {
-    fn new(settings: &ReadSettings) -> Self {
+    fn new(settings: &ReadSettings, shard: &str) -> Self {
         let mut l = Limit {
             now: settings.batch_size,
             most: settings.batch_size,
@@ -419,7 +431,8 @@ impl Limit {
             records: 0,
             bytes: 0,
         };
-        l.now = l.fitting(MAX_RECORD_BYTES);
+        let typical = settings.record_sizes.get(shard).copied();
+        l.now = l.fitting(typical.unwrap_or(MAX_RECORD_BYTES));
         l
     }
 
@@ -460,7 +473,7 @@ impl Source {
             None => Source::Poll {
                 iterator: Some(api.iterator(shard, start).await?),
                 pacer: Pacer::new(settings),
-                limit: Limit::new(settings),
+                limit: Limit::new(settings, shard),
             },
             Some(c) => Source::Push {
                 consumer: c.clone(),
@@ -876,5 +889,31 @@ mod tests {
             "{sizes:?}"
         );
         assert_eq!(sizes.iter().sum::<usize>(), 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_typical_record_from_the_checkpoints_sizes_the_first_call_too() {
+        let records = (1..=40)
+            .map(|i| record(&(i * 10).to_string(), &"x".repeat(1_000), 1000 + i as i64))
+            .collect();
+        let mut stream = MemoryStream::new("logs").with_shard("s", &[], records);
+        stream.page = 10_000;
+        stream.endless_iterators = true;
+        let typical = typical_record(10, 10_010).unwrap();
+        let settings = ReadSettings {
+            page_bytes: 20_000,
+            min_call_interval: Duration::ZERO,
+            record_sizes: Arc::new([("s".to_string(), typical)].into()),
+            ..Default::default()
+        };
+        let (pages, _) = run_pages(
+            Arc::new(stream),
+            live(Position::At("10".into()), None, Some(2_000)),
+            settings,
+        )
+        .await;
+        let sizes: Vec<usize> = pages.iter().map(Vec::len).filter(|n| *n > 0).collect();
+        let per_page = 20_000 / typical;
+        assert_eq!(sizes, [per_page, per_page, 40 - 2 * per_page]);
     }
 }

@@ -399,6 +399,7 @@ impl ReaderConfig {
                 batch_size,
                 max_memory,
                 page_bytes: crate::shard::MAX_PAGE_BYTES,
+                record_sizes: Default::default(),
                 deaggregate: !r.no_deaggregate,
                 bytes_per_sec: max_read_rate * 1024.0 * 1024.0,
                 min_call_interval: humantime::parse_duration(&r.min_call_interval)

@@ -127,11 +127,13 @@ impl IterationRun<'_> {
                 return Err(e);
             }
         };
+        let mut settings = self.read.clone();
+        settings.record_sizes = Arc::new(self.record_sizes(&read_shards).await);
         let pump = Pump {
             api: self.api.clone(),
             listed: self.listed,
             rules,
-            settings: self.read.clone(),
+            settings,
             fmt: Formatter::new(
                 self.cfg.fields.clone(),
                 self.cfg.encoding,
@@ -266,6 +268,45 @@ impl IterationRun<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Each shard's typical record, from the checkpoints: its own end when it
+    /// is replayed, else the previous iteration's end of it or of a parent.
+    /// The previous iteration is read (one Query) only when the memory budget
+    /// makes pages smaller than the service's, where the first call's
+    /// `Limit` depends on it; a read that fails only costs the hint.
+    async fn record_sizes(&self, shards: &[ShardCheckpoint]) -> HashMap<String, usize> {
+        let typical = |s: &ShardCheckpoint| {
+            let e = s.end.as_ref()?;
+            crate::shard::typical_record(e.records, e.bytes)
+        };
+        let mut sizes: HashMap<String, usize> = shards
+            .iter()
+            .filter_map(|s| Some((s.shard_id.clone(), typical(s)?)))
+            .collect();
+        let at_once = self.cfg.max_concurrent_shards.unwrap_or(shards.len());
+        let tight = crate::pages::page_bytes(self.read.max_memory, at_once.min(shards.len()))
+            .map_or(true, |b| b < crate::shard::MAX_PAGE_BYTES);
+        let n = self.opened.header.number;
+        if !tight || n == 0 || sizes.len() == shards.len() {
+            return sizes;
+        }
+        let Ok(prev) = self.store.shards(&self.key, n - 1).await else {
+            return sizes;
+        };
+        let before: HashMap<&str, usize> = prev
+            .iter()
+            .filter_map(|s| Some((s.shard_id.as_str(), typical(s)?)))
+            .collect();
+        for s in shards.iter().filter(|s| s.end.is_none()) {
+            let known = std::iter::once(&s.shard_id)
+                .chain(&s.parents)
+                .find_map(|id| before.get(id.as_str()));
+            if let Some(t) = known {
+                sizes.insert(s.shard_id.clone(), *t);
+            }
+        }
+        sizes
     }
 
     /// Checks the shards for aged-out positions; with `--on-expired skip`,

@@ -878,6 +878,10 @@ async fn each_bad_input_gives_its_exact_first_line() {
             "kinesis-reader: --max-concurrent-shards must be at least 1",
         ),
         (
+            &["--stream", "s", "--max-memory", "10MiB"],
+            "kinesis-reader: --max-memory 10MiB: must be at least 64MiB",
+        ),
+        (
             &["status", "--stream", "s", "--last", "-1"],
             "kinesis-reader: --last -1: expected a whole number ≥ 0",
         ),
