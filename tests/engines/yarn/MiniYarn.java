@@ -29,6 +29,10 @@ public class MiniYarn {
     conf.set("mapreduce.map.java.opts", "-Xmx256m");
     conf.set("mapreduce.reduce.java.opts", "-Xmx256m");
     conf.setBoolean("yarn.nodemanager.vmem-check-enabled", false);
+    // The NodeManagers check this machine's own disk: past 90 % used (a build
+    // machine's often is) they mark every local dir bad, no container starts,
+    // and a job waits for its ApplicationMaster forever.
+    conf.setFloat("yarn.nodemanager.disk-health-checker.max-disk-utilization-per-disk-percentage", 99.9f);
     // Containers (the MR ApplicationMaster, the tasks) run on the jars this
     // JVM runs on, as a cluster's containers run on its installed jars.
     String jars = System.getProperty("java.class.path");
