@@ -860,16 +860,22 @@ mod tests {
         assert_eq!(o.last_sequence.as_deref(), Some("50"));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn each_call_asks_for_as_many_records_as_fit_the_page_budget() {
-        // 1 KB records, pages of at most 20 KB: the first call asks for one
-        // record (it might be 1 MiB), then as many as fit.
-        let records = (1..=100)
+    /// Shard "s" of `n` records of 1,000 bytes, all in one page if asked.
+    fn kilobyte_records(n: u64) -> MemoryStream {
+        let records = (1..=n)
             .map(|i| record(&(i * 10).to_string(), &"x".repeat(1_000), 1000 + i as i64))
             .collect();
         let mut stream = MemoryStream::new("logs").with_shard("s", &[], records);
         stream.page = 10_000;
         stream.endless_iterators = true;
+        stream
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_call_asks_for_as_many_records_as_fit_the_page_budget() {
+        // 1 KB records, pages of at most 20 KB: the first call asks for one
+        // record (it might be 1 MiB), then as many as fit.
+        let stream = kilobyte_records(100);
         let settings = ReadSettings {
             page_bytes: 20_000,
             min_call_interval: Duration::ZERO,
@@ -893,12 +899,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_typical_record_from_the_checkpoints_sizes_the_first_call_too() {
-        let records = (1..=40)
-            .map(|i| record(&(i * 10).to_string(), &"x".repeat(1_000), 1000 + i as i64))
-            .collect();
-        let mut stream = MemoryStream::new("logs").with_shard("s", &[], records);
-        stream.page = 10_000;
-        stream.endless_iterators = true;
+        let stream = kilobyte_records(40);
         let typical = typical_record(10, 10_010).unwrap();
         let settings = ReadSettings {
             page_bytes: 20_000,
