@@ -7,7 +7,7 @@
 //! man/: one page per binary and per `kinesis-reader` sub-command.
 
 use clap::CommandFactory;
-use kinesis_streaming::cli::{ReaderCli, WriterCli};
+use kinesis_streaming::cli::{HasVerbosity, ReaderCli, WriterCli};
 use std::path::{Path, PathBuf};
 
 fn main() -> std::io::Result<()> {
@@ -20,7 +20,11 @@ fn main() -> std::io::Result<()> {
     let man = out.join("man");
     std::fs::create_dir_all(&completions)?;
     std::fs::create_dir_all(&man)?;
-    for cmd in [ReaderCli::command(), WriterCli::command()] {
+    let tailors: [fn(clap::Command) -> clap::Command; 2] = [ReaderCli::tailor, WriterCli::tailor];
+    for (cmd, tailor) in [ReaderCli::command(), WriterCli::command()]
+        .into_iter()
+        .zip(tailors)
+    {
         let name = cmd.get_name().to_string();
         for shell in [
             clap_complete::Shell::Bash,
@@ -29,15 +33,21 @@ fn main() -> std::io::Result<()> {
         ] {
             clap_complete::generate_to(shell, &mut cmd.clone(), &name, &completions)?;
         }
-        pages(cmd, &man)?;
+        pages(cmd, tailor, &man)?;
     }
     Ok(())
 }
 
-/// The command's page, and one per sub-command (`kinesis-reader-plan.1`, …).
-fn pages(cmd: clap::Command, dir: &Path) -> std::io::Result<()> {
+/// The command's page, and one per sub-command (`kinesis-reader-plan.1`, …),
+/// each with the flags its `--help` lists.
+fn pages(
+    cmd: clap::Command,
+    tailor: fn(clap::Command) -> clap::Command,
+    dir: &Path,
+) -> std::io::Result<()> {
     let mut cmd = cmd;
     cmd.build();
+    let cmd = tailor(cmd);
     let name = cmd.get_name().to_string();
     write_page(&cmd, &dir.join(format!("{name}.1")))?;
     for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {

@@ -188,7 +188,7 @@ pub struct ReadArgs {
     /// Hard cap on an iteration's reading time; bare numbers are minutes [kinesis.iteration.timeout].
     #[arg(help_heading = "Stream", long)]
     pub iteration_timeout: Option<String>,
-    /// Records per GetRecords call, 1..10000 [kinesis.records.batchsize].
+    /// Records per GetRecords call at most, 1..10000 [kinesis.records.batchsize].
     #[arg(help_heading = "Stream", long)]
     pub batch_size: Option<String>,
     /// When a stored position has aged out of the stream's retention: fail (exit 4) or skip
