@@ -410,6 +410,15 @@ pub fn typical_record(records: u64, bytes: u64) -> Option<usize> {
     (records > 0).then(|| (bytes / records) as usize + RECORD_OVERHEAD)
 }
 
+/// A page's data and partition keys: what the read rate and the memory
+/// budget count.
+fn payload_bytes(page: &Page) -> usize {
+    page.records
+        .iter()
+        .map(|r| r.data.len() + r.partition_key.len())
+        .sum()
+}
+
 /// The `Limit` of a shard's next GetRecords call: as many records as fit in
 /// the page budget, by the shard's average record so far (before any record,
 /// its typical record from the checkpoints, else as if every record were as
@@ -424,38 +433,34 @@ struct Limit {
 
 impl Limit {
     fn new(settings: &ReadSettings, shard: &str) -> Self {
-        let mut l = Limit {
-            now: settings.batch_size,
-            most: settings.batch_size,
-            page_bytes: settings.page_bytes,
+        let typical = settings.record_sizes.get(shard).copied();
+        let (most, page_bytes) = (settings.batch_size, settings.page_bytes);
+        Limit {
+            now: fitting(page_bytes, most, typical.unwrap_or(MAX_RECORD_BYTES)),
+            most,
+            page_bytes,
             records: 0,
             bytes: 0,
-        };
-        let typical = settings.record_sizes.get(shard).copied();
-        l.now = l.fitting(typical.unwrap_or(MAX_RECORD_BYTES));
-        l
+        }
     }
 
-    fn fitting(&self, record_bytes: usize) -> i32 {
-        if self.page_bytes >= MAX_PAGE_BYTES {
-            return self.most; // the service's own cap is within the budget
+    /// After a page of `records` holding `bytes` of payload.
+    fn after(&mut self, records: usize, bytes: usize) {
+        self.records += records as u64;
+        self.bytes += bytes as u64;
+        if let Some(typical) = typical_record(self.records, self.bytes) {
+            self.now = fitting(self.page_bytes, self.most, typical);
         }
-        let n = self.page_bytes / record_bytes.max(1);
-        n.clamp(1, self.most.max(1) as usize) as i32
     }
+}
 
-    fn after(&mut self, page: &Page) {
-        if page.records.is_empty() {
-            return;
-        }
-        self.records += page.records.len() as u64;
-        self.bytes += page
-            .records
-            .iter()
-            .map(|r| r.data.len() + r.partition_key.len() + RECORD_OVERHEAD)
-            .sum::<usize>() as u64;
-        self.now = self.fitting((self.bytes / self.records) as usize);
+/// As many records of `record_bytes` as fit in `page_bytes`, from 1 to `most`.
+fn fitting(page_bytes: usize, most: i32, record_bytes: usize) -> i32 {
+    if page_bytes >= MAX_PAGE_BYTES {
+        return most; // the service's own cap is within the budget
     }
+    let n = page_bytes / record_bytes.max(1);
+    n.clamp(1, most.max(1) as usize) as i32
 }
 
 /// How long to keep asking while another subscription of the consumer to
@@ -511,8 +516,9 @@ impl Source {
                     pacer.wait().await;
                     match api.get_records(&it, limit.now).await {
                         Ok(page) => {
-                            pacer.paid(&page);
-                            limit.after(&page);
+                            let bytes = payload_bytes(&page);
+                            pacer.paid(bytes);
+                            limit.after(page.records.len(), bytes);
                             iterator.clone_from(&page.next_iterator);
                             return Ok(page);
                         }
@@ -595,13 +601,8 @@ impl Pacer {
         }
         self.next = Some(Instant::now() + self.every);
     }
-    /// Accounts for a page just received.
-    fn paid(&mut self, page: &Page) {
-        let bytes: usize = page
-            .records
-            .iter()
-            .map(|r| r.data.len() + r.partition_key.len())
-            .sum();
+    /// Accounts for a page of `bytes` just received.
+    fn paid(&mut self, bytes: usize) {
         let due = Instant::now() + Duration::from_secs_f64(bytes as f64 / self.bytes_per_sec);
         self.next = Some(self.next.map_or(due, |n| n.max(due)));
     }

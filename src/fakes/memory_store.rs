@@ -41,15 +41,21 @@ impl MemoryStore {
             let it = m
                 .get_mut(&(key.clone(), n))
                 .ok_or_else(|| conflict("no iteration"))?;
-            let owner = match &holder.task {
-                None => it.header.owner.as_deref(),
-                Some(t) => it.tasks.get(t).map(|(o, _)| o.as_str()),
-            };
-            if owner != Some(holder.owner.as_str()) {
-                return Err(conflict("lease lost"));
-            }
+            check_holds(it, holder)?;
             f(it)
         })
+    }
+}
+
+/// `Conflict` unless `holder` holds its lease on the iteration.
+fn check_holds(it: &MemoryIteration, holder: &Holder) -> Result<(), StoreError> {
+    let owner = match &holder.task {
+        None => it.header.owner.as_deref(),
+        Some(t) => it.tasks.get(t).map(|(o, _)| o.as_str()),
+    };
+    match owner == Some(holder.owner.as_str()) {
+        true => Ok(()),
+        false => Err(conflict("lease lost")),
     }
 }
 
@@ -253,13 +259,7 @@ impl CheckpointStore for MemoryStore {
                         f.shard_id
                     )));
                 }
-                let owner = match &f.holder.task {
-                    None => it.header.owner.as_deref(),
-                    Some(t) => it.tasks.get(t).map(|(o, _)| o.as_str()),
-                };
-                if owner != Some(f.holder.owner.as_str()) {
-                    return Err(conflict("lease lost"));
-                }
+                check_holds(it, &f.holder)?;
                 let sh = it
                     .shards
                     .get(&f.shard_id)

@@ -187,7 +187,7 @@ fn canonical_number(s: &str) -> Option<String> {
 pub struct Row {
     pub line: u64,
     /// The line(s) as read, without the newline: what a dead-letter file
-    /// gets if the service refuses the item.
+    /// gets if the service refuses the item (empty without one).
     pub raw: Vec<u8>,
     pub key: String,
     pub item: Item,

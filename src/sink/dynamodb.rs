@@ -48,6 +48,16 @@ pub struct LoadOptions {
     pub progress: Arc<crate::progress::Progress>,
 }
 
+impl LoadOptions {
+    /// The table's key attributes: the first one or two columns.
+    fn key_names(&self) -> Arc<[String]> {
+        self.columns[..self.key_len]
+            .iter()
+            .map(|c| c.name.clone())
+            .collect()
+    }
+}
+
 #[derive(Debug, Default, Clone)]
 pub struct LoadSummary {
     pub lines: u64,
@@ -158,6 +168,8 @@ fn read_rows(
 ) -> Result<u64> {
     let mut buf = Vec::new();
     let mut n = 0u64;
+    // A refused item's line goes to the dead-letter file, if there is one.
+    let keep_raw = bad.lock().unwrap().keeps_lines();
     loop {
         buf.clear();
         if input
@@ -183,7 +195,9 @@ fn read_rows(
         };
         match parsed {
             Ok(mut row) => {
-                row.raw = buf.clone();
+                if keep_raw {
+                    row.raw = buf.clone();
+                }
                 if tx.blocking_send(row).is_err() {
                     return Ok(n); // the writer stopped; its error is reported
                 }
@@ -207,10 +221,7 @@ async fn put_rows(
         rate,
         next: tokio::time::Instant::now(),
     });
-    let key_names: Arc<[String]> = opts.columns[..opts.key_len]
-        .iter()
-        .map(|c| c.name.clone())
-        .collect();
+    let key_names = opts.key_names();
     let mut in_flight_keys: HashSet<String> = HashSet::new();
     let mut tasks: tokio::task::JoinSet<BatchResult> = tokio::task::JoinSet::new();
     // The batch being filled, in first-seen order, last value per key.
@@ -353,10 +364,7 @@ async fn add_rows(
         .tag
         .clone()
         .ok_or_else(|| anyhow!("add mode needs the iteration (--iteration and --logical-name)"))?;
-    let key_names: Vec<String> = opts.columns[..opts.key_len]
-        .iter()
-        .map(|c| c.name.clone())
-        .collect();
+    let key_names = opts.key_names();
     let numeric: HashSet<String> = opts.columns[opts.key_len..]
         .iter()
         .filter(|c| c.ty == ColumnType::N)
@@ -405,8 +413,10 @@ async fn add_rows(
         match (&mut current, next) {
             (Some(cur), Some(row)) if cur.key == row.key => {
                 summary.collapsed += 1;
-                cur.raw.push(b'\n');
-                cur.raw.extend_from_slice(&row.raw);
+                if !row.raw.is_empty() {
+                    cur.raw.push(b'\n');
+                    cur.raw.extend_from_slice(&row.raw);
+                }
                 for (name, v) in row.item {
                     match (cur.item.get_mut(&name), &v) {
                         (Some(Value::N(a)), Value::N(b)) if numeric.contains(&name) => {

@@ -77,6 +77,12 @@ impl BadLines {
         Ok(())
     }
 
+    /// Whether bad lines are written somewhere (`dead-letter=PATH`), so that
+    /// their bytes must be kept until they are known to be bad.
+    pub fn keeps_lines(&self) -> bool {
+        matches!(self.policy, BadLinePolicy::DeadLetter(_))
+    }
+
     pub fn finish(&mut self) -> Result<()> {
         if let Some(w) = self.dead.as_mut() {
             w.flush().context("writing the dead-letter file")?;

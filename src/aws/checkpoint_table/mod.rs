@@ -761,7 +761,6 @@ impl CheckpointStore for DynamoStore {
 }
 
 impl DynamoStore {
-    /// A transaction item that holds only while `owner` has the lease.
     /// One transaction: every holder's lease still holds, and none of the
     /// ends is fixed yet.
     async fn fix_chunk(
@@ -825,6 +824,7 @@ impl DynamoStore {
         TransactWriteItem::builder().update(update).build()
     }
 
+    /// A transaction item that holds only while `owner` has the lease.
     fn lease_check(&self, k: &LogicalKey, i: u64, holder: &Holder) -> TransactWriteItem {
         TransactWriteItem::builder()
             .condition_check(
