@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The local AWS API emulator (moto server: Kinesis, DynamoDB and S3 on one
-# endpoint), installed into ./.venv and listening on 127.0.0.1 only.
+# endpoint, run by scripts/moto-server), installed into ./.venv and listening
+# on 127.0.0.1 only.
 #
 #   scripts/emulator.sh install        # create .venv, install moto, boto3, mrjob (idempotent)
 #   scripts/emulator.sh start [PORT]   # start it in the background (default 4566), wait until ready
@@ -40,7 +41,8 @@ start() {
     echo "emulator: already running (pid $(cat "$PIDFILE"))" >&2
     return 0
   fi
-  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$LOG" 2>&1 &
+  # moto with DynamoDB writes applied one at a time (why: scripts/moto-server).
+  "$VENV/bin/python" scripts/moto-server -H 127.0.0.1 -p "$port" >"$LOG" 2>&1 &
   echo $! >"$PIDFILE"
   for _ in $(seq 1 100); do
     if "$VENV/bin/python" -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then

@@ -775,6 +775,25 @@ async fn settled_counts(
     last
 }
 
+/// The keys whose counts differ, the first few of them, as "key: got vs
+/// expected" (a 4,000-item table printed whole hides the one that matters).
+fn differences(
+    got: &BTreeMap<(String, String), String>,
+    expected: &BTreeMap<(String, String), String>,
+) -> String {
+    let keys: std::collections::BTreeSet<_> = got.keys().chain(expected.keys()).collect();
+    let wrong: Vec<String> = keys
+        .into_iter()
+        .filter(|k| got.get(*k) != expected.get(*k))
+        .map(|k| format!("{k:?}: {:?} vs {:?}", got.get(k), expected.get(k)))
+        .collect();
+    format!(
+        "{} keys differ: {}",
+        wrong.len(),
+        wrong[..wrong.len().min(8)].join("; ")
+    )
+}
+
 /// kill -9 the DynamoDB writer mid-load, at seeded random moments, then run
 /// it again: put mode ends as an undisturbed run; add mode adds every
 /// iteration exactly once (what landed before the kill is recognised by its
@@ -816,10 +835,11 @@ async fn dynamodb_writer_killed_mid_load_then_rerun_ends_as_undisturbed() {
         let a = [&[tt.as_str()][..], &columns].concat();
         let after = Duration::from_millis(next_ms(1500));
         tokio::task::block_in_place(|| kill_then_rerun(&a, rows.as_bytes(), after));
-        assert_eq!(
-            settled_counts(&d, &t).await,
-            expected,
-            "put after a kill at {after:?}"
+        let got = settled_counts(&d, &t).await;
+        assert!(
+            got == expected,
+            "put after a kill at {after:?}: {}",
+            differences(&got, &expected)
         );
     }
     // Add mode: one iteration's sorted totals, killed mid-way, rerun.
@@ -835,10 +855,11 @@ async fn dynamodb_writer_killed_mid_load_then_rerun_ends_as_undisturbed() {
         let after = Duration::from_millis(next_ms(1500));
         tokio::task::block_in_place(|| kill_then_rerun(&a, rows.as_bytes(), after));
         // Adjacent lines with one key are summed: 2i and 2i+1 differ in region, so each line is a key.
-        assert_eq!(
-            settled_counts(&d, &t).await,
-            expected,
-            "add after a kill at {after:?}"
+        let got = settled_counts(&d, &t).await;
+        assert!(
+            got == expected,
+            "add after a kill at {after:?}: {}",
+            differences(&got, &expected)
         );
     }
 }

@@ -30,12 +30,15 @@ pub fn endpoint() -> &'static str {
 
 fn start_moto() -> String {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let venv = root.join(".venv/bin/moto_server");
-    let moto = if venv.exists() {
+    // moto through its wrapper, which applies DynamoDB writes
+    // one at a time (why: scripts/moto-server).
+    let venv = root.join(".venv/bin/python");
+    let python = if venv.exists() {
         venv.display().to_string()
     } else {
-        "moto_server".to_string()
+        "python3".to_string()
     };
+    let moto = format!("{python} {}", root.join("scripts/moto-server").display());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -52,7 +55,7 @@ fn start_moto() -> String {
         .args(["-c", &script])
         .stdin(Stdio::null())
         .spawn()
-        .expect("starting moto_server (run .ci/run, or pip install 'moto[server]')");
+        .expect("starting scripts/moto-server (run .ci/run, or pip install 'moto[server]')");
     std::mem::forget(watchdog);
     let deadline = Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {

@@ -119,9 +119,14 @@ pub(crate) fn check(
         }
     }
     let expected: BTreeSet<_> = put.iter().map(Put::line).collect();
-    assert_eq!(
-        seen, expected,
-        "the iterations together are exactly the stream"
+    let missing: Vec<_> = expected.difference(&seen).take(5).collect();
+    let extra: Vec<_> = seen.difference(&expected).take(5).collect();
+    assert!(
+        seen == expected,
+        "the iterations together are exactly the stream: {} of {} records missing (first: {missing:?}), {} not put (first: {extra:?})",
+        expected.difference(&seen).count(),
+        expected.len(),
+        seen.difference(&expected).count()
     );
     for (child, ps) in parents {
         for p in ps {

@@ -535,3 +535,57 @@ async fn write_capacity_percent_paces_to_a_share_of_provisioned_capacity() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--write-rate"), "{}", stderr(&o));
 }
+
+/// The emulator keeps DynamoDB's per-item atomicity, which every writer and
+/// checkpoint test relies on: bare moto serves requests on threads with no
+/// lock, so concurrent puts under one partition key lost items and concurrent
+/// conditional adds both passed (scripts/moto-server applies them one at a
+/// time). 4 puts at once per partition key, then 4 conditional adds at once
+/// per item: every item is there and added once.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_emulator_applies_concurrent_writes_to_one_key_as_the_service_does() {
+    use aws_sdk_dynamodb::types::AttributeValue as AV;
+    let d = dynamo().await;
+    let t = table(&d, true).await;
+    let regions = ["eu", "us", "ap", "sa"];
+    for i in 0..150 {
+        let error = format!("{i:05}");
+        let puts = regions.iter().map(|r| {
+            d.put_item()
+                .table_name(&t)
+                .item("error", AV::S(error.clone()))
+                .item("region", AV::S(r.to_string()))
+                .item("count", AV::N("0".into()))
+                .send()
+        });
+        for r in futures_util::future::join_all(puts).await {
+            r.unwrap();
+        }
+        let adds = (0..4).map(|_| {
+            d.update_item()
+                .table_name(&t)
+                .key("error", AV::S(error.clone()))
+                .key("region", AV::S("eu".into()))
+                .update_expression("ADD #applied :tags, #count :one")
+                .condition_expression(
+                    "attribute_not_exists(#applied) OR NOT contains(#applied, :tag)",
+                )
+                .expression_attribute_names("#applied", "kinesis_applied")
+                .expression_attribute_names("#count", "count")
+                .expression_attribute_values(":tag", AV::S("K/7".into()))
+                .expression_attribute_values(":tags", AV::Ss(vec!["K/7".into()]))
+                .expression_attribute_values(":one", AV::N("1".into()))
+                .send()
+        });
+        let applied = futures_util::future::join_all(adds)
+            .await
+            .into_iter()
+            .filter(|r| r.is_ok())
+            .count();
+        assert_eq!(applied, 1, "conditional adds applied on item {error}");
+    }
+    let all = counts(&d, &t).await;
+    assert_eq!(all.len(), 150 * regions.len(), "items kept");
+    let added = all.values().filter(|c| *c == "1").count();
+    assert_eq!(added, 150, "items added once");
+}
