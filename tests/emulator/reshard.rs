@@ -119,15 +119,18 @@ pub(crate) fn check(
         }
     }
     let expected: BTreeSet<_> = put.iter().map(Put::line).collect();
-    let missing: Vec<_> = expected.difference(&seen).take(5).collect();
-    let extra: Vec<_> = seen.difference(&expected).take(5).collect();
-    assert!(
-        seen == expected,
-        "the iterations together are exactly the stream: {} of {} records missing (first: {missing:?}), {} not put (first: {extra:?})",
-        expected.difference(&seen).count(),
-        expected.len(),
-        seen.difference(&expected).count()
-    );
+    if seen != expected {
+        let missing: Vec<_> = expected.difference(&seen).collect();
+        let extra: Vec<_> = seen.difference(&expected).collect();
+        panic!(
+            "the iterations together are exactly the stream: {} of {} records missing (first: {:?}), {} not put (first: {:?})",
+            missing.len(),
+            expected.len(),
+            &missing[..missing.len().min(5)],
+            extra.len(),
+            &extra[..extra.len().min(5)]
+        );
+    }
     for (child, ps) in parents {
         for p in ps {
             if let (Some(pl), Some(cf)) = (last_iter.get(p), first_iter.get(child)) {
