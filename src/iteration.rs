@@ -131,7 +131,9 @@ pub struct Opening<'a> {
     pub key: &'a LogicalKey,
     pub n: u64,
     pub stream: &'a StreamInfo,
-    pub listed: &'a [ShardInfo],
+    /// The stream's shards, to plan from; `None` for a map task that took
+    /// what it needs from its manifest (a map task never plans).
+    pub listed: Option<&'a [ShardInfo]>,
     pub lease: &'a LeaseOptions,
     pub now: &'a dyn Fn() -> i64,
 }
@@ -387,6 +389,8 @@ impl Opening<'_> {
             lease,
             now,
         } = self;
+        let listed =
+            listed.ok_or_else(|| anyhow!("creating iteration {n} needs its shard list"))?;
         let t = now();
         let prev = if n == 0 {
             None
@@ -477,6 +481,16 @@ impl Opening<'_> {
             ..
         } = self;
         let n = header.number;
+        let Some(listed) = listed else {
+            bail!(ExitError::Usage(format!(
+                "iteration {n} of logical name {:?} was planned with {} shards, but only {} are \
+                 recorded (its plan was cut short): run `kinesis-reader plan` again, which \
+                 completes it, then the map tasks",
+                key.logical_name,
+                header.shard_count,
+                have.len()
+            )));
+        };
         let planned = if n == 0 || store.header(key, n - 1).await?.is_none() {
             let t = spec_time(&header.start_spec);
             let start = match t {
@@ -614,7 +628,7 @@ mod tests {
             key: &key(),
             n,
             stream: &stream(),
-            listed: &listed,
+            listed: Some(&listed),
             lease,
             now,
         }
@@ -663,7 +677,7 @@ mod tests {
                     key: &key(),
                     n: 0,
                     stream: &stream(),
-                    listed,
+                    listed: Some(listed),
                     lease: &l,
                     now: &NOW,
                 }
@@ -679,7 +693,7 @@ mod tests {
             key: &key(),
             n: 0,
             stream: &stream(),
-            listed: &listed,
+            listed: Some(&listed),
             lease: &lease("planner", false),
             now: &NOW,
         }
@@ -733,7 +747,7 @@ mod tests {
                 key: &k,
                 n: 0,
                 stream: &info,
-                listed: &listed,
+                listed: Some(&listed),
                 lease: &driver,
                 now: &NOW,
             }
@@ -776,7 +790,7 @@ mod tests {
             key: &key(),
             n: 0,
             stream: &stream(),
-            listed: &listed,
+            listed: Some(&listed),
             lease: &lease("p", false),
             now: &NOW,
         }
@@ -794,7 +808,7 @@ mod tests {
             key: &key(),
             n: 0,
             stream: &stream(),
-            listed: &listed,
+            listed: Some(&listed),
             lease: &both,
             now: &NOW,
         }
@@ -810,7 +824,7 @@ mod tests {
             key: &key(),
             n: 0,
             stream: &stream(),
-            listed: &listed,
+            listed: Some(&listed),
             lease: &other,
             now: &NOW,
         }
@@ -849,7 +863,7 @@ mod tests {
                 key: &key(),
                 n: 0,
                 stream: &stream(),
-                listed: &listed,
+                listed: Some(&listed),
                 lease: &other,
                 now: &NOW
             }
@@ -936,7 +950,7 @@ mod tests {
             key: &key(),
             n: 0,
             stream: &stream(),
-            listed: &listed,
+            listed: Some(&listed),
             lease: &lease("b", false),
             now: &NOW,
         }
@@ -1029,7 +1043,7 @@ mod tests {
             key: &key(),
             n: 1,
             stream: &recreated,
-            listed: &listed,
+            listed: Some(&listed),
             lease: &lease("a", false),
             now: &NOW,
         }

@@ -10,10 +10,29 @@
 //! JSON keeps the line free of tabs and safe for any logical name, and says
 //! which stream, logical name and iteration it belongs to, so a task given
 //! a manifest from another plan fails instead of reading the wrong thing.
+//!
+//! A line also carries what `plan` learnt from the control plane
+//! ([`StreamFacts`]), so that a map task calls only GetShardIterator,
+//! GetRecords and the checkpoint table: the service allows
+//! DescribeStreamSummary 20 times a second per account, and a job starts
+//! hundreds of map tasks at once. A line without them (from an older `plan`)
+//! still works; its task then asks the control plane itself.
 
 use md5::{Digest, Md5};
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What `plan` saw of the stream when it wrote the manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamFacts {
+    pub arn: String,
+    pub created_ms: i64,
+    pub retention_hours: i64,
+    /// The line's shards that were closed, with their last sequence number:
+    /// a closed shard is read to that record (not every emulator ends a
+    /// closed shard's iterator).
+    pub closed: BTreeMap<String, String>,
+}
 
 /// One manifest line: some shards of one iteration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,17 +41,24 @@ pub struct ManifestLine {
     pub logical_name: String,
     pub iteration: u64,
     pub shards: Vec<String>,
+    pub facts: Option<StreamFacts>,
 }
 
 impl ManifestLine {
     pub fn to_line(&self) -> String {
-        json!({
+        let mut v = json!({
             "stream": self.stream,
             "logical_name": self.logical_name,
             "iteration": self.iteration,
             "shards": self.shards,
-        })
-        .to_string()
+        });
+        if let (Some(f), Some(o)) = (&self.facts, v.as_object_mut()) {
+            o.insert("stream_arn".into(), json!(f.arn));
+            o.insert("stream_created_ms".into(), json!(f.created_ms));
+            o.insert("retention_hours".into(), json!(f.retention_hours));
+            o.insert("closed".into(), json!(f.closed));
+        }
+        v.to_string()
     }
 
     /// Parses a line as `plan` prints it, or as Hadoop hands it to a map task
@@ -78,17 +104,43 @@ impl ManifestLine {
             logical_name: text("logical_name")?,
             iteration,
             shards,
+            facts: facts(&v)?,
         })
     }
 }
 
-/// The manifest of an iteration: its shards in order, `per_line` to a line.
+/// The stream facts of a parsed line: all of them, or none (an older `plan`).
+fn facts(v: &Value) -> Result<Option<StreamFacts>, String> {
+    let Some(arn) = v.get("stream_arn") else {
+        return Ok(None);
+    };
+    let bad = |k: &str| format!("manifest line has a \"stream_arn\" but no valid {k:?}");
+    let int = |k: &str| v.get(k).and_then(Value::as_i64).ok_or_else(|| bad(k));
+    let closed = match v.get("closed") {
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, s)| s.as_str().map(|s| (k.clone(), s.to_string())))
+            .collect::<Option<_>>()
+            .ok_or_else(|| bad("closed"))?,
+        _ => return Err(bad("closed")),
+    };
+    Ok(Some(StreamFacts {
+        arn: arn.as_str().ok_or_else(|| bad("stream_arn"))?.to_string(),
+        created_ms: int("stream_created_ms")?,
+        retention_hours: int("retention_hours")?,
+        closed,
+    }))
+}
+
+/// The manifest of an iteration: its shards in order, `per_line` to a line,
+/// each line with the facts about its own shards.
 pub fn manifest(
     stream: &str,
     logical_name: &str,
     iteration: u64,
     shards: &[String],
     per_line: usize,
+    facts: Option<&StreamFacts>,
 ) -> Vec<ManifestLine> {
     shards
         .chunks(per_line.max(1))
@@ -97,6 +149,13 @@ pub fn manifest(
             logical_name: logical_name.to_string(),
             iteration,
             shards: c.to_vec(),
+            facts: facts.map(|f| StreamFacts {
+                closed: c
+                    .iter()
+                    .filter_map(|s| Some((s.clone(), f.closed.get(s)?.clone())))
+                    .collect(),
+                ..f.clone()
+            }),
         })
         .collect()
 }
@@ -109,6 +168,8 @@ pub struct Assignment {
     pub logical_name: String,
     pub iteration: u64,
     pub shards: BTreeSet<String>,
+    /// `None` unless every line carried them.
+    pub facts: Option<StreamFacts>,
 }
 
 /// A map task's input as text lines. Hadoop hands a map task its input as
@@ -178,6 +239,7 @@ pub fn assignment(input: &str) -> Result<Assignment, String> {
                     logical_name: m.logical_name,
                     iteration: m.iteration,
                     shards: m.shards.into_iter().collect(),
+                    facts: m.facts,
                 })
             }
             Some(a) => {
@@ -197,6 +259,16 @@ pub fn assignment(input: &str) -> Result<Assignment, String> {
                     ));
                 }
                 a.shards.extend(m.shards);
+                a.facts = match (a.facts.take(), m.facts) {
+                    (Some(mut f), Some(g))
+                        if (&f.arn, f.created_ms, f.retention_hours)
+                            == (&g.arn, g.created_ms, g.retention_hours) =>
+                    {
+                        f.closed.extend(g.closed);
+                        Some(f)
+                    }
+                    _ => None,
+                };
             }
         }
     }
@@ -266,11 +338,29 @@ mod tests {
         (0..n).map(|i| format!("shardId-{i:012}")).collect()
     }
 
+    fn facts(closed: &[&str]) -> StreamFacts {
+        StreamFacts {
+            arn: "arn:aws:kinesis:us-east-1:000000000000:stream/s".into(),
+            created_ms: 1_700_000_000_123,
+            retention_hours: 168,
+            closed: closed
+                .iter()
+                .map(|s| (s.to_string(), format!("49{s}")))
+                .collect(),
+        }
+    }
+
     #[test]
     fn lines_round_trip_also_with_hadoop_offsets() {
-        let m = manifest("s", "log \"tab\"\there", 7, &ids(5), 2);
+        let all = facts(&["shardId-000000000001", "shardId-000000000004"]);
+        let m = manifest("s", "log \"tab\"\there", 7, &ids(5), 2, Some(&all));
         assert_eq!(m.len(), 3);
         assert_eq!(m[2].shards, ["shardId-000000000004"]);
+        // Each line carries the closed shards among its own.
+        let closed = |i: usize| m[i].facts.as_ref().unwrap().closed.keys().cloned();
+        assert_eq!(closed(0).collect::<Vec<_>>(), ["shardId-000000000001"]);
+        assert_eq!(closed(1).count(), 0);
+        assert_eq!(closed(2).collect::<Vec<_>>(), ["shardId-000000000004"]);
         for (offset, line) in m.iter().enumerate() {
             let text = line.to_line();
             assert!(!text.contains('\t') && !text.contains('\n'));
@@ -281,8 +371,33 @@ mod tests {
     }
 
     #[test]
+    fn a_task_takes_the_plans_facts_only_when_every_line_has_them_alike() {
+        let all = facts(&["shardId-000000000000", "shardId-000000000002"]);
+        let m = manifest("s", "l", 3, &ids(3), 1, Some(&all));
+        let both = format!("{}\n{}\n", m[0].to_line(), m[2].to_line());
+        assert_eq!(assignment(&both).unwrap().facts, Some(all.clone()));
+        // A line from an older plan (no facts): the task asks the control plane.
+        let old = manifest("s", "l", 3, &ids(3), 1, None);
+        let mixed = format!("{}\n{}\n", m[0].to_line(), old[1].to_line());
+        assert_eq!(assignment(&mixed).unwrap().facts, None);
+        assert_eq!(assignment(&old[1].to_line()).unwrap().facts, None);
+        // Facts that disagree (another incarnation of the stream): none.
+        let other = StreamFacts {
+            created_ms: 5,
+            ..all.clone()
+        };
+        let o = manifest("s", "l", 3, &ids(3), 1, Some(&other));
+        let split = format!("{}\n{}\n", m[0].to_line(), o[1].to_line());
+        assert_eq!(assignment(&split).unwrap().facts, None);
+        // A line with some facts but not all is refused, naming what is missing.
+        let cut = m[0].to_line().replace("\"retention_hours\":168,", "");
+        let e = assignment(&cut).unwrap_err();
+        assert!(e.contains("\"retention_hours\""), "{e}");
+    }
+
+    #[test]
     fn a_task_reads_the_union_of_its_lines_of_one_iteration() {
-        let m = manifest("s", "l", 3, &ids(4), 1);
+        let m = manifest("s", "l", 3, &ids(4), 1, None);
         let input = format!("0\t{}\n\n57\t{}\n", m[1].to_line(), m[3].to_line());
         let a = assignment(&input).unwrap();
         assert_eq!(a.iteration, 3);
@@ -290,7 +405,7 @@ mod tests {
             a.shards.into_iter().collect::<Vec<_>>(),
             ["shardId-000000000001", "shardId-000000000003"]
         );
-        let other = manifest("s", "l", 4, &ids(1), 1)[0].to_line();
+        let other = manifest("s", "l", 4, &ids(1), 1, None)[0].to_line();
         let e = assignment(&format!("{}\n{other}\n", m[0].to_line())).unwrap_err();
         assert!(e.contains("line 2") && e.contains("one iteration"), "{e}");
         assert!(assignment("\n").unwrap_err().contains("no manifest line"));
@@ -309,7 +424,7 @@ mod tests {
     fn typed_bytes_input_is_read_as_its_lines() {
         // What `-io typedbytes` hands a map task over NLineInputFormat: a
         // long (the offset) and a string (the line) per record.
-        let m = manifest("s", "l", 3, &ids(2), 1);
+        let m = manifest("s", "l", 3, &ids(2), 1, None);
         let mut input = Vec::new();
         for (offset, line) in [(0i64, m[0].to_line()), (88, m[1].to_line())] {
             input.push(4);

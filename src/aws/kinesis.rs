@@ -143,7 +143,9 @@ impl StreamApi for KinesisStream {
         let mut shards = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut req = self.client.list_shards();
+            // A thousand shards a page (the default, said explicitly):
+            // `plan` of a 1,000-shard stream is one ListShards call.
+            let mut req = self.client.list_shards().max_results(1000);
             req = match &token {
                 // With a token the stream must not be named again.
                 Some(t) => req.next_token(t),

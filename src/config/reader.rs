@@ -18,8 +18,12 @@ use std::time::Duration;
 /// Map mode: a map task reads part of a planned iteration (see `manifest.rs`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MapMode {
-    /// `--shards-from-stdin`: the shards named by manifest lines.
-    Manifest(BTreeSet<String>),
+    /// `--shards-from-stdin`: the shards named by manifest lines, and what
+    /// the plan saw of the stream (so that the task need not ask).
+    Manifest {
+        shards: BTreeSet<String>,
+        facts: Option<crate::manifest::StreamFacts>,
+    },
     /// `--task i/n`, or Hadoop's task partition and map count.
     Task { index: usize, count: usize },
 }
@@ -141,7 +145,10 @@ fn map_mode(
     assignment: Option<&crate::manifest::Assignment>,
 ) -> Result<Option<MapMode>, ExitError> {
     if let Some(a) = assignment {
-        return Ok(Some(MapMode::Manifest(a.shards.clone())));
+        return Ok(Some(MapMode::Manifest {
+            shards: a.shards.clone(),
+            facts: a.facts.clone(),
+        }));
     }
     if let Some(t) = &r.task {
         let (index, count) =

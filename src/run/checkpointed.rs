@@ -13,12 +13,12 @@ use crate::iteration::{LeaseOptions, Opened};
 use crate::ports::checkpoint::{
     CheckpointStore, IterationState, LogicalKey, ShardCheckpoint, ShardEnd, ShardFix, StoreError,
 };
-use crate::ports::stream::{ShardInfo, StreamApi};
+use crate::ports::stream::StreamApi;
 use crate::position::Position;
 use crate::shard::{EndRules, Outcome, ReadSettings, Until};
 use crate::stop::Stop;
 use anyhow::{anyhow, Result};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,8 +39,8 @@ pub struct IterationRun<'a> {
     pub key: LogicalKey,
     pub opened: Opened,
     pub lease: LeaseOptions,
-    /// The stream's shard list, and how long it keeps records.
-    pub listed: &'a [ShardInfo],
+    /// Closed shards' last sequence numbers, and how long the stream keeps records.
+    pub closed: &'a BTreeMap<String, String>,
     pub retention_hours: i64,
     pub read: ReadSettings,
     pub cfg: &'a ReaderConfig,
@@ -131,7 +131,7 @@ impl IterationRun<'_> {
         settings.record_sizes = Arc::new(self.record_sizes(&read_shards).await);
         let pump = Pump {
             api: self.api.clone(),
-            listed: self.listed,
+            closed: self.closed,
             rules,
             settings,
             fmt: Formatter::new(

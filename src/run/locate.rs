@@ -9,11 +9,16 @@ use crate::iteration::{self, LeaseOptions, Opened, Opening};
 use crate::ports::checkpoint::{CheckpointStore, IterationState, LogicalKey};
 use crate::ports::stream::{ShardInfo, StreamApi, StreamInfo};
 use anyhow::Result;
+use std::collections::BTreeMap;
 
 /// A checkpointed run's stream, iteration number and lease.
 pub struct Located {
     pub info: StreamInfo,
-    pub listed: Vec<ShardInfo>,
+    /// The stream's shards as ListShards gave them; `None` for a map task
+    /// whose manifest carries what it needs (it then never asked).
+    pub listed: Option<Vec<ShardInfo>>,
+    /// Closed shards' last sequence numbers, by shard.
+    pub closed: BTreeMap<String, String>,
     pub key: LogicalKey,
     pub n: u64,
     pub lease: LeaseOptions,
@@ -26,7 +31,7 @@ impl Located {
             key: &self.key,
             n: self.n,
             stream: &self.info,
-            listed: &self.listed,
+            listed: self.listed.as_deref(),
             lease: &self.lease,
             now: &crate::clock::now_ms,
         }
@@ -43,22 +48,39 @@ pub async fn locate(
         .checkpoint
         .as_ref()
         .ok_or_else(|| ExitError::Usage("this needs a checkpoint table".into()))?;
-    let info = api.describe().await.map_err(stream_error)?;
-    let listed = api.list_shards().await.map_err(stream_error)?;
+    // A map task given the plan's facts asks the control plane nothing:
+    // hundreds of tasks starting at once would be throttled.
+    let (info, listed, closed) = match &cfg.map {
+        Some(MapMode::Manifest { facts: Some(f), .. }) => {
+            let info = StreamInfo {
+                name: crate::ports::stream::stream_name(&cfg.stream).to_string(),
+                arn: f.arn.clone(),
+                created_ms: f.created_ms,
+                retention_hours: f.retention_hours,
+            };
+            (info, None, f.closed.clone())
+        }
+        _ => {
+            let info = api.describe().await.map_err(stream_error)?;
+            let listed = api.list_shards().await.map_err(stream_error)?;
+            let closed = closed_shards(&listed);
+            (info, Some(listed), closed)
+        }
+    };
     let key = LogicalKey {
         stream: info.name.clone(),
         logical_name: cp.logical_name.clone(),
     };
     let n = iteration::resolve(store, &key, cp.iteration).await?;
     let task = cfg.map.as_ref().map(|m| match m {
-        MapMode::Manifest(shards) => crate::manifest::task_name(shards),
+        MapMode::Manifest { shards, .. } => crate::manifest::task_name(shards),
         MapMode::Task { index, count } => format!("task-{index}-of-{count}"),
     });
     // A map task leases each of its shards (known from the manifest, or
     // dealt from the planned iteration's shards).
     let shards = match &cfg.map {
         None => Vec::new(),
-        Some(MapMode::Manifest(shards)) => shards.iter().cloned().collect(),
+        Some(MapMode::Manifest { shards, .. }) => shards.iter().cloned().collect(),
         Some(MapMode::Task { index, count }) => {
             let ids: Vec<String> = store
                 .shards(&key, n)
@@ -82,10 +104,19 @@ pub async fn locate(
     Ok(Located {
         info,
         listed,
+        closed,
         key,
         n,
         lease,
     })
+}
+
+/// The closed shards of a shard list, with their last sequence numbers.
+pub fn closed_shards(listed: &[ShardInfo]) -> BTreeMap<String, String> {
+    listed
+        .iter()
+        .filter_map(|s| Some((s.shard_id.clone(), s.ending_sequence_number.clone()?)))
+        .collect()
 }
 
 /// Opens (or, for `plan`, plans) the located iteration. `--iteration next`
@@ -161,10 +192,17 @@ pub async fn plan(
     let mut l = locate(api, store, cfg, owner).await?;
     let opened = open_located(store, &mut l, cfg, true).await?;
     let ids: Vec<String> = opened.shards.iter().map(|s| s.shard_id.clone()).collect();
+    let facts = crate::manifest::StreamFacts {
+        arn: l.info.arn.clone(),
+        created_ms: l.info.created_ms,
+        retention_hours: l.info.retention_hours,
+        closed: l.closed.clone(),
+    };
+    let (stream, name) = (&l.key.stream, &l.key.logical_name);
     Ok(Planned {
         iteration: l.n,
         logical_name: l.key.logical_name.clone(),
-        lines: crate::manifest::manifest(&l.key.stream, &l.key.logical_name, l.n, &ids, per_line),
+        lines: crate::manifest::manifest(stream, name, l.n, &ids, per_line, Some(&facts)),
         shards: ids.len(),
         fixed: opened.shards.iter().filter(|s| s.end.is_some()).count(),
         state: opened.header.state,
@@ -205,7 +243,7 @@ pub async fn confirm(
 pub fn select(opened: &mut Opened, m: &MapMode, key: &LogicalKey) -> Result<()> {
     let n = opened.header.number;
     let wanted = match m {
-        MapMode::Manifest(shards) => shards.clone(),
+        MapMode::Manifest { shards, .. } => shards.clone(),
         MapMode::Task { index, count } => {
             let ids: Vec<String> = opened.shards.iter().map(|s| s.shard_id.clone()).collect();
             crate::manifest::task_share(&ids, *index, *count)

@@ -28,6 +28,7 @@ use crate::progress::Shards;
 use crate::shard::ReadSettings;
 use crate::stop::Stop;
 use anyhow::{anyhow, Result};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,6 +60,8 @@ struct Checkpointed {
     key: LogicalKey,
     opened: Opened,
     lease: LeaseOptions,
+    /// Closed shards' last sequence numbers, by shard.
+    closed: BTreeMap<String, String>,
 }
 
 /// A run with its stream looked at and, with checkpoints, its iteration
@@ -66,6 +69,8 @@ struct Checkpointed {
 pub struct Prepared {
     api: Arc<dyn StreamApi>,
     info: StreamInfo,
+    /// The shards a read without checkpoints reads (a checkpointed run's
+    /// come from its iteration).
     listed: Vec<ShardInfo>,
     /// The run's read settings, with the enhanced fan-out consumer's ARN.
     read: ReadSettings,
@@ -153,10 +158,11 @@ pub async fn prepare(
     let mut opened = locate::open_located(store.as_ref(), &mut located, cfg, false).await?;
     let locate::Located {
         info,
-        listed,
+        closed,
         key,
         n,
         lease,
+        ..
     } = located;
     if let Some(m) = &cfg.map {
         if let Err(e) = locate::select(&mut opened, m, &key) {
@@ -169,13 +175,14 @@ pub async fn prepare(
     Ok(Prepared {
         api,
         info,
-        listed,
+        listed: Vec::new(),
         read,
         iteration: Some(Checkpointed {
             store,
             key,
             opened,
             lease,
+            closed,
         }),
         started,
     })
@@ -221,7 +228,7 @@ pub async fn run(
                 key: c.key,
                 opened: c.opened,
                 lease: c.lease,
-                listed: &listed,
+                closed: &c.closed,
                 retention_hours: info.retention_hours,
                 read,
                 cfg,

@@ -7,10 +7,10 @@ use crate::format::Formatter;
 use crate::merge::{merge, MergeShard, MergeStats};
 use crate::pages::{page_bytes, Budget, PAGES_PER_SHARD};
 use crate::ports::checkpoint::ShardCheckpoint;
-use crate::ports::stream::{ShardInfo, StreamApi};
+use crate::ports::stream::StreamApi;
 use crate::shard::{EndRules, Extent, Outcome, ReadSettings, ShardEvent, ShardTask};
 use anyhow::{anyhow, Context, Result};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
@@ -26,8 +26,8 @@ pub type Ends = mpsc::UnboundedSender<(usize, Outcome)>;
 #[derive(Clone)]
 pub struct Pump<'a> {
     pub api: Arc<dyn StreamApi>,
-    /// The stream's shard list (for closed shards' ending sequence numbers).
-    pub listed: &'a [ShardInfo],
+    /// Closed shards' last sequence numbers, by shard.
+    pub closed: &'a BTreeMap<String, String>,
     pub rules: EndRules,
     pub settings: ReadSettings,
     pub fmt: Formatter,
@@ -69,11 +69,6 @@ impl Pump<'_> {
         mut out: Box<dyn Write + Send>,
         ends: Ends,
     ) -> Result<MergeStats> {
-        let ending: HashMap<&str, Option<String>> = self
-            .listed
-            .iter()
-            .map(|s| (s.shard_id.as_str(), s.ending_sequence_number.clone()))
-            .collect();
         let mut settings = self.settings.clone();
         settings.page_bytes = page_bytes(settings.max_memory, shards.len()).map_err(|need| {
             ExitError::Usage(format!(
@@ -102,7 +97,7 @@ impl Pump<'_> {
                 },
                 None => Extent::Live {
                     start: s.start.clone(),
-                    ending_sequence: ending.get(s.shard_id.as_str()).cloned().flatten(),
+                    ending_sequence: self.closed.get(&s.shard_id).cloned(),
                     rules: self.rules.clone(),
                     known_until_ms: s.known_until_ms,
                 },

@@ -254,3 +254,54 @@ async fn ends_that_arrive_together_are_fixed_in_one_write() {
     let (again, _) = read(api, Some(store), &checkpointed("0")).await.unwrap();
     assert_eq!(again, first);
 }
+
+/// A map task given a manifest line from `plan` asks the control plane
+/// nothing (no DescribeStreamSummary, no ListShards), and still reads a
+/// shard that the plan saw closed to its end, on a stream that, like moto,
+/// never ends a closed shard's iterator.
+#[tokio::test]
+async fn a_map_task_takes_the_stream_from_its_manifest_not_the_control_plane() {
+    let mut stream = MemoryStream::new("logs")
+        .with_shard("shardId-0", &[], records(100, 5, "a"))
+        .with_shard("shardId-1", &[], records(200, 5, "b"));
+    stream.endless_iterators = true;
+    stream.close("shardId-0");
+    let api = Arc::new(Faulty::new(stream));
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::default());
+    let planned = plan(
+        api.as_ref(),
+        store.as_ref(),
+        &checkpointed("next"),
+        "host:1:1",
+        1,
+    )
+    .await
+    .unwrap();
+    assert_eq!((api.calls("describe"), api.calls("list_shards")), (1, 1));
+    let line = planned.lines[0].to_line();
+    let a = crate::manifest::assignment(&line).unwrap();
+    let cli = ReaderCli::try_parse_from([
+        "kinesis-reader",
+        "--min-call-interval",
+        "0ms",
+        "--nodata-timeout",
+        "1",
+        "--fields",
+        "shard_id,sequence_number,data",
+        "--checkpoint-table",
+        "cp-table",
+        "--shards-from-stdin",
+    ])
+    .unwrap();
+    let none = |_: &str| None;
+    let layers = Layers::new(&cli.common.define, &none).unwrap();
+    let cfg = ReaderConfig::resolve(&cli.common, &cli.read, &layers, Some(&a)).unwrap();
+    let (out, s) = read(api.clone(), Some(store.clone()), &cfg).await.unwrap();
+    assert_eq!((api.calls("describe"), api.calls("list_shards")), (1, 1));
+    assert_eq!((s.records, out.lines().count()), (5, 5), "{out}");
+    assert!(out.lines().all(|l| l.starts_with("shardId-0\t")), "{out}");
+    let fixed = store.shards(&key(), 0).await.unwrap();
+    let end = fixed[0].end.as_ref().expect("shardId-0 fixed");
+    assert!(end.closed, "the plan saw shardId-0 closed: {end:?}");
+    assert!(fixed[1].end.is_none());
+}

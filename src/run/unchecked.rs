@@ -29,9 +29,10 @@ pub async fn read(
     let mut shards = lineage::first_shards(listed, &cfg.start, now);
     let mut summary = Summary::default();
     let out = Arc::new(Mutex::new(out));
+    let closed = super::locate::closed_shards(listed);
     let pump = Pump {
         api,
-        listed,
+        closed: &closed,
         rules: end_rules(cfg, now),
         settings: read.clone(),
         fmt: Formatter::new(cfg.fields.clone(), cfg.encoding, cfg.format, stream, None),

@@ -35,6 +35,7 @@ pub fn plan(seed: u64) -> FaultPlan {
         cut_body: 0.02,
         delay_for: Duration::from_millis(2500),
         only: vec![],
+        rate: None,
     }
 }
 
@@ -617,15 +618,7 @@ async fn the_readmes_iam_policies_cover_exactly_the_calls_made() {
     let stream = unique("iam");
     create_stream(&k, &stream, 2).await;
     put_many(&k, &stream, 0, 10).await;
-    let quiet = FaultPlan {
-        throttle: 0.0,
-        server_error: 0.0,
-        expired_iterator: 0.0,
-        delay: 0.0,
-        lost_answer: 0.0,
-        cut_body: 0.0,
-        ..plan(1)
-    };
+    let quiet = FaultPlan::quiet();
     let (r, w) = (
         proxy::start(endpoint(), endpoint(), quiet.clone()),
         proxy::start(endpoint(), endpoint(), quiet),

@@ -15,6 +15,10 @@
 //!
 //! The last three are the hard ones: a write the server applied whose
 //! answer the client never saw, so the client's retry meets its own write.
+//!
+//! A [`RateLimit`] throttles chosen operations above a rate, as the service's
+//! per-account and per-stream limits do. The proxy also counts every
+//! operation it sees, so a test can say how many calls a run made.
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
@@ -25,7 +29,7 @@ use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often each fault is injected (per request), and the delay used.
 #[derive(Clone, Debug)]
@@ -40,6 +44,35 @@ pub struct FaultPlan {
     pub delay_for: Duration,
     /// Only these operations get faults (all when empty).
     pub only: Vec<&'static str>,
+    /// Throttling above a rate, besides the random faults.
+    pub rate: Option<RateLimit>,
+}
+
+impl FaultPlan {
+    /// No random faults at all.
+    pub fn quiet() -> FaultPlan {
+        FaultPlan {
+            seed: 1,
+            throttle: 0.0,
+            server_error: 0.0,
+            expired_iterator: 0.0,
+            delay: 0.0,
+            lost_answer: 0.0,
+            cut_body: 0.0,
+            delay_for: Duration::ZERO,
+            only: vec![],
+            rate: None,
+        }
+    }
+}
+
+/// A token bucket over some operations: `burst` calls at once, then
+/// `per_second`; a call above it is throttled without being forwarded.
+#[derive(Clone, Debug)]
+pub struct RateLimit {
+    pub ops: Vec<&'static str>,
+    pub per_second: f64,
+    pub burst: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -60,8 +93,11 @@ struct State {
     /// Faults injected, by kind and operation.
     injected: Mutex<BTreeMap<(Fault, String), u64>>,
     requests: Mutex<u64>,
-    /// Every operation seen, e.g. `Kinesis GetRecords`, `DynamoDB Query`, `S3 UploadPart`.
-    seen: Mutex<std::collections::BTreeSet<String>>,
+    /// Every operation seen, e.g. `Kinesis GetRecords`, `DynamoDB Query`,
+    /// `S3 UploadPart`, with how many times.
+    seen: Mutex<BTreeMap<String, u64>>,
+    /// The rate limit's tokens, and when they were last topped up.
+    bucket: Mutex<(f64, Instant)>,
 }
 
 impl State {
@@ -74,8 +110,37 @@ impl State {
         (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// Takes a token of the rate limit; false when there is none left.
+    fn within_rate(&self, op: &str) -> bool {
+        let Some(r) = self.plan.rate.as_ref().filter(|r| r.ops.contains(&op)) else {
+            return true;
+        };
+        let mut b = self.bucket.lock().unwrap();
+        let now = Instant::now();
+        b.0 = (b.0 + now.duration_since(b.1).as_secs_f64() * r.per_second).min(r.burst);
+        b.1 = now;
+        if b.0 < 1.0 {
+            return false;
+        }
+        b.0 -= 1.0;
+        true
+    }
+
+    fn count(&self, f: Fault, op: &str) {
+        *self
+            .injected
+            .lock()
+            .unwrap()
+            .entry((f, op.to_string()))
+            .or_default() += 1;
+    }
+
     fn draw(&self, op: &str) -> Option<Fault> {
         *self.requests.lock().unwrap() += 1;
+        if !self.within_rate(op) {
+            self.count(Fault::Throttle, op);
+            return Some(Fault::Throttle);
+        }
         let p = &self.plan;
         if !p.only.is_empty() && !p.only.contains(&op) {
             return None;
@@ -100,12 +165,7 @@ impl State {
             .or_else(|| pick(p.lost_answer, Fault::LostAnswer))
             .or_else(|| pick(p.cut_body, Fault::CutBody));
         if let Some(f) = f {
-            *self
-                .injected
-                .lock()
-                .unwrap()
-                .entry((f, op.to_string()))
-                .or_default() += 1;
+            self.count(f, op);
         }
         f
     }
@@ -132,7 +192,17 @@ impl Proxy {
         *self.state.requests.lock().unwrap()
     }
     pub fn seen(&self) -> std::collections::BTreeSet<String> {
-        self.state.seen.lock().unwrap().clone()
+        self.state.seen.lock().unwrap().keys().cloned().collect()
+    }
+    /// How many times operation `name` (e.g. `Kinesis ListShards`) was seen.
+    pub fn calls(&self, name: &str) -> u64 {
+        self.state
+            .seen
+            .lock()
+            .unwrap()
+            .get(name)
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -154,6 +224,7 @@ pub fn start(kinesis: &str, other: &str, plan: FaultPlan) -> Proxy {
         kinesis: strip(kinesis),
         other: strip(other),
         rng: Mutex::new(plan.seed.max(1)),
+        bucket: Mutex::new((plan.rate.as_ref().map_or(0.0, |r| r.burst), Instant::now())),
         plan,
         injected: Mutex::default(),
         requests: Mutex::default(),
@@ -221,10 +292,11 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Out>,
         (false, false) => "DynamoDB",
         (false, true) => "",
     };
-    st.seen
+    *st.seen
         .lock()
         .unwrap()
-        .insert(format!("{service} {op}").trim().to_string());
+        .entry(format!("{service} {op}").trim().to_string())
+        .or_default() += 1;
     let fault = st.draw(&op);
     let json = if kinesis {
         "application/x-amz-json-1.1"
