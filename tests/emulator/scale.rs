@@ -156,3 +156,125 @@ async fn map_tasks_of_a_thousand_shard_plan_never_call_the_control_plane() {
     assert_eq!(out.lines().count(), want);
     assert_eq!(control_plane(&p), (2, 2));
 }
+
+/// A Hadoop counter from a task's stderr, e.g. `KinesisReader,throttles`.
+fn counter(stderr: &str, name: &str) -> u64 {
+    let prefix = format!("reporter:counter:{name},");
+    stderr
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
+        .unwrap_or_else(|| panic!("no counter {name} in:\n{stderr}"))
+}
+
+/// A hundred map tasks start at once against a checkpoint table that, like
+/// a provisioned one, throttles above a rate: every task succeeds by
+/// backing off, between them they read every record once, the throttles
+/// they report are the ones the proxy sent, and `finish` closes the
+/// iteration.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_map_tasks_at_once_back_off_from_a_throttled_table_and_all_succeed() {
+    use crate::proxy::{self, FaultPlan, RateLimit};
+    let k = kinesis().await;
+    let stream = unique("hundred");
+    create_stream(&k, &stream, 100).await;
+    let puts = put_many(&k, &stream, 0, 300).await;
+    let table = table();
+    let manifest = ok(reader(&[
+        "plan",
+        "--stream",
+        &stream,
+        "--checkpoint-table",
+        &table,
+        "--logical-name",
+        "H",
+    ]));
+    let manifest = String::from_utf8(manifest).unwrap();
+    let lines: Vec<String> = manifest.lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 100);
+    let rate = RateLimit {
+        ops: vec![
+            "GetItem",
+            "Query",
+            "UpdateItem",
+            "PutItem",
+            "DeleteItem",
+            "TransactWriteItems",
+        ],
+        per_second: 60.0,
+        burst: 30.0,
+    };
+    let p = proxy::start(
+        endpoint(),
+        endpoint(),
+        FaultPlan {
+            rate: Some(rate),
+            ..FaultPlan::quiet()
+        },
+    );
+    let outputs: Vec<std::process::Output> = std::thread::scope(|s| {
+        let tasks: Vec<_> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, line)| {
+                let (table, url) = (&table, &p.url);
+                s.spawn(move || {
+                    let attempt = format!("attempt_test_m_{i:06}_0");
+                    reader_input(
+                        &[
+                            "--shards-from-stdin",
+                            "--checkpoint-table",
+                            table,
+                            "--fields",
+                            "shard_id,sequence_number",
+                        ],
+                        format!("{}\t{line}\n", i * 300).as_bytes(),
+                        &[
+                            ("AWS_ENDPOINT_URL", url),
+                            ("mapreduce_task_attempt_id", &attempt),
+                        ],
+                    )
+                })
+            })
+            .collect();
+        tasks.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let mut got = Vec::new();
+    let (mut reported, mut most_retries) = (0, 0);
+    for o in &outputs {
+        assert!(o.status.success(), "a map task failed:\n{}", stderr(o));
+        reported += counter(&stderr(o), "KinesisReader,throttles");
+        most_retries = most_retries.max(counter(&stderr(o), "KinesisReader,retries"));
+        got.extend(
+            String::from_utf8(o.stdout.clone())
+                .unwrap()
+                .lines()
+                .map(str::to_string),
+        );
+    }
+    let throttled = p.count(proxy::Fault::Throttle);
+    assert!(
+        throttled >= 50,
+        "only {throttled} throttles: the rate did not bite"
+    );
+    assert_eq!(reported, throttled, "throttles the tasks reported vs. sent");
+    eprintln!("100 map tasks: {throttled} throttles, at most {most_retries} retries in one task");
+    let mut want: Vec<String> = puts
+        .iter()
+        .map(|r| format!("{}\t{}", r.shard_id, r.sequence_number))
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    let fin = reader(&[
+        "finish",
+        "--stream",
+        &stream,
+        "--checkpoint-table",
+        &table,
+        "--logical-name",
+        "H",
+        "--iteration",
+        "0",
+    ]);
+    assert!(fin.status.success(), "{}", stderr(&fin));
+}

@@ -25,6 +25,7 @@ use crate::ports::checkpoint::{
 };
 use anyhow::anyhow;
 use async_trait::async_trait;
+use aws_config::retry::RetryConfig;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::types::{
     AttributeValue as AV, ConditionCheck, Put, TransactWriteItem, Update,
@@ -125,6 +126,13 @@ fn cancelled_conditions<R>(
     }
 }
 
+/// Attempts per checkpoint-table call. Map tasks start by the hundred and
+/// each makes a few calls at once, so a provisioned table throttles them in
+/// a burst; five attempts (about 7 s of backoff) ran out in a hundred-task
+/// test, and a task that gives up fails its job. Ten attempts back off for
+/// about a minute, like the AWS SDK for Java's DynamoDB client (10 retries).
+const TABLE_ATTEMPTS: u32 = 10;
+
 impl DynamoStore {
     fn codec(&self) -> Codec<'_> {
         Codec { t: &self.t }
@@ -135,6 +143,7 @@ impl DynamoStore {
             client: Client::from_conf(
                 aws_sdk_dynamodb::config::Builder::from(config)
                     .interceptor(super::counters::Counter)
+                    .retry_config(RetryConfig::standard().with_max_attempts(TABLE_ATTEMPTS))
                     .build(),
             ),
             t,
