@@ -41,6 +41,7 @@ pub mod aws;
 #[cfg(any(test, feature = "fakes"))]
 pub mod fakes;
 pub mod ports;
+pub mod simulation;
 
 // Progress on a terminal, Hadoop counters and heartbeats.
 pub mod progress;

@@ -67,8 +67,10 @@ pub struct MergeStats {
     pub bytes: u64,
 }
 
-/// Runs until every shard is done. Blocking: call it from a blocking thread.
-pub fn merge(
+/// Runs until every shard is done. Its only wait is for the next shard
+/// event; writes to `out` block, so the reader runs it on a blocking thread
+/// (`Handle::block_on`), and the simulation inline on its own runtime.
+pub async fn merge(
     shards: Vec<MergeShard>,
     mut events: mpsc::Receiver<(usize, ShardEvent)>,
     out: &mut impl Write,
@@ -162,7 +164,7 @@ pub fn merge(
                 continue;
             }
             out.flush().context("writing to stdout")?;
-            match events.blocking_recv() {
+            match events.recv().await {
                 Some(ev) => apply(&mut lanes, &mut heap, ev)?,
                 None => anyhow::bail!("all shard readers stopped before their shards were done"),
             }
@@ -203,6 +205,11 @@ mod tests {
     use crate::format::{DataEncoding, Field, OutputFormat};
     use crate::ports::stream::Record;
     use bytes::Bytes;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        let rt = tokio::runtime::Builder::new_current_thread().build();
+        rt.unwrap().block_on(f)
+    }
 
     fn rec(seq: u32, ts: i64) -> Record {
         Record {
@@ -254,10 +261,10 @@ mod tests {
                 .collect();
             let mut out = Vec::new();
             let mut done = Vec::new();
-            merge(shards, rx, &mut out, &fmt, |i, _| {
+            block_on(merge(shards, rx, &mut out, &fmt, |i, _| {
                 done.push(i);
                 Ok(())
-            })
+            }))
             .unwrap();
             assert_eq!(done.len(), 2);
             String::from_utf8(out).unwrap()
@@ -293,7 +300,7 @@ mod tests {
             .collect();
         let handle = std::thread::spawn(move || {
             let mut out = Vec::new();
-            merge(shards, rx, &mut out, &fmt, |_, _| Ok(())).map(|_| out)
+            block_on(merge(shards, rx, &mut out, &fmt, |_, _| Ok(()))).map(|_| out)
         });
         std::thread::sleep(std::time::Duration::from_millis(100));
         // The idle shard then produces a record older than a's second one.

@@ -77,11 +77,20 @@ struct Planned {
     fault: Fault,
 }
 
+/// Decides the fate of each call when it is made, and may hold it until
+/// then: the deterministic simulation's scheduler (`simulation.rs`). A call
+/// whose turn never comes is a process killed at that point.
+#[async_trait]
+pub trait Gate: Send + Sync {
+    async fn turn(&self, method: &'static str) -> Option<Fault>;
+}
+
 /// A port whose chosen calls fail. Calls are counted per method from 1.
 pub struct Faulty<T> {
     inner: T,
     planned: Vec<Planned>,
     calls: Mutex<HashMap<&'static str, usize>>,
+    gate: Option<std::sync::Arc<dyn Gate>>,
 }
 
 impl<T> Faulty<T> {
@@ -90,6 +99,16 @@ impl<T> Faulty<T> {
             inner,
             planned: Vec::new(),
             calls: Mutex::default(),
+            gate: None,
+        }
+    }
+
+    /// Every call waits for its turn from `gate`, which also picks its fault
+    /// (the planned faults are then not used).
+    pub fn gated(inner: T, gate: std::sync::Arc<dyn Gate>) -> Self {
+        Faulty {
+            gate: Some(gate),
+            ..Faulty::new(inner)
         }
     }
 
@@ -128,12 +147,17 @@ impl<T> Faulty<T> {
         &self.inner
     }
 
-    /// Counts a call of `method`; the fault planned for it, if any.
-    fn next(&self, method: &'static str) -> Option<Fault> {
-        let mut calls = self.calls.lock().unwrap();
-        let n = calls.entry(method).or_insert(0);
-        *n += 1;
-        let n = *n;
+    /// Counts a call of `method`; the fault planned for it (or the gate's), if any.
+    async fn next(&self, method: &'static str) -> Option<Fault> {
+        let n = {
+            let mut calls = self.calls.lock().unwrap();
+            let n = calls.entry(method).or_insert(0);
+            *n += 1;
+            *n
+        };
+        if let Some(g) = &self.gate {
+            return g.turn(method).await;
+        }
         self.planned
             .iter()
             .find(|p| p.method == method && (p.calls.0..=p.calls.1).contains(&n))
@@ -150,7 +174,7 @@ impl<T> Faulty<T> {
     where
         Fut: Future<Output = Result<R, E>>,
     {
-        Self::run(method, self.next(method), call, injected).await
+        Self::run(method, self.next(method).await, call, injected).await
     }
 
     /// Runs `call` as `fault` says; `injected` makes the port's error.
@@ -202,7 +226,7 @@ fn sink_error(m: String) -> SinkError {
 #[async_trait]
 impl<T: CheckpointStore> CheckpointStore for Faulty<T> {
     async fn latest(&self, key: &LogicalKey) -> Result<Option<IterationHeader>, StoreError> {
-        match self.next("latest") {
+        match self.next("latest").await {
             Some(Fault::StaleRead) => Ok(None),
             f => Self::run("latest", f, || self.inner.latest(key), store_error).await,
         }
@@ -212,7 +236,7 @@ impl<T: CheckpointStore> CheckpointStore for Faulty<T> {
         key: &LogicalKey,
         n: u64,
     ) -> Result<Option<IterationHeader>, StoreError> {
-        match self.next("header") {
+        match self.next("header").await {
             Some(Fault::StaleRead) => Ok(None),
             f => Self::run("header", f, || self.inner.header(key, n), store_error).await,
         }
@@ -323,7 +347,7 @@ impl<T: StreamApi> StreamApi for Faulty<T> {
         self.call("iterator", call, stream_error).await
     }
     async fn get_records(&self, iterator: &str, limit: i32) -> Result<Page, StreamError> {
-        match self.next("get_records") {
+        match self.next("get_records").await {
             Some(Fault::IteratorExpired) => Err(StreamError::IteratorExpired),
             f => {
                 let call = || self.inner.get_records(iterator, limit);
@@ -349,7 +373,7 @@ impl<T: StreamApi> StreamApi for Faulty<T> {
         shard_id: &str,
         from: &Position,
     ) -> Result<Box<dyn Subscription>, StreamError> {
-        match self.next("subscribe") {
+        match self.next("subscribe").await {
             Some(Fault::SubscriptionInUse) => Err(StreamError::SubscriptionInUse(format!(
                 "injected: another subscription to {shard_id} is active"
             ))),
@@ -388,7 +412,7 @@ impl<T: ObjectStore> ObjectStore for Faulty<T> {
         parts: &[Part],
     ) -> Result<bool, SinkError> {
         // The port answers a lost answer with `Ok(false)`.
-        match self.next("complete") {
+        match self.next("complete").await {
             Some(Fault::Dropped) => Ok(false),
             Some(Fault::Lost) => self
                 .inner

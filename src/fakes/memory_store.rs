@@ -18,10 +18,10 @@ struct MemoryIteration {
 
 type MemoryIterations = BTreeMap<(LogicalKey, u64), MemoryIteration>;
 
-/// The checkpoint store in memory.
-#[derive(Default)]
+/// The checkpoint store in memory. A clone is another client of the same table.
+#[derive(Clone, Default)]
 pub struct MemoryStore {
-    inner: Mutex<MemoryIterations>,
+    inner: std::sync::Arc<Mutex<MemoryIterations>>,
 }
 
 impl MemoryStore {
@@ -189,9 +189,10 @@ impl CheckpointStore for MemoryStore {
                     None => (None, 0),
                 },
             };
+            let rival = crate::simulation::reintroduced(crate::simulation::Bug::OwnLeaseIsARival);
             let free = match &owner {
                 None => true,
-                Some(o) => *o == holder.owner || expires < now_ms,
+                Some(o) => (*o == holder.owner && !rival) || expires < now_ms,
             };
             if !(free || takeover) {
                 return Ok(Lease::HeldBy {

@@ -7,7 +7,7 @@ use crate::position::Position;
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// One shard: what ListShards says of it, its records, and how many of
 /// them have aged out of the stream's retention.
@@ -18,11 +18,13 @@ struct MemoryShard {
     trimmed: usize,
 }
 
-/// A stream in memory. Iterators are `<shard id>/<record index>`.
+/// A stream in memory. Iterators are `<shard id>/<record index>`. A clone
+/// is another client of the same stream.
+#[derive(Clone)]
 pub struct MemoryStream {
     info: StreamInfo,
-    shards: Mutex<Vec<MemoryShard>>,
-    consumers: Mutex<BTreeSet<String>>,
+    shards: Arc<Mutex<Vec<MemoryShard>>>,
+    consumers: Arc<Mutex<BTreeSet<String>>>,
     /// Records per GetRecords page (and per fan-out event) at most.
     pub page: usize,
     /// Like moto, a closed shard's iterator never ends (the reader must stop
@@ -54,8 +56,8 @@ impl MemoryStream {
                 created_ms: 1_000,
                 retention_hours: 24,
             },
-            shards: Mutex::default(),
-            consumers: Mutex::default(),
+            shards: Arc::default(),
+            consumers: Arc::default(),
             page: 10_000,
             endless_iterators: false,
             subscription_events: 2,

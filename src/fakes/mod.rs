@@ -10,7 +10,7 @@ mod memory_objects;
 mod memory_store;
 mod memory_stream;
 
-pub use faulty::{Fault, Faulty};
+pub use faulty::{Fault, Faulty, Gate};
 pub use memory_items::MemoryItems;
 pub use memory_objects::MemoryObjects;
 pub use memory_store::MemoryStore;

@@ -152,6 +152,9 @@ impl IterationRun<'_> {
             Ok(stats)
         };
         let result: Result<_> = tokio::select! {
+            // In this order when several are ready: a read that ended has
+            // fixed its shards under the lease.
+            biased;
             r = reading => r,
             why = stop => Err(ExitError::Interrupted(format!(
                 "stopped by {why}; iteration {n} is released as failed, and no shard is fixed \

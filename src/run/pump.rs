@@ -121,7 +121,7 @@ impl Pump<'_> {
         }
         drop(tx);
         let fmt = self.fmt.clone();
-        let merged = tokio::task::spawn_blocking(move || {
+        let merging = async move {
             // Lines are written field by field into one large buffer; what is
             // under it (stdout, a child's stdin) gets whole blocks.
             let mut out = std::io::BufWriter::with_capacity(OUTPUT_BUFFER, &mut out);
@@ -132,10 +132,17 @@ impl Pump<'_> {
                     .send((first + i, o))
                     .map_err(|_| anyhow!("shard ends are no longer recorded")),
             };
-            merge(merge_shards, rx, &mut out, &fmt, on_done)
-        })
-        .await
-        .context("the output thread panicked")?;
+            merge(merge_shards, rx, &mut out, &fmt, on_done).await
+        };
+        let merging = match crate::simulation::active() {
+            // One thread, so that the simulation's schedule decides everything.
+            true => tokio::spawn(merging),
+            false => {
+                let h = tokio::runtime::Handle::current();
+                tokio::task::spawn_blocking(move || h.block_on(merging))
+            }
+        };
+        let merged = merging.await.context("the output thread panicked")?;
         tasks.abort_all();
         if let Some(e) = failure.lock().unwrap().take() {
             return Err(e);

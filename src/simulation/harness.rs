@@ -1,0 +1,540 @@
+//! The simulation itself: a world (the in-memory stream and store), runs of
+//! the real run logic whose every port call waits for the scheduler's turn,
+//! the seeded scheduler, and the invariants checked at the end.
+//!
+//! Everything runs on one current-thread tokio runtime with a paused clock,
+//! so one seed gives one schedule: a failing seed replays step by step.
+
+use super::{Bug, ACTIVE, BUG};
+use crate::cli::ReaderCli;
+use crate::clock::simulated;
+use crate::config::{Layers, ReaderConfig};
+use crate::error::{exit_for, Exit};
+use crate::fakes::{Fault, Faulty, Gate, MemoryStore, MemoryStream};
+use crate::ports::checkpoint::{CheckpointStore, IterationState, LogicalKey};
+use crate::ports::stream::{Record, StreamApi};
+use crate::run::{prepare, run, Summary};
+use async_trait::async_trait;
+use clap::Parser;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// The host's clock steps by at most this much either way.
+pub const SKEW_MS: i64 = 2_000;
+const SHARDS: [&str; 2] = ["shardId-0", "shardId-1"];
+const START_MS: i64 = 1_800_000_000_000;
+/// Runs per seed, and at most this many at once.
+const RUNS: usize = 5;
+const AT_ONCE: usize = 3;
+/// A seed whose runs have not all ended after this many steps is stuck.
+const MAX_STEPS: usize = 200_000;
+
+/// What a seed explored and what it broke.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub steps: usize,
+    pub trace: Vec<String>,
+    pub violations: Vec<String>,
+    /// Runs that succeeded, failed, were killed.
+    pub outcomes: (usize, usize, usize),
+    /// Succeeded iterations, and the records of those after the first.
+    pub iterations: usize,
+    pub later_records: u64,
+}
+
+/// How a run was asked to run.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Next,
+    Number(u64),
+}
+
+/// A run's request, and whether it waits for another run's lease (30 s)
+/// or gives up at once (`--lease-wait 0s`, as a cron job might).
+#[derive(Clone, Copy, Debug)]
+struct Ask {
+    kind: Kind,
+    waits: bool,
+}
+
+/// One run: what it was asked, what it printed, how it ended.
+struct RunRecord {
+    kind: Kind,
+    owner: String,
+    out: Captured,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<Summary>>>,
+    ended: Option<Result<Summary, (Exit, String)>>,
+    killed: bool,
+}
+
+/// A run's output, kept in memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn bytes(&self) -> Vec<u8> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// What the scheduler lets a waiting call do.
+enum Turn {
+    Go(Option<Fault>),
+    Kill,
+}
+
+struct Waiting {
+    run: usize,
+    method: &'static str,
+    turn: oneshot::Sender<Turn>,
+}
+
+#[derive(Default)]
+struct Queue {
+    waiting: Vec<Waiting>,
+    killed: BTreeSet<usize>,
+}
+
+/// One run's gate: its calls queue for their turn; a killed run's calls
+/// never get one (a process killed with -9 makes no more calls).
+struct RunGate {
+    run: usize,
+    queue: Arc<Mutex<Queue>>,
+}
+
+#[async_trait]
+impl Gate for RunGate {
+    async fn turn(&self, method: &'static str) -> Option<Fault> {
+        let rx = {
+            let mut q = self.queue.lock().unwrap();
+            if q.killed.contains(&self.run) {
+                None
+            } else {
+                let (turn, rx) = oneshot::channel();
+                q.waiting.push(Waiting {
+                    run: self.run,
+                    method,
+                    turn,
+                });
+                Some(rx)
+            }
+        };
+        match rx {
+            Some(rx) => match rx.await {
+                Ok(Turn::Go(f)) => f,
+                _ => std::future::pending().await,
+            },
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// xorshift64*: small, seeded, the same sequence for a seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let x = &mut self.0;
+        *x ^= *x >> 12;
+        *x ^= *x << 25;
+        *x ^= *x >> 27;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - p
+    }
+}
+
+/// The fault a store or stream call may meet (besides none).
+fn faults_for(method: &str) -> &'static [Fault] {
+    match method {
+        "get_records" => &[Fault::Fail, Fault::IteratorExpired],
+        "iterator" | "oldest" | "describe" | "list_shards" => &[Fault::Fail],
+        // Store reads: refused or timed out, never applied twice.
+        "latest" | "header" | "lowest_unfinished" | "headers" | "shards" | "task_leases" => {
+            &[Fault::Fail, Fault::Dropped]
+        }
+        _ => &[
+            Fault::Fail,
+            Fault::Dropped,
+            Fault::Lost,
+            Fault::AppliedTwice,
+        ],
+    }
+}
+
+fn config(ask: Ask) -> ReaderConfig {
+    let iteration = match ask.kind {
+        Kind::Next => "next".to_string(),
+        Kind::Number(n) => n.to_string(),
+    };
+    let cli = ReaderCli::try_parse_from([
+        "kinesis-reader",
+        "--stream",
+        "logs",
+        "--checkpoint-table",
+        "cp-table",
+        "--logical-name",
+        "sim",
+        "--iteration",
+        &iteration,
+        "--lease-duration",
+        "3s",
+        "--lease-wait",
+        if ask.waits { "30s" } else { "0s" },
+        "--min-call-interval",
+        "0ms",
+        "--fields",
+        "shard_id,sequence_number,data",
+    ])
+    .expect("simulation flags");
+    let none = |_: &str| None;
+    let layers = Layers::new(&cli.common.define, &none).expect("no defines");
+    ReaderConfig::resolve(&cli.common, &cli.read, &layers, None).expect("simulation config")
+}
+
+fn key() -> LogicalKey {
+    LogicalKey {
+        stream: "logs".into(),
+        logical_name: "sim".into(),
+    }
+}
+
+/// The simulated world of one seed.
+struct World {
+    rng: Rng,
+    stream: MemoryStream,
+    store: MemoryStore,
+    queue: Arc<Mutex<Queue>>,
+    runs: Vec<RunRecord>,
+    /// Every record put, per shard, in order.
+    records: BTreeMap<&'static str, Vec<Record>>,
+    next_seq: u64,
+    trace: Vec<String>,
+}
+
+impl World {
+    fn new(seed: u64) -> Self {
+        let mut w = World {
+            rng: Rng(seed.max(1)),
+            stream: SHARDS.iter().fold(MemoryStream::new("logs"), |s, id| {
+                s.with_shard(id, &[], vec![])
+            }),
+            store: MemoryStore::default(),
+            queue: Arc::default(),
+            runs: Vec::new(),
+            records: BTreeMap::new(),
+            next_seq: 1_000,
+            trace: Vec::new(),
+        };
+        w.stream.page = 3;
+        for _ in 0..4 {
+            w.put();
+        }
+        w
+    }
+
+    fn log(&mut self, step: usize, what: String) {
+        let t = simulated::service_ms().unwrap_or(START_MS) - START_MS;
+        self.trace.push(format!("{step:>6} t+{t:>6}ms  {what}"));
+    }
+
+    /// A producer puts one to three records on a shard.
+    fn put(&mut self) -> String {
+        let shard = SHARDS[self.rng.below(SHARDS.len())];
+        let arrival = simulated::service_ms().unwrap_or(START_MS);
+        let n = 1 + self.rng.below(3);
+        let recs: Vec<Record> = (0..n)
+            .map(|_| {
+                self.next_seq += 1;
+                let seq = self.next_seq.to_string();
+                crate::fakes::record(&seq, &format!("r{seq}"), arrival)
+            })
+            .collect();
+        self.stream.put(shard, recs.clone());
+        self.records.entry(shard).or_default().extend(recs);
+        format!("{n} record(s) put on {shard}")
+    }
+
+    async fn start_run(&mut self) -> String {
+        let id = self.runs.len();
+        let latest = self
+            .store
+            .latest(&key())
+            .await
+            .ok()
+            .flatten()
+            .map(|h| h.number);
+        let kind = match latest {
+            Some(l) if self.rng.chance(0.3) => Kind::Number(self.rng.below(l as usize + 1) as u64),
+            _ => Kind::Next,
+        };
+        let ask = Ask {
+            kind,
+            waits: self.rng.chance(0.7),
+        };
+        let owner = format!("sim{id}:1:0");
+        let gate: Arc<dyn Gate> = Arc::new(RunGate {
+            run: id,
+            queue: self.queue.clone(),
+        });
+        let api: Arc<dyn StreamApi> = Arc::new(Faulty::gated(self.stream.clone(), gate.clone()));
+        let store: Arc<dyn CheckpointStore> = Arc::new(Faulty::gated(self.store.clone(), gate));
+        let out = Captured::default();
+        let (o, w) = (owner.clone(), out.clone());
+        // The run logic holds its clock as `&dyn Fn`, so it is not `Send`:
+        // a local task, as `block_on` runs it in the binary.
+        let task = tokio::task::spawn_local(async move {
+            let cfg = config(ask);
+            let p = prepare(api, Some(store), &cfg, &o, None).await?;
+            run(p, &cfg, Box::new(w), crate::stop::never(), false).await
+        });
+        self.runs.push(RunRecord {
+            kind,
+            owner,
+            out,
+            task: Some(task),
+            ended: None,
+            killed: false,
+        });
+        format!("run {id} starts: {ask:?}")
+    }
+
+    /// Notes the runs that have ended.
+    async fn collect(&mut self, step: usize) {
+        for id in 0..self.runs.len() {
+            let done = self.runs[id].task.as_ref().is_some_and(|t| t.is_finished());
+            if !done {
+                continue;
+            }
+            let task = self.runs[id].task.take().expect("checked");
+            let ended = match task.await {
+                Ok(Ok(s)) => Ok(s),
+                Ok(Err(e)) => Err((exit_for(&e), format!("{e:#}"))),
+                Err(e) => Err((Exit::Failure, format!("panicked: {e}"))),
+            };
+            let what = match &ended {
+                Ok(s) => format!(
+                    "run {id} succeeded: iteration {:?}, {} records",
+                    s.iteration, s.records
+                ),
+                Err((code, e)) => format!("run {id} failed ({code:?}): {e:.160}"),
+            };
+            self.runs[id].ended = Some(ended);
+            self.log(step, what);
+        }
+    }
+
+    fn live(&self) -> usize {
+        self.runs.iter().filter(|r| r.task.is_some()).count()
+    }
+
+    /// One scheduling decision.
+    fn decide(&mut self, step: usize) {
+        let mut waiting = std::mem::take(&mut self.queue.lock().unwrap().waiting);
+        if waiting.is_empty() {
+            return;
+        }
+        let w = waiting.swap_remove(self.rng.below(waiting.len()));
+        self.queue.lock().unwrap().waiting.extend(waiting);
+        // A kill: the run's process ends here (its lease is left to expire).
+        if self.rng.chance(0.004) {
+            self.queue.lock().unwrap().killed.insert(w.run);
+            if let Some(t) = self.runs[w.run].task.take() {
+                t.abort();
+            }
+            self.runs[w.run].killed = true;
+            let _ = w.turn.send(Turn::Kill);
+            self.log(step, format!("run {} KILLED at {}", w.run, w.method));
+            return;
+        }
+        let fault = match self.rng.chance(0.03) {
+            true => {
+                let kinds = faults_for(w.method);
+                Some(kinds[self.rng.below(kinds.len())])
+            }
+            false => None,
+        };
+        if let Some(f) = fault {
+            self.log(step, format!("run {} {} → {f:?}", w.run, w.method));
+        } else {
+            self.log(step, format!("run {} {}", w.run, w.method));
+        }
+        let _ = w.turn.send(Turn::Go(fault));
+    }
+}
+
+/// Runs seed `seed` (with `bug` put back, if any) and checks the invariants.
+pub fn simulate(seed: u64, bug: Option<Bug>) -> Report {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a runtime");
+    ACTIVE.set(true);
+    BUG.set(bug);
+    let local = tokio::task::LocalSet::new();
+    let report = local.block_on(&rt, async {
+        simulated::install(START_MS);
+        let mut w = World::new(seed);
+        let mut step = 0;
+        loop {
+            // Every run goes on until it waits for its turn or its timer.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            for _ in 0..4 {
+                tokio::task::yield_now().await;
+            }
+            w.collect(step).await;
+            let started = w.runs.len();
+            if started == RUNS && w.live() == 0 {
+                break;
+            }
+            step += 1;
+            if step > MAX_STEPS {
+                w.trace.push(format!("STUCK after {MAX_STEPS} steps"));
+                break;
+            }
+            if started < RUNS && w.live() < AT_ONCE && (w.live() == 0 || w.rng.chance(0.02)) {
+                let what = w.start_run().await;
+                w.log(step, what);
+            }
+            if w.rng.chance(0.04) {
+                let what = w.put();
+                w.log(step, what);
+            }
+            if w.rng.chance(0.002) {
+                let jump = w.rng.below(2 * SKEW_MS as usize + 1) as i64 - SKEW_MS;
+                simulated::set_jump(jump);
+                w.log(step, format!("the host's clock steps to {jump:+} ms"));
+            }
+            w.decide(step);
+        }
+        let stuck = step > MAX_STEPS;
+        let view = w.view();
+        let violations = super::tests::invariants(&view, stuck).await;
+        let done: Vec<u64> = headers(&view)
+            .await
+            .iter()
+            .filter(|h| succeeded(h))
+            .map(|h| h.number)
+            .collect();
+        let mut later_records = 0;
+        for n in done.iter().filter(|n| **n > 0) {
+            let ends = shards(&view, *n).await;
+            later_records += ends
+                .iter()
+                .filter_map(|s| s.end.as_ref())
+                .map(|e| e.records)
+                .sum::<u64>();
+        }
+        let outcomes = w
+            .runs
+            .iter()
+            .fold((0, 0, 0), |(s, f, k), r| match (&r.ended, r.killed) {
+                (_, true) => (s, f, k + 1),
+                (Some(Ok(_)), _) => (s + 1, f, k),
+                _ => (s, f + 1, k),
+            });
+        simulated::uninstall();
+        Report {
+            steps: step,
+            trace: w.trace,
+            violations,
+            outcomes,
+            iterations: done.len(),
+            later_records,
+        }
+    });
+    ACTIVE.set(false);
+    BUG.set(None);
+    report
+}
+
+/// What the invariants look at once the runs have ended.
+pub struct View {
+    pub stream: MemoryStream,
+    pub store: MemoryStore,
+    pub records: BTreeMap<&'static str, Vec<Record>>,
+    pub runs: Vec<RunView>,
+}
+
+pub type Ended = Result<(Option<u64>, u64), (Exit, String)>;
+
+pub struct RunView {
+    pub next: bool,
+    pub owner: String,
+    pub out: Vec<u8>,
+    /// The iteration and records it reported, or its exit and error.
+    pub ended: Option<Ended>,
+}
+
+impl World {
+    fn view(&self) -> View {
+        View {
+            stream: self.stream.clone(),
+            store: self.store.clone(),
+            records: self.records.clone(),
+            runs: self
+                .runs
+                .iter()
+                .map(|r| RunView {
+                    next: matches!(r.kind, Kind::Next),
+                    owner: r.owner.clone(),
+                    out: r.out.bytes(),
+                    ended: r.ended.as_ref().map(|e| match e {
+                        Ok(s) => Ok((s.iteration, s.records)),
+                        Err((c, m)) => Err((*c, m.clone())),
+                    }),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Replays iteration `n` without faults: its bytes, or why not.
+pub async fn replay(v: &View, n: u64) -> Result<Vec<u8>, String> {
+    let cfg = config(Ask {
+        kind: Kind::Number(n),
+        waits: true,
+    });
+    let out = Captured::default();
+    let api: Arc<dyn StreamApi> = Arc::new(v.stream.clone());
+    let store: Arc<dyn CheckpointStore> = Arc::new(v.store.clone());
+    let p = prepare(api, Some(store), &cfg, "replayer:1:0", None)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    run(p, &cfg, Box::new(out.clone()), crate::stop::never(), false)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    Ok(out.bytes())
+}
+
+/// The iteration headers as they are now.
+pub async fn headers(v: &View) -> Vec<crate::ports::checkpoint::IterationHeader> {
+    v.store.headers(&key()).await.unwrap_or_default()
+}
+
+/// An iteration's shards as they are now.
+pub async fn shards(v: &View, n: u64) -> Vec<crate::ports::checkpoint::ShardCheckpoint> {
+    v.store.shards(&key(), n).await.unwrap_or_default()
+}
+
+pub fn succeeded(h: &crate::ports::checkpoint::IterationHeader) -> bool {
+    h.state == IterationState::Succeeded
+}

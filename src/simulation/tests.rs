@@ -1,0 +1,242 @@
+//! The invariants (the architecture notes' list, as the simulation can see
+//! them), a fixed set of seeds for every test run, and the proof that the
+//! simulation finds the protocol bugs found before.
+//!
+//! `KINESIS_SIM_SEEDS=N` (and `KINESIS_SIM_FIRST=S`) runs N seeds from S;
+//! `KINESIS_SIM_SEED=S` prints one seed's whole schedule.
+
+use super::harness::{headers, replay, shards, simulate, succeeded, Report, View, SKEW_MS};
+use super::Bug;
+use crate::error::Exit;
+use std::collections::BTreeMap;
+
+/// Every invariant that fails once the runs of a seed have ended.
+pub async fn invariants(v: &View, stuck: bool) -> Vec<String> {
+    let mut bad = Vec::new();
+    if stuck {
+        bad.push("the runs did not all end: a run waits forever".to_string());
+    }
+    let hs = headers(v).await;
+    // Exact replay: a succeeded iteration prints the same bytes every time.
+    let mut replays: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    for h in hs.iter().filter(|h| succeeded(h)) {
+        match replay(v, h.number).await {
+            Ok(b) => {
+                replays.insert(h.number, b);
+            }
+            Err(e) => bad.push(format!(
+                "iteration {} succeeded but does not replay: {e}",
+                h.number
+            )),
+        }
+    }
+    // What each run reports is true; `next` never delivers a succeeded
+    // iteration again.
+    let mut by_next: BTreeMap<u64, usize> = BTreeMap::new();
+    for (id, r) in v.runs.iter().enumerate() {
+        match &r.ended {
+            Some(Ok((Some(n), records))) => {
+                let lines = r.out.iter().filter(|b| **b == b'\n').count() as u64;
+                if lines != *records {
+                    bad.push(format!(
+                        "run {id} reported {records} records but printed {lines}"
+                    ));
+                }
+                if !hs.iter().any(|h| h.number == *n && succeeded(h)) {
+                    bad.push(format!(
+                        "run {id} succeeded on iteration {n}, which is not recorded as succeeded"
+                    ));
+                }
+                if replays.get(n).is_some_and(|b| *b != r.out) {
+                    bad.push(format!(
+                        "run {id} printed iteration {n} otherwise than its replay:\n{}\nreplay:\n{}",
+                        String::from_utf8_lossy(&r.out),
+                        String::from_utf8_lossy(&replays[n])
+                    ));
+                }
+                if r.next {
+                    if let Some(other) = by_next.insert(*n, id) {
+                        bad.push(format!(
+                            "runs {other} and {id}, both --iteration next, delivered iteration {n}"
+                        ));
+                    }
+                }
+            }
+            Some(Ok((None, _))) => bad.push(format!("run {id} succeeded without an iteration")),
+            Some(Err((Exit::IterationOwned, msg))) if msg.contains(&format!("by {}", r.owner)) => {
+                bad.push(format!(
+                    "run {id} exited 3 naming itself as the holder: {msg}"
+                ))
+            }
+            _ => {}
+        }
+    }
+    // Consecutive iterations: the earlier one succeeded before the later one
+    // opened (a failed iteration is rerun first), and each shard starts where
+    // it ended: no gap, no overlap.
+    for pair in hs.windows(2) {
+        let (p, q) = (&pair[0], &pair[1]);
+        if !succeeded(p) {
+            bad.push(format!(
+                "iteration {} was opened while iteration {} was {:?}",
+                q.number, p.number, p.state
+            ));
+        } else if p.finished_ms.is_some_and(|f| f > q.opened_ms + 2 * SKEW_MS) {
+            bad.push(format!(
+                "iteration {} was opened before iteration {} succeeded",
+                q.number, p.number
+            ));
+        }
+        let before = shards(v, p.number).await;
+        for s in shards(v, q.number).await {
+            match before.iter().find(|b| b.shard_id == s.shard_id) {
+                Some(b) => match &b.end {
+                    Some(e) if e.next == s.start => {}
+                    Some(e) => bad.push(format!(
+                        "shard {} ends iteration {} at {} but starts iteration {} at {}",
+                        s.shard_id, p.number, e.next, q.number, s.start
+                    )),
+                    None => bad.push(format!(
+                        "iteration {} starts shard {}, which iteration {} did not fix",
+                        q.number, s.shard_id, p.number
+                    )),
+                },
+                None => bad.push(format!(
+                    "iteration {} reads shard {}, which iteration {} did not have",
+                    q.number, s.shard_id, p.number
+                )),
+            }
+        }
+    }
+    // The stream: the succeeded iterations, in order, hold each shard's
+    // records once each and in order, and every record that arrived before
+    // the last one's snapshot (less the clock's skew).
+    let done: Vec<u64> = (0..).take_while(|n| replays.contains_key(n)).collect();
+    let mut read: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for n in &done {
+        for line in String::from_utf8_lossy(&replays[n]).lines() {
+            let mut f = line.split('\t');
+            let (shard, seq) = (f.next().unwrap_or(""), f.next().unwrap_or(""));
+            read.entry(shard.to_string())
+                .or_default()
+                .push(seq.to_string());
+        }
+    }
+    let snapshot = done
+        .last()
+        .and_then(|n| hs.iter().find(|h| h.number == *n))
+        .map(|h| h.opened_ms);
+    for (shard, recs) in &v.records {
+        let got = read.remove(*shard).unwrap_or_default();
+        let want: Vec<String> = recs.iter().map(|r| r.sequence_number.clone()).collect();
+        if got.len() > want.len() || got[..] != want[..got.len()] {
+            bad.push(format!(
+                "the succeeded iterations hold shard {shard}'s records {got:?}, not a prefix of \
+                 {want:?}"
+            ));
+            continue;
+        }
+        let due = snapshot.map_or(0, |t| {
+            recs.iter().filter(|r| r.arrival_ms < t - SKEW_MS).count()
+        });
+        if got.len() < due {
+            bad.push(format!(
+                "shard {shard}: {due} records arrived before iteration {:?}'s snapshot, but the \
+                 iterations hold {}",
+                done.last(),
+                got.len()
+            ));
+        }
+    }
+    bad.extend(
+        read.keys()
+            .map(|s| format!("records of unknown shard {s:?}")),
+    );
+    bad
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.parse().ok()
+}
+
+/// The message for a seed that broke an invariant: what broke, the end of
+/// its schedule, and how to replay it.
+fn failure(seed: u64, r: &Report) -> String {
+    let tail = r.trace.len().saturating_sub(60);
+    format!(
+        "seed {seed} broke {} invariant(s):\n  {}\nlast steps of its schedule:\n{}\nreplay it \
+         step by step: KINESIS_SIM_SEED={seed} cargo test --lib simulation::tests::one_seed -- \
+         --nocapture",
+        r.violations.len(),
+        r.violations.join("\n  "),
+        r.trace[tail..].join("\n")
+    )
+}
+
+/// Seeds 1..=200 on every test run (more with `KINESIS_SIM_SEEDS`).
+#[test]
+fn every_seed_keeps_every_invariant() {
+    let first = env_u64("KINESIS_SIM_FIRST").unwrap_or(1);
+    let count = env_u64("KINESIS_SIM_SEEDS").unwrap_or(200);
+    let (mut steps, mut outcomes, mut iterations, mut later) = (0, (0, 0, 0), 0, 0);
+    for seed in first..first + count {
+        let r = simulate(seed, None);
+        assert!(r.violations.is_empty(), "{}", failure(seed, &r));
+        steps += r.steps;
+        iterations += r.iterations;
+        later += r.later_records;
+        outcomes = (
+            outcomes.0 + r.outcomes.0,
+            outcomes.1 + r.outcomes.1,
+            outcomes.2 + r.outcomes.2,
+        );
+    }
+    eprintln!(
+        "{count} seeds from {first}: {steps} scheduling steps; runs {} succeeded, {} failed, {} \
+         killed; {iterations} iterations succeeded, {later} records in those after the first",
+        outcomes.0, outcomes.1, outcomes.2
+    );
+    // The seeds must exercise the protocol, not only fail: runs of every
+    // ending, and iterations after the first that carry records.
+    assert!(outcomes.0 > count as usize, "{outcomes:?}");
+    assert!(outcomes.1 > 0 && outcomes.2 > 0, "{outcomes:?}");
+    assert!(
+        iterations > 2 * count as usize && later > count,
+        "{iterations} {later}"
+    );
+}
+
+/// One seed, one schedule: the trace is the same every time.
+#[test]
+fn a_seed_replays_its_schedule_exactly() {
+    for seed in [7, 1_234] {
+        let (a, b) = (simulate(seed, None), simulate(seed, None));
+        assert!(a.trace.len() > 50, "{}", a.trace.join("\n"));
+        assert_eq!(a.trace, b.trace, "seed {seed}");
+    }
+}
+
+/// Each protocol bug found before, put back, breaks an invariant within a
+/// few seeds.
+#[test]
+fn bugs_found_before_are_found_again() {
+    for bug in [Bug::NextReplaysASuccess, Bug::OwnLeaseIsARival] {
+        let found = (1..=300u64).find_map(|s| {
+            let broke = simulate(s, Some(bug)).violations;
+            Some((s, broke.into_iter().next()?))
+        });
+        let (seed, what) = found.unwrap_or_else(|| panic!("{bug:?} not found in 300 seeds"));
+        eprintln!("{bug:?}: found by seed {seed}: {what:.200}");
+    }
+}
+
+/// `KINESIS_SIM_SEED=S`: seed S's whole schedule and what it broke.
+#[test]
+fn one_seed() {
+    let Some(seed) = env_u64("KINESIS_SIM_SEED") else {
+        return;
+    };
+    let r = simulate(seed, None);
+    eprintln!("{}", r.trace.join("\n"));
+    assert!(r.violations.is_empty(), "{}", failure(seed, &r));
+}
