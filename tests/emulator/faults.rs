@@ -36,6 +36,7 @@ pub fn plan(seed: u64) -> FaultPlan {
         delay_for: Duration::from_millis(2500),
         only: vec![],
         rate: None,
+        force: vec![],
     }
 }
 
@@ -69,7 +70,18 @@ async fn iterations_under_faults_deliver_every_record_once_and_replay_exactly() 
     let stream = unique("faults");
     create_stream(&k, &stream, 3).await;
     let table = table();
-    let p = proxy::start(endpoint(), endpoint(), plan(seed(1)));
+    // Each kind of fault asserted below, guaranteed whatever the seed draws.
+    let forced = FaultPlan {
+        force: vec![
+            (Fault::Throttle, "GetRecords"),
+            (Fault::ServerError, "GetRecords"),
+            (Fault::ExpiredIterator, "GetRecords"),
+            (Fault::CutBody, "GetRecords"),
+            (Fault::LostAnswer, "TransactWriteItems"),
+        ],
+        ..plan(seed(1))
+    };
+    let p = proxy::start(endpoint(), endpoint(), forced);
 
     // A producer writes while the iterations run.
     let stop = Arc::new(AtomicBool::new(false));
@@ -423,7 +435,14 @@ async fn s3_objects_are_whole_or_absent_under_faults_and_kill_9() {
     let input: Vec<u8> = (0..300_000)
         .flat_map(|i| format!("line {i:07}\t{}\n", "x".repeat(i % 90)).into_bytes())
         .collect();
-    let p = proxy::start(endpoint(), endpoint(), plan(seed(5)));
+    let forced = FaultPlan {
+        force: vec![
+            (Fault::LostAnswer, "S3 UploadPart"),
+            (Fault::CutBody, "S3 UploadPart"),
+        ],
+        ..plan(seed(5))
+    };
+    let p = proxy::start(endpoint(), endpoint(), forced);
     let (mut whole, mut absent) = (0, 0);
     for i in 0..4 {
         let key = format!("faults/{i}");
@@ -463,6 +482,7 @@ async fn s3_objects_are_whole_or_absent_under_faults_and_kill_9() {
         FaultPlan {
             lost_answer: 0.6,
             only: vec!["S3 CreateMultipartUpload"],
+            force: vec![(Fault::LostAnswer, "S3 CreateMultipartUpload")],
             ..plan(seed(9))
         },
     );
@@ -520,7 +540,14 @@ async fn s3_objects_are_whole_or_absent_under_faults_and_kill_9() {
 #[tokio::test(flavor = "multi_thread")]
 async fn dynamodb_tables_end_as_undisturbed_runs_under_faults() {
     let d = dynamo().await;
-    let p = proxy::start(endpoint(), endpoint(), plan(seed(7)));
+    let forced = FaultPlan {
+        force: vec![
+            (Fault::LostAnswer, "BatchWriteItem"),
+            (Fault::LostAnswer, "UpdateItem"),
+        ],
+        ..plan(seed(7))
+    };
+    let p = proxy::start(endpoint(), endpoint(), forced);
     let rows: String = (0..1500usize)
         // 1,500 distinct keys (60 batches), then 300 of them again: last wins.
         .chain(0..300)

@@ -46,6 +46,10 @@ pub struct FaultPlan {
     pub only: Vec<&'static str>,
     /// Throttling above a rate, besides the random faults.
     pub rate: Option<RateLimit>,
+    /// Faults the plan guarantees whatever the seed draws: the first request
+    /// of each operation named gets its fault, so that a test asserting a
+    /// kind of fault never depends on the draw.
+    pub force: Vec<(Fault, &'static str)>,
 }
 
 impl FaultPlan {
@@ -62,6 +66,7 @@ impl FaultPlan {
             delay_for: Duration::ZERO,
             only: vec![],
             rate: None,
+            force: vec![],
         }
     }
 }
@@ -98,6 +103,8 @@ struct State {
     seen: Mutex<BTreeMap<String, u64>>,
     /// The rate limit's tokens, and when they were last topped up.
     bucket: Mutex<(f64, Instant)>,
+    /// The forced faults not injected yet.
+    forced: Mutex<Vec<(Fault, &'static str)>>,
 }
 
 impl State {
@@ -140,6 +147,15 @@ impl State {
         if !self.within_rate(op) {
             self.count(Fault::Throttle, op);
             return Some(Fault::Throttle);
+        }
+        let forced = {
+            let mut f = self.forced.lock().unwrap();
+            let i = f.iter().position(|(_, o)| *o == op);
+            i.map(|i| f.remove(i).0)
+        };
+        if let Some(f) = forced {
+            self.count(f, op);
+            return Some(f);
         }
         let p = &self.plan;
         if !p.only.is_empty() && !p.only.contains(&op) {
@@ -225,6 +241,7 @@ pub fn start(kinesis: &str, other: &str, plan: FaultPlan) -> Proxy {
         other: strip(other),
         rng: Mutex::new(plan.seed.max(1)),
         bucket: Mutex::new((plan.rate.as_ref().map_or(0.0, |r| r.burst), Instant::now())),
+        forced: Mutex::new(plan.force.clone()),
         plan,
         injected: Mutex::default(),
         requests: Mutex::default(),
