@@ -27,8 +27,8 @@ pub const SKEW_MS: i64 = 2_000;
 const SHARDS: [&str; 2] = ["shardId-0", "shardId-1"];
 const START_MS: i64 = 1_800_000_000_000;
 /// Runs per seed, and at most this many at once.
-const RUNS: usize = 5;
-const AT_ONCE: usize = 3;
+const RUNS: usize = 8;
+const AT_ONCE: usize = 4;
 /// A seed whose runs have not all ended after this many steps is stuck.
 const MAX_STEPS: usize = 200_000;
 
@@ -43,21 +43,36 @@ pub struct Report {
     /// Succeeded iterations, and the records of those after the first.
     pub iterations: usize,
     pub later_records: u64,
+    /// Map tasks and `finish` runs that succeeded.
+    pub map_mode: (usize, usize),
 }
 
 /// How a run was asked to run.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Kind {
+    /// A whole iteration: `--iteration next`, or a number.
     Next,
     Number(u64),
+    /// `plan --iteration next`, a map task given one manifest line of a
+    /// plan, and `finish` of a planned iteration.
+    Plan,
+    Task(String),
+    Finish(u64),
 }
 
 /// A run's request, and whether it waits for another run's lease (30 s)
 /// or gives up at once (`--lease-wait 0s`, as a cron job might).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Ask {
     kind: Kind,
     waits: bool,
+}
+
+/// What a run that ended well did.
+enum Done {
+    Read(Summary),
+    Planned(crate::run::Planned),
+    Finished(u64),
 }
 
 /// One run: what it was asked, what it printed, how it ended.
@@ -65,8 +80,8 @@ struct RunRecord {
     kind: Kind,
     owner: String,
     out: Captured,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<Summary>>>,
-    ended: Option<Result<Summary, (Exit, String)>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<Done>>>,
+    ended: Option<Ended>,
     killed: bool,
 }
 
@@ -179,21 +194,19 @@ fn faults_for(method: &str) -> &'static [Fault] {
     }
 }
 
-fn config(ask: Ask) -> ReaderConfig {
-    let iteration = match ask.kind {
-        Kind::Next => "next".to_string(),
-        Kind::Number(n) => n.to_string(),
+fn config(ask: &Ask) -> ReaderConfig {
+    let iteration = match &ask.kind {
+        Kind::Number(n) | Kind::Finish(n) => n.to_string(),
+        _ => "next".to_string(),
     };
-    let cli = ReaderCli::try_parse_from([
-        "kinesis-reader",
-        "--stream",
-        "logs",
-        "--checkpoint-table",
-        "cp-table",
-        "--logical-name",
-        "sim",
-        "--iteration",
-        &iteration,
+    let mut args = vec!["kinesis-reader", "--checkpoint-table", "cp-table"];
+    if let Kind::Task(_) = ask.kind {
+        args.push("--shards-from-stdin");
+    } else {
+        args.extend(["--stream", "logs", "--logical-name", "sim"]);
+        args.extend(["--iteration", &iteration]);
+    }
+    let cli = ReaderCli::try_parse_from(args.into_iter().chain([
         "--lease-duration",
         "3s",
         "--lease-wait",
@@ -202,11 +215,43 @@ fn config(ask: Ask) -> ReaderConfig {
         "0ms",
         "--fields",
         "shard_id,sequence_number,data",
-    ])
+    ]))
     .expect("simulation flags");
     let none = |_: &str| None;
     let layers = Layers::new(&cli.common.define, &none).expect("no defines");
-    ReaderConfig::resolve(&cli.common, &cli.read, &layers, None).expect("simulation config")
+    let manifest = match &ask.kind {
+        Kind::Task(line) => Some(crate::manifest::assignment(line).expect("a planned line")),
+        _ => None,
+    };
+    ReaderConfig::resolve(&cli.common, &cli.read, &layers, manifest.as_ref())
+        .expect("simulation config")
+}
+
+/// Runs `ask` as the binary would, printing onto `out`.
+async fn perform(
+    ask: Ask,
+    api: Arc<dyn StreamApi>,
+    store: Arc<dyn CheckpointStore>,
+    owner: String,
+    out: Captured,
+) -> anyhow::Result<Done> {
+    let cfg = config(&ask);
+    match ask.kind {
+        Kind::Plan => {
+            let p = crate::run::plan(api.as_ref(), store.as_ref(), &cfg, &owner, 1).await?;
+            Ok(Done::Planned(p))
+        }
+        Kind::Finish(_) => {
+            let (n, _) =
+                crate::run::confirm(api.as_ref(), store.as_ref(), &cfg, &owner, false).await?;
+            Ok(Done::Finished(n))
+        }
+        _ => {
+            let p = prepare(api, Some(store), &cfg, &owner, None).await?;
+            let s = run(p, &cfg, Box::new(out), crate::stop::never(), false).await?;
+            Ok(Done::Read(s))
+        }
+    }
 }
 
 fn key() -> LogicalKey {
@@ -226,6 +271,8 @@ struct World {
     /// Every record put, per shard, in order.
     records: BTreeMap<&'static str, Vec<Record>>,
     next_seq: u64,
+    /// The manifest lines of each plan that ended well.
+    manifests: BTreeMap<u64, Vec<String>>,
     trace: Vec<String>,
 }
 
@@ -241,6 +288,7 @@ impl World {
             runs: Vec::new(),
             records: BTreeMap::new(),
             next_seq: 1_000,
+            manifests: BTreeMap::new(),
             trace: Vec::new(),
         };
         w.stream.page = 3;
@@ -281,12 +329,19 @@ impl World {
             .ok()
             .flatten()
             .map(|h| h.number);
-        let kind = match latest {
-            Some(l) if self.rng.chance(0.3) => Kind::Number(self.rng.below(l as usize + 1) as u64),
+        let planned = self
+            .manifests
+            .last_key_value()
+            .map(|(n, l)| (*n, l.clone()));
+        let kind = match (self.rng.below(20), latest, planned) {
+            (0..=5, Some(l), _) => Kind::Number(self.rng.below(l as usize + 1) as u64),
+            (6..=8, _, _) => Kind::Plan,
+            (9..=12, _, Some((_, lines))) => Kind::Task(lines[self.rng.below(lines.len())].clone()),
+            (13..=14, _, Some((n, _))) => Kind::Finish(n),
             _ => Kind::Next,
         };
         let ask = Ask {
-            kind,
+            kind: kind.clone(),
             waits: self.rng.chance(0.7),
         };
         let owner = format!("sim{id}:1:0");
@@ -297,14 +352,10 @@ impl World {
         let api: Arc<dyn StreamApi> = Arc::new(Faulty::gated(self.stream.clone(), gate.clone()));
         let store: Arc<dyn CheckpointStore> = Arc::new(Faulty::gated(self.store.clone(), gate));
         let out = Captured::default();
-        let (o, w) = (owner.clone(), out.clone());
+        let what = format!("run {id} starts: {ask:?}");
         // The run logic holds its clock as `&dyn Fn`, so it is not `Send`:
         // a local task, as `block_on` runs it in the binary.
-        let task = tokio::task::spawn_local(async move {
-            let cfg = config(ask);
-            let p = prepare(api, Some(store), &cfg, &o, None).await?;
-            run(p, &cfg, Box::new(w), crate::stop::never(), false).await
-        });
+        let task = tokio::task::spawn_local(perform(ask, api, store, owner.clone(), out.clone()));
         self.runs.push(RunRecord {
             kind,
             owner,
@@ -313,7 +364,7 @@ impl World {
             ended: None,
             killed: false,
         });
-        format!("run {id} starts: {ask:?}")
+        what
     }
 
     /// Notes the runs that have ended.
@@ -325,15 +376,20 @@ impl World {
             }
             let task = self.runs[id].task.take().expect("checked");
             let ended = match task.await {
-                Ok(Ok(s)) => Ok(s),
+                Ok(Ok(Done::Read(s))) => Ok((s.iteration, s.records)),
+                Ok(Ok(Done::Planned(p))) => {
+                    let lines = p.lines.iter().map(|l| l.to_line()).collect();
+                    self.manifests.insert(p.iteration, lines);
+                    Ok((Some(p.iteration), 0))
+                }
+                Ok(Ok(Done::Finished(n))) => Ok((Some(n), 0)),
                 Ok(Err(e)) => Err((exit_for(&e), format!("{e:#}"))),
                 Err(e) => Err((Exit::Failure, format!("panicked: {e}"))),
             };
             let what = match &ended {
-                Ok(s) => format!(
-                    "run {id} succeeded: iteration {:?}, {} records",
-                    s.iteration, s.records
-                ),
+                Ok((n, records)) => {
+                    format!("run {id} succeeded: iteration {n:?}, {records} records")
+                }
                 Err((code, e)) => format!("run {id} failed ({code:?}): {e:.160}"),
             };
             self.runs[id].ended = Some(ended);
@@ -410,7 +466,7 @@ pub fn simulate(seed: u64, bug: Option<Bug>) -> Report {
                 w.trace.push(format!("STUCK after {MAX_STEPS} steps"));
                 break;
             }
-            if started < RUNS && w.live() < AT_ONCE && (w.live() == 0 || w.rng.chance(0.02)) {
+            if started < RUNS && w.live() < AT_ONCE && (w.live() == 0 || w.rng.chance(0.15)) {
                 let what = w.start_run().await;
                 w.log(step, what);
             }
@@ -451,6 +507,18 @@ pub fn simulate(seed: u64, bug: Option<Bug>) -> Report {
                 (Some(Ok(_)), _) => (s + 1, f, k),
                 _ => (s, f + 1, k),
             });
+        let ok = |f: fn(&Kind) -> bool| {
+            let ended_well = |r: &&RunRecord| matches!(r.ended, Some(Ok(_)));
+            w.runs
+                .iter()
+                .filter(ended_well)
+                .filter(|r| f(&r.kind))
+                .count()
+        };
+        let map_mode = (
+            ok(|k| matches!(k, Kind::Task(_))),
+            ok(|k| matches!(k, Kind::Finish(_))),
+        );
         simulated::uninstall();
         Report {
             steps: step,
@@ -459,6 +527,7 @@ pub fn simulate(seed: u64, bug: Option<Bug>) -> Report {
             outcomes,
             iterations: done.len(),
             later_records,
+            map_mode,
         }
     });
     ACTIVE.set(false);
@@ -476,8 +545,21 @@ pub struct View {
 
 pub type Ended = Result<(Option<u64>, u64), (Exit, String)>;
 
+/// What a run was, as the invariants tell them apart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A whole iteration, with `--iteration next` or not.
+    Read {
+        next: bool,
+    },
+    /// A map task, with its shards.
+    Task(Vec<String>),
+    Plan,
+    Finish,
+}
+
 pub struct RunView {
-    pub next: bool,
+    pub role: Role,
     pub owner: String,
     pub out: Vec<u8>,
     /// The iteration and records it reported, or its exit and error.
@@ -494,13 +576,20 @@ impl World {
                 .runs
                 .iter()
                 .map(|r| RunView {
-                    next: matches!(r.kind, Kind::Next),
+                    role: match &r.kind {
+                        Kind::Next => Role::Read { next: true },
+                        Kind::Number(_) => Role::Read { next: false },
+                        Kind::Plan => Role::Plan,
+                        Kind::Finish(_) => Role::Finish,
+                        Kind::Task(line) => Role::Task(
+                            crate::manifest::assignment(line)
+                                .map(|a| a.shards.into_iter().collect())
+                                .unwrap_or_default(),
+                        ),
+                    },
                     owner: r.owner.clone(),
                     out: r.out.bytes(),
-                    ended: r.ended.as_ref().map(|e| match e {
-                        Ok(s) => Ok((s.iteration, s.records)),
-                        Err((c, m)) => Err((*c, m.clone())),
-                    }),
+                    ended: r.ended.clone(),
                 })
                 .collect(),
         }
@@ -509,7 +598,7 @@ impl World {
 
 /// Replays iteration `n` without faults: its bytes, or why not.
 pub async fn replay(v: &View, n: u64) -> Result<Vec<u8>, String> {
-    let cfg = config(Ask {
+    let cfg = config(&Ask {
         kind: Kind::Number(n),
         waits: true,
     });

@@ -5,7 +5,7 @@
 //! `KINESIS_SIM_SEEDS=N` (and `KINESIS_SIM_FIRST=S`) runs N seeds from S;
 //! `KINESIS_SIM_SEED=S` prints one seed's whole schedule.
 
-use super::harness::{headers, replay, shards, simulate, succeeded, Report, View, SKEW_MS};
+use super::harness::{headers, replay, shards, simulate, succeeded, Report, Role, View, SKEW_MS};
 use super::Bug;
 use crate::error::Exit;
 use std::collections::BTreeMap;
@@ -30,12 +30,58 @@ pub async fn invariants(v: &View, stuck: bool) -> Vec<String> {
             )),
         }
     }
+    // A succeeded iteration has every shard fixed.
+    for h in hs.iter().filter(|h| succeeded(h)) {
+        let unfixed = shards(v, h.number)
+            .await
+            .into_iter()
+            .filter(|s| s.end.is_none());
+        for s in unfixed {
+            let n = h.number;
+            bad.push(format!(
+                "iteration {n} succeeded with shard {} not fixed",
+                s.shard_id
+            ));
+        }
+    }
     // What each run reports is true; `next` never delivers a succeeded
     // iteration again.
     let mut by_next: BTreeMap<u64, usize> = BTreeMap::new();
     for (id, r) in v.runs.iter().enumerate() {
-        match &r.ended {
-            Some(Ok((Some(n), records))) => {
+        match (&r.role, &r.ended) {
+            (Role::Plan, _) => {}
+            (Role::Finish, Some(Ok((Some(n), _))))
+                if !hs.iter().any(|h| h.number == *n && succeeded(h)) =>
+            {
+                bad.push(format!(
+                    "run {id}'s finish of iteration {n} left it unfinished"
+                ))
+            }
+            (Role::Task(mine), Some(Ok((Some(n), records)))) => {
+                let lines = r.out.iter().filter(|b| **b == b'\n').count() as u64;
+                if lines != *records {
+                    bad.push(format!(
+                        "map task {id} reported {records} records, printed {lines}"
+                    ));
+                }
+                let Some(whole) = replays.get(n) else {
+                    continue;
+                };
+                // Its shards' lines of the iteration's replay, in order.
+                let theirs: String = String::from_utf8_lossy(whole)
+                    .lines()
+                    .filter(|l| mine.iter().any(|s| l.starts_with(&format!("{s}\t"))))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                if theirs.as_bytes() != r.out {
+                    bad.push(format!(
+                        "map task {id} of {mine:?} printed iteration {n} otherwise than its \
+                         replay:\n{}\nreplay:\n{theirs}",
+                        String::from_utf8_lossy(&r.out)
+                    ));
+                }
+            }
+            (Role::Read { next }, Some(Ok((Some(n), records)))) => {
                 let lines = r.out.iter().filter(|b| **b == b'\n').count() as u64;
                 if lines != *records {
                     bad.push(format!(
@@ -54,7 +100,7 @@ pub async fn invariants(v: &View, stuck: bool) -> Vec<String> {
                         String::from_utf8_lossy(&replays[n])
                     ));
                 }
-                if r.next {
+                if *next {
                     if let Some(other) = by_next.insert(*n, id) {
                         bad.push(format!(
                             "runs {other} and {id}, both --iteration next, delivered iteration {n}"
@@ -62,8 +108,12 @@ pub async fn invariants(v: &View, stuck: bool) -> Vec<String> {
                     }
                 }
             }
-            Some(Ok((None, _))) => bad.push(format!("run {id} succeeded without an iteration")),
-            Some(Err((Exit::IterationOwned, msg))) if msg.contains(&format!("by {}", r.owner)) => {
+            (_, Some(Ok((None, _)))) => {
+                bad.push(format!("run {id} succeeded without an iteration"))
+            }
+            (_, Some(Err((Exit::IterationOwned, msg))))
+                if msg.contains(&format!("by {}", r.owner)) =>
+            {
                 bad.push(format!(
                     "run {id} exited 3 naming itself as the holder: {msg}"
                 ))
@@ -179,12 +229,14 @@ fn every_seed_keeps_every_invariant() {
     let first = env_u64("KINESIS_SIM_FIRST").unwrap_or(1);
     let count = env_u64("KINESIS_SIM_SEEDS").unwrap_or(200);
     let (mut steps, mut outcomes, mut iterations, mut later) = (0, (0, 0, 0), 0, 0);
+    let mut map_mode = (0, 0);
     for seed in first..first + count {
         let r = simulate(seed, None);
         assert!(r.violations.is_empty(), "{}", failure(seed, &r));
         steps += r.steps;
         iterations += r.iterations;
         later += r.later_records;
+        map_mode = (map_mode.0 + r.map_mode.0, map_mode.1 + r.map_mode.1);
         outcomes = (
             outcomes.0 + r.outcomes.0,
             outcomes.1 + r.outcomes.1,
@@ -193,8 +245,9 @@ fn every_seed_keeps_every_invariant() {
     }
     eprintln!(
         "{count} seeds from {first}: {steps} scheduling steps; runs {} succeeded, {} failed, {} \
-         killed; {iterations} iterations succeeded, {later} records in those after the first",
-        outcomes.0, outcomes.1, outcomes.2
+         killed; {iterations} iterations succeeded, {later} records in those after the first; \
+         {} map tasks and {} finishes succeeded",
+        outcomes.0, outcomes.1, outcomes.2, map_mode.0, map_mode.1
     );
     // The seeds must exercise the protocol, not only fail: runs of every
     // ending, and iterations after the first that carry records.
