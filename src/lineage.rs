@@ -119,7 +119,23 @@ pub fn next_shards(
             closed.insert(s.shard_id.as_str());
         }
     }
-    let in_prev: BTreeSet<&str> = prev.iter().map(|s| s.shard_id.as_str()).collect();
+    // The lineage: the shards read so far and every listed descendant of
+    // them. A parent in it that is not closed yet holds its children back,
+    // even when it enters only now (a split, then a merge of one of the
+    // split's children, both between two iterations).
+    let mut lineage: BTreeSet<&str> = prev.iter().map(|s| s.shard_id.as_str()).collect();
+    loop {
+        let more: Vec<&str> = listed
+            .iter()
+            .filter(|c| !lineage.contains(c.shard_id.as_str()))
+            .filter(|c| c.parents().iter().any(|p| lineage.contains(p.as_str())))
+            .map(|c| c.shard_id.as_str())
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        lineage.extend(more);
+    }
     for s in prev {
         let end = s.end.as_ref().expect("checked above");
         if !end.closed {
@@ -132,12 +148,12 @@ pub fn next_shards(
             .collect();
         let mut all_ready = true;
         for c in children {
-            // A parent that is not in this lineage (never read, or long gone)
-            // does not hold a child back.
+            // A parent outside the lineage (never read, or long gone) does
+            // not hold a child back.
             let ready = c
                 .parents()
                 .iter()
-                .all(|p| closed.contains(p.as_str()) || !in_prev.contains(p.as_str()));
+                .all(|p| closed.contains(p.as_str()) || !lineage.contains(p.as_str()));
             if ready {
                 next.entry(c.shard_id.clone())
                     .or_insert_with(|| ShardCheckpoint {
@@ -259,6 +275,42 @@ mod tests {
         assert_eq!(ids(&i2), ["m"]);
         let i3 = next_shards(&[ended(&i2[0], Some("60"), true)], &listed, None).unwrap();
         assert_eq!(ids(&i3), ["x", "y"]);
+    }
+
+    /// Between two iterations p was split into c1 and c2, and c2 merged
+    /// with q into m: m must wait for c2, which enters only now.
+    #[test]
+    fn a_merge_of_a_split_child_waits_for_that_child() {
+        let listed = [
+            shard_info("c1", &["p"], "20", None),
+            shard_info("c2", &["p"], "21", Some("29")),
+            shard_info("m", &["c2", "q"], "30", None),
+            shard_info("p", &[], "1", Some("10")),
+            shard_info("q", &[], "2", Some("12")),
+        ];
+        let i0 = first_shards(&listed, &StartSpec::TrimHorizon, 0);
+        assert_eq!(ids(&i0), ["p", "q"]);
+        let prev = [
+            ended(&i0[0], Some("10"), true),
+            ended(&i0[1], Some("12"), true),
+        ];
+        let i1 = next_shards(&prev, &listed, None).unwrap();
+        assert_eq!(
+            ids(&i1),
+            ["c1", "c2", "q"],
+            "m is not read beside its parent c2"
+        );
+        let i2 = next_shards(
+            &[
+                ended(&i1[0], None, false),
+                ended(&i1[1], Some("29"), true),
+                ended(&i1[2], None, true),
+            ],
+            &listed,
+            None,
+        )
+        .unwrap();
+        assert_eq!(ids(&i2), ["c1", "m"]);
     }
 
     #[test]

@@ -24,7 +24,10 @@ use tokio::sync::oneshot;
 
 /// The host's clock steps by at most this much either way.
 pub const SKEW_MS: i64 = 2_000;
-const SHARDS: [&str; 2] = ["shardId-0", "shardId-1"];
+const SHARDS: [&str; 2] = ["shardId-00", "shardId-01"];
+/// Splits and merges per seed at most, and open shards at most.
+const RESHARDS: usize = 3;
+const MAX_OPEN: usize = 4;
 const START_MS: i64 = 1_800_000_000_000;
 /// Runs per seed, and at most this many at once.
 const RUNS: usize = 8;
@@ -45,6 +48,8 @@ pub struct Report {
     pub later_records: u64,
     /// Map tasks and `finish` runs that succeeded.
     pub map_mode: (usize, usize),
+    /// Records of split or merged shards' children in succeeded iterations.
+    pub child_records: u64,
 }
 
 /// How a run was asked to run.
@@ -269,8 +274,12 @@ struct World {
     queue: Arc<Mutex<Queue>>,
     runs: Vec<RunRecord>,
     /// Every record put, per shard, in order.
-    records: BTreeMap<&'static str, Vec<Record>>,
+    records: BTreeMap<String, Vec<Record>>,
     next_seq: u64,
+    /// The open shards, and how many shards there are in all.
+    open: Vec<String>,
+    shards: usize,
+    reshards: usize,
     /// The manifest lines of each plan that ended well.
     manifests: BTreeMap<u64, Vec<String>>,
     trace: Vec<String>,
@@ -288,6 +297,9 @@ impl World {
             runs: Vec::new(),
             records: BTreeMap::new(),
             next_seq: 1_000,
+            open: SHARDS.iter().map(|s| s.to_string()).collect(),
+            shards: SHARDS.len(),
+            reshards: 0,
             manifests: BTreeMap::new(),
             trace: Vec::new(),
         };
@@ -303,9 +315,9 @@ impl World {
         self.trace.push(format!("{step:>6} t+{t:>6}ms  {what}"));
     }
 
-    /// A producer puts one to three records on a shard.
+    /// A producer puts one to three records on an open shard.
     fn put(&mut self) -> String {
-        let shard = SHARDS[self.rng.below(SHARDS.len())];
+        let shard = self.open[self.rng.below(self.open.len())].clone();
         let arrival = simulated::service_ms().unwrap_or(START_MS);
         let n = 1 + self.rng.below(3);
         let recs: Vec<Record> = (0..n)
@@ -315,9 +327,39 @@ impl World {
                 crate::fakes::record(&seq, &format!("r{seq}"), arrival)
             })
             .collect();
-        self.stream.put(shard, recs.clone());
-        self.records.entry(shard).or_default().extend(recs);
+        self.stream.put(&shard, recs.clone());
+        self.records.entry(shard.clone()).or_default().extend(recs);
         format!("{n} record(s) put on {shard}")
+    }
+
+    /// Splits an open shard in two, or merges two open shards into one.
+    fn reshard(&mut self) -> String {
+        self.reshards += 1;
+        let mut new_id = || {
+            self.shards += 1;
+            format!("shardId-{:02}", self.shards - 1)
+        };
+        let split = self.open.len() < 2 || (self.open.len() < MAX_OPEN && self.rng.chance(0.5));
+        let (parents, children) = if split {
+            let p = self.open.remove(self.rng.below(self.open.len()));
+            (vec![p], vec![new_id(), new_id()])
+        } else {
+            let a = self.open.remove(self.rng.below(self.open.len()));
+            let b = self.open.remove(self.rng.below(self.open.len()));
+            (vec![a, b], vec![new_id()])
+        };
+        for p in &parents {
+            self.stream.close(p);
+        }
+        let parent_ids: Vec<&str> = parents.iter().map(String::as_str).collect();
+        for c in &children {
+            let _ = self.stream.clone().with_shard(c, &parent_ids, vec![]);
+            self.open.push(c.clone());
+        }
+        format!(
+            "{parents:?} {} into {children:?}",
+            if split { "split" } else { "merged" }
+        )
     }
 
     async fn start_run(&mut self) -> String {
@@ -474,6 +516,10 @@ pub fn simulate(seed: u64, bug: Option<Bug>) -> Report {
                 let what = w.put();
                 w.log(step, what);
             }
+            if w.reshards < RESHARDS && w.rng.chance(0.003) {
+                let what = w.reshard();
+                w.log(step, what);
+            }
             if w.rng.chance(0.002) {
                 let jump = w.rng.below(2 * SKEW_MS as usize + 1) as i64 - SKEW_MS;
                 simulated::set_jump(jump);
@@ -490,9 +536,17 @@ pub fn simulate(seed: u64, bug: Option<Bug>) -> Report {
             .filter(|h| succeeded(h))
             .map(|h| h.number)
             .collect();
-        let mut later_records = 0;
-        for n in done.iter().filter(|n| **n > 0) {
+        let (mut later_records, mut child_records) = (0, 0);
+        for n in &done {
             let ends = shards(&view, *n).await;
+            let children = ends.iter().filter(|s| !s.parents.is_empty());
+            child_records += children
+                .filter_map(|s| s.end.as_ref())
+                .map(|e| e.records)
+                .sum::<u64>();
+            if *n == 0 {
+                continue;
+            }
             later_records += ends
                 .iter()
                 .filter_map(|s| s.end.as_ref())
@@ -528,6 +582,7 @@ pub fn simulate(seed: u64, bug: Option<Bug>) -> Report {
             iterations: done.len(),
             later_records,
             map_mode,
+            child_records,
         }
     });
     ACTIVE.set(false);
@@ -539,7 +594,7 @@ pub fn simulate(seed: u64, bug: Option<Bug>) -> Report {
 pub struct View {
     pub stream: MemoryStream,
     pub store: MemoryStore,
-    pub records: BTreeMap<&'static str, Vec<Record>>,
+    pub records: BTreeMap<String, Vec<Record>>,
     pub runs: Vec<RunView>,
 }
 

@@ -151,12 +151,32 @@ pub async fn invariants(v: &View, stuck: bool) -> Vec<String> {
                         q.number, s.shard_id, p.number
                     )),
                 },
+                // A child enters after its parents (checked below).
+                None if !s.parents.is_empty() => {}
                 None => bad.push(format!(
                     "iteration {} reads shard {}, which iteration {} did not have",
                     q.number, s.shard_id, p.number
                 )),
             }
         }
+    }
+    // Lineage: a shard with parents enters an iteration only after every
+    // parent was read to its end (closed) in an earlier one.
+    let mut closed_before: Vec<String> = Vec::new();
+    for h in &hs {
+        let its = shards(v, h.number).await;
+        for s in &its {
+            for p in s.parents.iter().filter(|p| !closed_before.contains(p)) {
+                bad.push(format!(
+                    "iteration {} reads shard {} before its parent {p} was read to its end",
+                    h.number, s.shard_id
+                ));
+            }
+        }
+        let ended = its
+            .into_iter()
+            .filter(|s| s.end.as_ref().is_some_and(|e| e.closed));
+        closed_before.extend(ended.map(|s| s.shard_id));
     }
     // The stream: the succeeded iterations, in order, hold each shard's
     // records once each and in order, and every record that arrived before
@@ -176,8 +196,16 @@ pub async fn invariants(v: &View, stuck: bool) -> Vec<String> {
         .last()
         .and_then(|n| hs.iter().find(|h| h.number == *n))
         .map(|h| h.opened_ms);
+    let last_shards: Vec<String> = match done.last() {
+        Some(n) => shards(v, *n)
+            .await
+            .into_iter()
+            .map(|s| s.shard_id)
+            .collect(),
+        None => Vec::new(),
+    };
     for (shard, recs) in &v.records {
-        let got = read.remove(*shard).unwrap_or_default();
+        let got = read.remove(shard).unwrap_or_default();
         let want: Vec<String> = recs.iter().map(|r| r.sequence_number.clone()).collect();
         if got.len() > want.len() || got[..] != want[..got.len()] {
             bad.push(format!(
@@ -186,9 +214,11 @@ pub async fn invariants(v: &View, stuck: bool) -> Vec<String> {
             ));
             continue;
         }
-        let due = snapshot.map_or(0, |t| {
-            recs.iter().filter(|r| r.arrival_ms < t - SKEW_MS).count()
-        });
+        // (A child not yet in the last iteration waits for its parents' end.)
+        let due = match (snapshot, last_shards.contains(shard)) {
+            (Some(t), true) => recs.iter().filter(|r| r.arrival_ms < t - SKEW_MS).count(),
+            _ => 0,
+        };
         if got.len() < due {
             bad.push(format!(
                 "shard {shard}: {due} records arrived before iteration {:?}'s snapshot, but the \
@@ -229,7 +259,7 @@ fn every_seed_keeps_every_invariant() {
     let first = env_u64("KINESIS_SIM_FIRST").unwrap_or(1);
     let count = env_u64("KINESIS_SIM_SEEDS").unwrap_or(200);
     let (mut steps, mut outcomes, mut iterations, mut later) = (0, (0, 0, 0), 0, 0);
-    let mut map_mode = (0, 0);
+    let (mut map_mode, mut children) = ((0, 0), 0);
     for seed in first..first + count {
         let r = simulate(seed, None);
         assert!(r.violations.is_empty(), "{}", failure(seed, &r));
@@ -237,6 +267,7 @@ fn every_seed_keeps_every_invariant() {
         iterations += r.iterations;
         later += r.later_records;
         map_mode = (map_mode.0 + r.map_mode.0, map_mode.1 + r.map_mode.1);
+        children += r.child_records;
         outcomes = (
             outcomes.0 + r.outcomes.0,
             outcomes.1 + r.outcomes.1,
@@ -246,16 +277,27 @@ fn every_seed_keeps_every_invariant() {
     eprintln!(
         "{count} seeds from {first}: {steps} scheduling steps; runs {} succeeded, {} failed, {} \
          killed; {iterations} iterations succeeded, {later} records in those after the first; \
-         {} map tasks and {} finishes succeeded",
+         {} map tasks and {} finishes succeeded; {children} records of split or merged shards' \
+         children",
         outcomes.0, outcomes.1, outcomes.2, map_mode.0, map_mode.1
     );
     // The seeds must exercise the protocol, not only fail: runs of every
-    // ending, and iterations after the first that carry records.
-    assert!(outcomes.0 > count as usize, "{outcomes:?}");
+    // ending, iterations after the first that carry records, map mode,
+    // children of splits and merges.
+    let count = count as usize;
+    assert!(outcomes.0 > count, "{outcomes:?}");
     assert!(outcomes.1 > 0 && outcomes.2 > 0, "{outcomes:?}");
     assert!(
-        iterations > 2 * count as usize && later > count,
+        iterations > count && later > count as u64,
         "{iterations} {later}"
+    );
+    assert!(
+        map_mode.0 > count / 10 && map_mode.1 > count / 20,
+        "{map_mode:?}"
+    );
+    assert!(
+        children > count as u64 / 4,
+        "{children} records of children"
     );
 }
 
