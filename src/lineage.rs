@@ -146,6 +146,7 @@ pub fn next_shards(
             .iter()
             .filter(|c| c.parents().iter().any(|p| p == &s.shard_id))
             .collect();
+        let no_children = children.is_empty();
         let mut all_ready = true;
         for c in children {
             // A parent outside the lineage (never read, or long gone) does
@@ -170,7 +171,11 @@ pub fn next_shards(
                 all_ready = false;
             }
         }
-        if !all_ready {
+        // A closed shard always has children (only a split or a merge closes
+        // one); when none is listed, the listing is older than the end that
+        // said closed, so the shard waits for them rather than being dropped
+        // with its whole lineage.
+        if !all_ready || no_children {
             next.insert(s.shard_id.clone(), carry(s, end));
         }
     }
@@ -311,6 +316,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ids(&i2), ["c1", "m"]);
+    }
+
+    /// A listing taken before a split (a run that waited for a lease, or
+    /// ListShards lagging) shows the parent, closed since, without
+    /// children: the parent is carried until they are listed, not dropped.
+    #[test]
+    fn a_closed_shard_whose_children_are_not_listed_yet_is_kept() {
+        let before = [shard_info("p", &[], "1", None)];
+        let i0 = first_shards(&before, &StartSpec::TrimHorizon, 0);
+        let prev = [ended(&i0[0], Some("9"), true)];
+        let i1 = next_shards(&prev, &before, None).unwrap();
+        assert_eq!(ids(&i1), ["p"]);
+        assert_eq!(i1[0].start, Position::After("9".into()));
+        let after = [
+            shard_info("c1", &["p"], "20", None),
+            shard_info("c2", &["p"], "21", None),
+            shard_info("p", &[], "1", Some("9")),
+        ];
+        let i2 = next_shards(&[ended(&i1[0], None, true)], &after, None).unwrap();
+        assert_eq!(ids(&i2), ["c1", "c2"]);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 use super::harness::{headers, replay, shards, simulate, succeeded, Report, Role, View, SKEW_MS};
 use super::Bug;
 use crate::error::Exit;
+use crate::ports::stream::StreamApi;
 use std::collections::BTreeMap;
 
 /// Every invariant that fails once the runs of a seed have ended.
@@ -204,8 +205,10 @@ pub async fn invariants(v: &View, stuck: bool) -> Vec<String> {
             .collect(),
         None => Vec::new(),
     };
+    let mut delivered: BTreeMap<String, usize> = BTreeMap::new();
     for (shard, recs) in &v.records {
         let got = read.remove(shard).unwrap_or_default();
+        delivered.insert(shard.clone(), got.len());
         let want: Vec<String> = recs.iter().map(|r| r.sequence_number.clone()).collect();
         if got.len() > want.len() || got[..] != want[..got.len()] {
             bad.push(format!(
@@ -232,6 +235,34 @@ pub async fn invariants(v: &View, stuck: bool) -> Vec<String> {
         read.keys()
             .map(|s| format!("records of unknown shard {s:?}")),
     );
+    // Nothing lost: a record the succeeded iterations do not hold is on a
+    // shard of the last one, or on a descendant of one (still to come).
+    if let Some(k) = done.last() {
+        let listed = v.stream.list_shards().await.unwrap_or_default();
+        let mut to_come: Vec<String> = last_shards.clone();
+        loop {
+            let more: Vec<String> = listed
+                .iter()
+                .filter(|c| !to_come.contains(&c.shard_id))
+                .filter(|c| c.parents().iter().any(|p| to_come.contains(p)))
+                .map(|c| c.shard_id.clone())
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            to_come.extend(more);
+        }
+        for (shard, recs) in &v.records {
+            let held = delivered.get(shard).copied().unwrap_or(0);
+            if held < recs.len() && !to_come.contains(shard) {
+                bad.push(format!(
+                    "shard {shard}: {} of its records are in no iteration up to {k} and it is not \
+                     to come after it (lost from the lineage)",
+                    recs.len() - held
+                ));
+            }
+        }
+    }
     bad
 }
 
