@@ -125,6 +125,7 @@ pub fn closed_shards(listed: &[ShardInfo]) -> BTreeMap<String, String> {
 /// finds the iteration succeeded when that run ends well; it then resolves
 /// `next` anew and opens what follows (or a failed iteration) instead.
 pub async fn open_located(
+    api: &dyn StreamApi,
     store: &dyn CheckpointStore,
     l: &mut Located,
     cfg: &ReaderConfig,
@@ -161,6 +162,14 @@ pub async fn open_located(
             l.n
         );
         l.n = again;
+        // The shard list is as old as the wait: the new iteration is planned
+        // from a fresh one (a reshard meanwhile would otherwise wait an
+        // iteration more).
+        if l.listed.is_some() {
+            let listed = api.list_shards().await.map_err(stream_error)?;
+            l.closed = closed_shards(&listed);
+            l.listed = Some(listed);
+        }
     }
 }
 
@@ -191,7 +200,7 @@ pub async fn plan(
     per_line: usize,
 ) -> Result<Planned> {
     let mut l = locate(api, store, cfg, owner).await?;
-    let opened = open_located(store, &mut l, cfg, true).await?;
+    let opened = open_located(api, store, &mut l, cfg, true).await?;
     let ids: Vec<String> = opened.shards.iter().map(|s| s.shard_id.clone()).collect();
     let facts = crate::manifest::StreamFacts {
         arn: l.info.arn.clone(),

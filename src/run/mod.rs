@@ -155,7 +155,8 @@ pub async fn prepare(
         });
     };
     let mut located = locate::locate(api.as_ref(), store.as_ref(), cfg, owner).await?;
-    let mut opened = locate::open_located(store.as_ref(), &mut located, cfg, false).await?;
+    let mut opened =
+        locate::open_located(api.as_ref(), store.as_ref(), &mut located, cfg, false).await?;
     let locate::Located {
         info,
         closed,

@@ -9,6 +9,7 @@ use crate::fakes::{record, Fault, Faulty, MemoryStore, MemoryStream};
 use crate::ports::checkpoint::{Holder, IterationHeader};
 use clap::Parser;
 use std::sync::Mutex;
+use std::time::Duration;
 
 fn config(args: &[&str]) -> ReaderConfig {
     let mut argv = vec![
@@ -304,4 +305,63 @@ async fn a_map_task_takes_the_stream_from_its_manifest_not_the_control_plane() {
     let end = fixed[0].end.as_ref().expect("shardId-0 fixed");
     assert!(end.closed, "the plan saw shardId-0 closed: {end:?}");
     assert!(fixed[1].end.is_none());
+}
+
+/// A `next` run that waited for another run's lease opens the iteration
+/// after it from a shard list taken after the wait: a split during the wait
+/// puts its children in that iteration, not one later.
+#[tokio::test]
+async fn a_run_that_waited_for_a_lease_plans_from_a_fresh_shard_list() {
+    let stream = Arc::new(
+        MemoryStream::new("logs")
+            .with_shard("shardId-0", &[], records(100, 3, "p"))
+            .with_shard("shardId-1", &[], records(200, 3, "b")),
+    );
+    let api: Arc<dyn StreamApi> = stream.clone();
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::default());
+    let cfg = checkpointed("next");
+    let holder = prepare(api.clone(), Some(store.clone()), &cfg, "host:1:1", None)
+        .await
+        .unwrap();
+    // The waiter lists the shards now, then waits for the holder's lease;
+    // meanwhile shardId-0 splits, and the holder reads it to its end.
+    let out = Captured::default();
+    let waiter = async {
+        let p = prepare(api.clone(), Some(store.clone()), &cfg, "other:1:1", None).await?;
+        run(p, &cfg, Box::new(out.clone()), crate::stop::never(), false).await
+    };
+    let holding = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stream.close("shardId-0");
+        let _ = stream
+            .as_ref()
+            .clone()
+            .with_shard("shardId-2", &["shardId-0"], records(300, 2, "c"))
+            .with_shard("shardId-3", &["shardId-0"], records(400, 2, "d"));
+        let s = run(
+            holder,
+            &cfg,
+            Box::new(Captured::default()),
+            crate::stop::never(),
+            false,
+        )
+        .await
+        .unwrap();
+        assert_eq!((s.iteration, s.records), (Some(0), 6));
+    };
+    let (waited, ()) = tokio::join!(waiter, holding);
+    let ended = store.shards(&key(), 0).await.unwrap();
+    assert!(ended[0].end.as_ref().unwrap().closed, "{ended:?}");
+    let s = waited.unwrap();
+    let out = out.text();
+    assert_eq!(s.iteration, Some(1));
+    let ids: Vec<String> = store
+        .shards(&key(), 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.shard_id)
+        .collect();
+    assert_eq!(ids, ["shardId-1", "shardId-2", "shardId-3"]);
+    assert_eq!(out.lines().count(), 4, "{out}");
 }
