@@ -1,6 +1,6 @@
 //! [`ItemTable`] on the DynamoDB SDK client (the writer's target table).
 
-use super::{code, full};
+use super::{code, full, transient};
 use crate::ports::items::{Item, ItemTable, KeyAttr, TableInfo, Value, APPLIED_ATTRIBUTE};
 use crate::ports::SinkError;
 use anyhow::anyhow;
@@ -150,11 +150,7 @@ impl ItemTable for DynamoItems {
             Err(SdkError::ServiceError(se)) if code(se.err()) == "ValidationException" => {
                 return Err(refused(se.err()))
             }
-            Err(e) => {
-                return Err(full(e)
-                    .context(format!("BatchWriteItem on table {}", self.table))
-                    .into())
-            }
+            Err(e) => return Err(sink_error(e, "BatchWriteItem", &self.table)),
         };
         // Unprocessed items come back with HTTP 200: hand them back for a retry.
         let left = out
@@ -218,9 +214,25 @@ impl ItemTable for DynamoItems {
             Err(SdkError::ServiceError(se)) if code(se.err()) == "ValidationException" => {
                 Err(refused(se.err()))
             }
-            Err(e) => Err(full(e)
-                .context(format!("UpdateItem on table {}", self.table))
-                .into()),
+            Err(e) => Err(sink_error(e, "UpdateItem", &self.table)),
         }
+    }
+}
+
+/// A failed write as the sink's error: transient ones are for the sink to
+/// retry (its writes are safe to repeat), the rest end the load.
+fn sink_error<E>(
+    e: SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+    op: &str,
+    table: &str,
+) -> SinkError
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+{
+    let again = transient(&e);
+    let e = full(e).context(format!("{op} on table {table}"));
+    match again {
+        true => SinkError::Transient(e),
+        false => SinkError::Other(e),
     }
 }

@@ -176,6 +176,40 @@ pub(crate) fn code<E: ProvideErrorMetadata>(e: &E) -> &str {
     e.code().unwrap_or("")
 }
 
+/// Whether a failed call may well succeed if made again a little later: no
+/// usable answer came (a timeout, a lost connection, a body that does not
+/// parse), or the service said it was busy (throttling, a 5xx). The SDK has
+/// already retried it; but its retry quota is per process and runs dry in a
+/// long storm of faults, after which it tries each call once. A caller whose
+/// request is safe to repeat retries such a failure itself.
+pub(crate) fn transient<E: ProvideErrorMetadata>(
+    e: &aws_smithy_runtime_api::client::result::SdkError<
+        E,
+        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+    >,
+) -> bool {
+    use aws_smithy_runtime_api::client::result::SdkError;
+    match e {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status().as_u16();
+            status == 429
+                || status >= 500
+                || matches!(
+                    code(se.err()),
+                    "ThrottlingException"
+                        | "ProvisionedThroughputExceededException"
+                        | "RequestLimitExceeded"
+                        | "InternalServerError"
+                        | "ServiceUnavailable"
+                )
+        }
+        _ => false,
+    }
+}
+
 /// An SDK error as one line that says what went wrong and what to do
 /// (the README promises that); its whole cause chain goes to the debug log
 /// (`-v`).
@@ -271,6 +305,34 @@ fn explain(code: Option<&str>, message: Option<&str>, detail: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// What the writer retries itself: no answer, or a busy service; not a
+    /// refusal that would come again.
+    #[test]
+    fn transient_errors_are_no_answer_or_a_busy_service() {
+        use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+        use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+        use aws_smithy_runtime_api::client::result::SdkError;
+        use aws_smithy_types::body::SdkBody;
+        use aws_smithy_types::error::ErrorMetadata;
+        let said = |status: u16, code: &str| {
+            let e = UpdateItemError::generic(ErrorMetadata::builder().code(code).build());
+            let raw = HttpResponse::new(status.try_into().unwrap(), SdkBody::empty());
+            super::transient(&SdkError::service_error(e, raw))
+        };
+        assert!(said(400, "ThrottlingException"));
+        assert!(said(400, "ProvisionedThroughputExceededException"));
+        assert!(said(500, "InternalServerError"));
+        assert!(said(503, ""));
+        assert!(!said(400, "ValidationException"));
+        assert!(!said(400, "ResourceNotFoundException"));
+        assert!(!said(400, "AccessDeniedException"));
+        let timeout: SdkError<UpdateItemError, HttpResponse> = SdkError::timeout_error("1.5s");
+        assert!(super::transient(&timeout));
+        let nothing: SdkError<UpdateItemError, HttpResponse> =
+            SdkError::construction_failure("no region");
+        assert!(!super::transient(&nothing));
+    }
+
     #[test]
     fn aws_errors_are_one_line_with_what_to_do() {
         use super::explain as x;

@@ -169,7 +169,7 @@ impl<T> Faulty<T> {
         &self,
         method: &'static str,
         call: impl Fn() -> Fut,
-        injected: impl Fn(String) -> E,
+        injected: impl Fn(Fault, String) -> E,
     ) -> Result<R, E>
     where
         Fut: Future<Output = Result<R, E>>,
@@ -182,20 +182,27 @@ impl<T> Faulty<T> {
         method: &'static str,
         fault: Option<Fault>,
         call: impl Fn() -> Fut,
-        injected: impl Fn(String) -> E,
+        injected: impl Fn(Fault, String) -> E,
     ) -> Result<R, E>
     where
         Fut: Future<Output = Result<R, E>>,
     {
         match fault {
             None => call().await,
-            Some(Fault::Fail) => Err(injected(format!("injected: {method} was refused"))),
-            Some(Fault::Dropped) => Err(injected(format!(
-                "injected: {method} timed out before it was applied"
-            ))),
+            Some(Fault::Fail) => Err(injected(
+                Fault::Fail,
+                format!("injected: {method} was refused"),
+            )),
+            Some(Fault::Dropped) => Err(injected(
+                Fault::Dropped,
+                format!("injected: {method} timed out before it was applied"),
+            )),
             Some(Fault::Lost) => {
                 let _ = call().await;
-                Err(injected(format!("injected: {method}'s answer was lost")))
+                Err(injected(
+                    Fault::Lost,
+                    format!("injected: {method}'s answer was lost"),
+                ))
             }
             Some(Fault::AppliedTwice) => {
                 let _ = call().await;
@@ -211,16 +218,20 @@ impl<T> Faulty<T> {
     }
 }
 
-fn store_error(m: String) -> StoreError {
+fn store_error(_: Fault, m: String) -> StoreError {
     StoreError::Other(anyhow::anyhow!(m))
 }
 
-fn stream_error(m: String) -> StreamError {
+fn stream_error(_: Fault, m: String) -> StreamError {
     StreamError::Other(anyhow::anyhow!(m))
 }
 
-fn sink_error(m: String) -> SinkError {
-    SinkError::Other(anyhow::anyhow!(m))
+/// A refusal ends a load; no answer is for the sink to retry.
+fn sink_error(f: Fault, m: String) -> SinkError {
+    match f {
+        Fault::Fail => SinkError::Other(anyhow::anyhow!(m)),
+        _ => SinkError::Transient(anyhow::anyhow!(m)),
+    }
 }
 
 #[async_trait]

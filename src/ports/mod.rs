@@ -29,6 +29,10 @@ pub enum SinkError {
     /// would fail again, but the other items can go on.
     #[error("{0}")]
     Refused(String),
+    /// No usable answer, or the service was busy, after the SDK's own
+    /// retries: the same request may succeed a little later.
+    #[error("{0:#}")]
+    Transient(anyhow::Error),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }

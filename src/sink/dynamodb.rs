@@ -67,6 +67,9 @@ pub struct LoadSummary {
     pub retries: u64,
     /// `add` items that already had this iteration.
     pub already_applied: u64,
+    /// Of those, the ones found so only after a try of this run that got no
+    /// answer: that try may have applied them.
+    pub applied_after_retry: u64,
 }
 
 /// Paces item writes to a rate (a token bucket of one second's worth).
@@ -89,7 +92,7 @@ impl Pace {
     }
 }
 
-/// Backoff with full jitter: up to 50 ms × 2^attempt, at most 5 s.
+/// Backoff with jitter: between half and all of 50 ms × 2^attempt, at most 5 s.
 fn backoff(attempt: u32) -> Duration {
     let cap = (50u64 << attempt.min(7)).min(5_000);
     let nanos = std::time::SystemTime::now()
@@ -97,6 +100,40 @@ fn backoff(attempt: u32) -> Duration {
         .map(|d| d.subsec_nanos() as u64)
         .unwrap_or(0);
     Duration::from_millis(cap / 2 + nanos % (cap / 2 + 1))
+}
+
+/// How long a write is tried again while it keeps failing transiently (no
+/// answer, throttled, a 5xx, each after the SDK's own retries). The SDK's
+/// retry quota is per process and runs dry in a long storm of faults, after
+/// which it tries each call once; a batch loader that then gave up would
+/// only make its scheduler rerun the whole load. A longer outage ends it.
+const TRANSIENT_FOR: Duration = Duration::from_secs(120);
+
+/// Transient failures in a row of one write.
+#[derive(Default)]
+struct Storm {
+    since: Option<tokio::time::Instant>,
+    tries: u32,
+}
+
+impl Storm {
+    /// After a transient failure of `what`: waits before the next try, or
+    /// gives the error back once the failures have lasted [`TRANSIENT_FOR`].
+    async fn ride(&mut self, e: anyhow::Error, what: impl Fn() -> String) -> Result<()> {
+        let since = *self.since.get_or_insert_with(tokio::time::Instant::now);
+        self.tries += 1;
+        if since.elapsed() >= TRANSIENT_FOR {
+            return Err(e.context(format!(
+                "{} failed {} times in a row over {} s",
+                what(),
+                self.tries,
+                since.elapsed().as_secs()
+            )));
+        }
+        log::debug!("{}: {e:#}; trying again", what());
+        tokio::time::sleep(backoff(self.tries - 1)).await;
+        Ok(())
+    }
 }
 
 /// Reads lines from `input` (on a blocking thread) and loads them, until
@@ -291,13 +328,16 @@ async fn put_batch(
     bad: &SharedBadLines,
 ) -> Result<(u64, u64)> {
     let (mut written, mut retries) = (0u64, 0u64);
-    for attempt in 0.. {
+    let mut storm = Storm::default();
+    let mut attempt = 0;
+    loop {
         let sent = pending.len();
         match table
             .batch_put(pending.iter().map(|r| r.item.clone()).collect())
             .await
         {
             Ok(left) => {
+                storm = Storm::default();
                 let same_key = |a: &Item, b: &Item| key_names.iter().all(|k| a.get(k) == b.get(k));
                 pending.retain(|r| left.iter().any(|l| same_key(l, &r.item)));
                 written += (sent - pending.len()) as u64;
@@ -316,6 +356,13 @@ async fn put_batch(
                 }
                 return Ok((written, retries));
             }
+            // Putting an item again is harmless: the batch goes again whole.
+            Err(SinkError::Transient(e)) => {
+                let what = || format!("a batch of {}", crate::words::count(sent, "item"));
+                storm.ride(e, what).await?;
+                retries += 1;
+                continue;
+            }
             Err(e) => return Err(e.into()),
         }
         if pending.is_empty() {
@@ -329,6 +376,7 @@ async fn put_batch(
         }
         retries += 1;
         tokio::time::sleep(backoff(attempt)).await;
+        attempt += 1;
     }
     Ok((written, retries))
 }
@@ -371,8 +419,9 @@ async fn add_rows(
         .map(|c| c.name.clone())
         .collect();
     let concurrency = Arc::new(Semaphore::new(opts.batches_in_flight.max(1) * BATCH_ITEMS));
-    // Some(applied), or None for an item the service refused (a bad line).
-    let mut tasks: tokio::task::JoinSet<Result<Option<bool>>> = tokio::task::JoinSet::new();
+    // Some(applied), or None for an item the service refused (a bad line),
+    // and the retries it took.
+    let mut tasks: tokio::task::JoinSet<Result<(Option<bool>, u64)>> = tokio::task::JoinSet::new();
     let mut pace = opts.rate.map(|rate| Pace {
         rate,
         next: tokio::time::Instant::now(),
@@ -381,7 +430,7 @@ async fn add_rows(
     // input), where it is summed; later, it would be added under the same tag.
     let mut seen: HashSet<u64> = HashSet::new();
     let mut current: Option<Row> = None;
-    let flush = |row: Row, tasks: &mut tokio::task::JoinSet<Result<Option<bool>>>| {
+    let flush = |row: Row, tasks: &mut tokio::task::JoinSet<Result<(Option<bool>, u64)>>| {
         let mut key = Item::new();
         let mut adds = Item::new();
         let mut sets = Item::new();
@@ -398,13 +447,24 @@ async fn add_rows(
         let (line, raw) = (row.line, row.raw);
         tasks.spawn(async move {
             let _permit = sem.acquire_owned().await.expect("never closed");
-            match table.add_once(key, adds, sets, &tag).await {
-                Ok(applied) => Ok(Some(applied)),
-                Err(SinkError::Refused(why)) => {
-                    bad.lock().unwrap().bad(line, &raw, why)?;
-                    Ok(None)
+            // The tag makes a repeated add a no-op, so a transient failure
+            // (applied or not) is simply tried again.
+            let mut storm = Storm::default();
+            loop {
+                match table
+                    .add_once(key.clone(), adds.clone(), sets.clone(), &tag)
+                    .await
+                {
+                    Ok(applied) => return Ok((Some(applied), storm.tries as u64)),
+                    Err(SinkError::Refused(why)) => {
+                        bad.lock().unwrap().bad(line, &raw, why)?;
+                        return Ok((None, storm.tries as u64));
+                    }
+                    Err(SinkError::Transient(e)) => {
+                        storm.ride(e, || format!("line {line}: the add")).await?
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                Err(e) => Err(e.into()),
             }
         });
     };
@@ -456,10 +516,16 @@ async fn add_rows(
     Ok(())
 }
 
-fn count_add(applied: Option<bool>, s: &mut LoadSummary) {
+fn count_add((applied, retries): (Option<bool>, u64), s: &mut LoadSummary) {
+    s.retries += retries;
     match applied {
         Some(true) => s.items_written += 1,
-        Some(false) => s.already_applied += 1,
+        Some(false) => {
+            s.already_applied += 1;
+            if retries > 0 {
+                s.applied_after_retry += 1;
+            }
+        }
         None => {}
     }
 }
@@ -643,5 +709,109 @@ mod tests {
         assert_eq!(items["a"]["c"], Value::N("1".into()));
         assert_eq!(items["c"]["c"], Value::N("4".into()));
         assert!(!items.contains_key("b"), "the refused update left nothing");
+    }
+
+    async fn load_faulty(
+        table: &Arc<crate::fakes::Faulty<crate::fakes::MemoryItems>>,
+        opts: &LoadOptions,
+        input: String,
+    ) -> Result<LoadSummary> {
+        let bad = BadLines::new(crate::sink::lines::BadLinePolicy::Fail).unwrap();
+        let t: Arc<dyn ItemTable> = table.clone();
+        let (s, _) = load(
+            t,
+            std::io::Cursor::new(input),
+            opts,
+            bad,
+            crate::stop::never(),
+        )
+        .await?;
+        Ok(s)
+    }
+
+    /// A storm of lost answers and timeouts (beyond what the SDK's own
+    /// retries ride out) does not end a load: each add is tried again, and
+    /// each key is added exactly once.
+    #[tokio::test(start_paused = true)]
+    async fn adds_whose_answers_are_lost_are_tried_again_and_added_once() {
+        use crate::fakes::{Fault, Faulty, MemoryItems};
+        let table = Arc::new(
+            Faulty::new(MemoryItems::new(&[("k", "S")], None))
+                .on("add_once", 1..=9, Fault::Lost)
+                .on("add_once", 10..=20, Fault::Dropped),
+        );
+        let input: String = (0..30).map(|i| format!("k{i:02}\t{i}\n")).collect();
+        let s = load_faulty(&table, &options("k:S,c:N", Mode::Add), input.clone())
+            .await
+            .unwrap();
+        assert_eq!(s.retries, 20);
+        assert_eq!(s.items_written + s.already_applied, 30);
+        assert_eq!(s.applied_after_retry, s.already_applied);
+        assert!(
+            s.already_applied >= 1,
+            "a lost answer's retry finds its tag"
+        );
+        let items = table.inner().items();
+        assert_eq!(items.len(), 30);
+        for i in 0..30 {
+            assert_eq!(items[&format!("k{i:02}")]["c"], Value::N(i.to_string()));
+        }
+        // Rerun: every add is already applied, nothing changes.
+        let s = load_faulty(&table, &options("k:S,c:N", Mode::Add), input)
+            .await
+            .unwrap();
+        assert_eq!((s.items_written, s.already_applied), (0, 30));
+        assert_eq!(s.applied_after_retry, 0);
+        assert_eq!(table.inner().items(), items);
+    }
+
+    /// A batch that times out goes again whole; one the service refuses
+    /// outright ends the load at once, naming the operation.
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_that_times_out_is_sent_again_and_a_refused_one_is_not() {
+        use crate::fakes::{Fault, Faulty, MemoryItems};
+        let input: String = (0..60).map(|i| format!("k{i:02}\t{i}\n")).collect();
+        let opts = options("k:S,c:N", Mode::Put);
+        let table = Arc::new(Faulty::new(MemoryItems::new(&[("k", "S")], None)).on(
+            "batch_put",
+            1..=3,
+            Fault::Dropped,
+        ));
+        let s = load_faulty(&table, &opts, input.clone()).await.unwrap();
+        assert_eq!((s.items_written, s.retries), (60, 3));
+        assert_eq!(table.inner().items().len(), 60);
+        let table = Arc::new(Faulty::new(MemoryItems::new(&[("k", "S")], None)).on(
+            "batch_put",
+            1..,
+            Fault::Fail,
+        ));
+        let e = load_faulty(&table, &opts, input).await.unwrap_err();
+        assert!(format!("{e:#}").contains("batch_put was refused"), "{e:#}");
+        let calls = table.calls("batch_put");
+        assert!(
+            calls <= 2,
+            "{calls} calls: more than one per batch in flight"
+        );
+    }
+
+    /// A table that never answers ends the load once an item's tries have
+    /// failed for two minutes, saying so.
+    #[tokio::test(start_paused = true)]
+    async fn an_add_that_never_gets_an_answer_fails_after_its_attempts() {
+        use crate::fakes::{Fault, Faulty, MemoryItems};
+        let table = Arc::new(Faulty::new(MemoryItems::new(&[("k", "S")], None)).on(
+            "add_once",
+            1..,
+            Fault::Dropped,
+        ));
+        let e = load_faulty(&table, &options("k:S,c:N", Mode::Add), "a\t1\n".into())
+            .await
+            .unwrap_err();
+        let calls = table.calls("add_once");
+        assert!(calls >= 20, "{calls} tries in {TRANSIENT_FOR:?}");
+        let e = format!("{e:#}");
+        let said = format!("line 1: the add failed {calls} times in a row over 12");
+        assert!(e.contains(&said), "{e}");
+        assert!(e.contains("add_once timed out"), "{e}");
     }
 }

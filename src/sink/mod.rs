@@ -207,11 +207,15 @@ async fn to_table(
     bad.finish()?;
     log::info!(
         "dynamodb://{table}: {}, {} written, {} collapsed into later lines, \
-         {} already applied, {}, {} skipped, {:.1}s",
+         {} already applied{}, {}, {} skipped, {:.1}s",
         count(s.lines, "line"),
         count(s.items_written, "item"),
         s.collapsed,
         s.already_applied,
+        match s.applied_after_retry {
+            0 => String::new(),
+            n => format!(" ({n} only after a retry: possibly by this run's unanswered try)"),
+        },
         count(s.retries, "retry"),
         bad.skipped,
         lines.started.elapsed().as_secs_f64()
