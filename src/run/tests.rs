@@ -333,6 +333,7 @@ async fn a_run_that_waited_for_a_lease_plans_from_a_fresh_shard_list() {
     let holding = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
         stream.close("shardId-0");
+        // A clone of the stream shares its shards: this adds the children.
         let _ = stream
             .as_ref()
             .clone()

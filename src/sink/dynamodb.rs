@@ -797,7 +797,7 @@ mod tests {
     /// A table that never answers ends the load once an item's tries have
     /// failed for two minutes, saying so.
     #[tokio::test(start_paused = true)]
-    async fn an_add_that_never_gets_an_answer_fails_after_its_attempts() {
+    async fn an_add_that_never_gets_an_answer_fails_after_two_minutes_of_tries() {
         use crate::fakes::{Fault, Faulty, MemoryItems};
         let table = Arc::new(Faulty::new(MemoryItems::new(&[("k", "S")], None)).on(
             "add_once",
