@@ -190,7 +190,7 @@ impl Opening<'_> {
                 for h in &holders[..i] {
                     if let Err(e) = store.finish(key, n, h, IterationState::Open, now()).await {
                         let what = h.task.as_deref().unwrap_or("the iteration");
-                        log::warn!("iteration {n}: could not release the lease of {what}: {e}");
+                        log::warn!("iteration {n}: could not release the lease of {what}: {e:#}");
                     }
                 }
             }

@@ -132,7 +132,7 @@ pub enum StoreError {
     /// A conditional write lost: someone else created, owns or fixed it.
     #[error("conditional write lost: {0}")]
     Conflict(String),
-    #[error("{0:#}")]
+    #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
 

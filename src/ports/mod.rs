@@ -36,3 +36,21 @@ pub enum SinkError {
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port's error under the run's context reads as one chain, each cause
+    /// once (`{:#}` is how `main` prints an error).
+    #[test]
+    fn a_ports_error_says_each_cause_once() {
+        let cause = || anyhow::anyhow!("timed out").context("GetItem on table cp");
+        let said = |e: anyhow::Error| format!("{:#}", e.context("reading the latest iteration"));
+        let want = "reading the latest iteration: GetItem on table cp: timed out";
+        assert_eq!(said(StoreError::Other(cause()).into()), want);
+        assert_eq!(said(StreamError::Other(cause()).into()), want);
+        assert_eq!(said(SinkError::Other(cause()).into()), want);
+        assert_eq!(said(SinkError::Transient(cause()).into()), want);
+    }
+}

@@ -60,7 +60,7 @@ pub enum StreamError {
     SubscriptionInUse(String),
     #[error("{0}")]
     AccessDenied(String),
-    #[error("{0:#}")]
+    #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
 
