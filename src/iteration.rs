@@ -245,7 +245,7 @@ impl Opening<'_> {
                 // no reason to give up a wait that the next poll may end: several
                 // runs polling one item under a flaky service met this. A
                 // persistent error still ends the run, as itself.
-                Err(e) if waiting && failed_polls < WAIT_POLL_FAILURES => {
+                Err(e) if waiting && failed_polls < wait_poll_failures() => {
                     failed_polls += 1;
                     log::warn!("polling the lease of iteration {n} failed ({e:#}); polling again");
                     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -522,7 +522,16 @@ impl Opening<'_> {
 }
 
 /// Failed lease polls in a row tolerated while waiting for another run.
-const WAIT_POLL_FAILURES: u32 = 3;
+pub(crate) const WAIT_POLL_FAILURES: u32 = 3;
+
+/// [`WAIT_POLL_FAILURES`], or none where a test puts the old bug back (the
+/// simulation must find it).
+fn wait_poll_failures() -> u32 {
+    match crate::simulation::reintroduced(crate::simulation::Bug::PollGivesUp) {
+        true => 0,
+        false => WAIT_POLL_FAILURES,
+    }
+}
 
 /// What a lease covers, for messages.
 /// The pid of another run's lease owner when it ran on this host and its

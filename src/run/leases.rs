@@ -90,7 +90,7 @@ impl Renewal {
     ) -> Self {
         let (lost, lost_rx) = oneshot::channel();
         let every = duration / 3;
-        let task = tokio::spawn(async move {
+        let task = tokio::spawn(crate::clock::carry(async move {
             loop {
                 tokio::time::sleep(every).await;
                 let exp = crate::clock::now_ms() + duration.as_millis() as i64;
@@ -105,7 +105,7 @@ impl Renewal {
                     }
                 }
             }
-        });
+        }));
         Renewal {
             task,
             lost: lost_rx,

@@ -111,13 +111,13 @@ impl Pump<'_> {
                 events: tx.clone(),
             };
             let (api, failure, tx) = (self.api.clone(), failure.clone(), tx.clone());
-            tasks.spawn(async move {
+            tasks.spawn(crate::clock::carry(async move {
                 if let Err(e) = task.run(api).await {
                     failure.lock().unwrap().get_or_insert(e);
                     // Wake the merge so it stops.
                     let _ = tx.send((index, ShardEvent::Failed)).await;
                 }
-            });
+            }));
         }
         drop(tx);
         let fmt = self.fmt.clone();
@@ -136,7 +136,7 @@ impl Pump<'_> {
         };
         let merging = match crate::simulation::active() {
             // One thread, so that the simulation's schedule decides everything.
-            true => tokio::spawn(merging),
+            true => tokio::spawn(crate::clock::carry(merging)),
             false => {
                 let h = tokio::runtime::Handle::current();
                 tokio::task::spawn_blocking(move || h.block_on(merging))

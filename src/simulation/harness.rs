@@ -22,7 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// The host's clock steps by at most this much either way.
+/// Each run is on a host of its own, whose clock is off the service's by at
+/// most this much either way (and steps within it).
 pub const SKEW_MS: i64 = 2_000;
 const SHARDS: [&str; 2] = ["shardId-00", "shardId-01"];
 /// Splits and merges per seed at most, and open shards at most.
@@ -88,6 +89,10 @@ struct RunRecord {
     task: Option<tokio::task::JoinHandle<anyhow::Result<Done>>>,
     ended: Option<Ended>,
     killed: bool,
+    /// Its host's clock offset (what `clock::now_ms` adds in its tasks).
+    host: Arc<std::sync::atomic::AtomicI64>,
+    /// The port calls it made, in order, and the fault each met.
+    calls: Vec<(&'static str, Option<Fault>)>,
 }
 
 /// A run's output, kept in memory.
@@ -379,7 +384,7 @@ impl World {
             (0..=5, Some(l), _) => Kind::Number(self.rng.below(l as usize + 1) as u64),
             (6..=8, _, _) => Kind::Plan,
             (9..=12, _, Some((_, lines))) => Kind::Task(lines[self.rng.below(lines.len())].clone()),
-            (13..=14, _, Some((n, _))) => Kind::Finish(n),
+            (13..=15, _, Some((n, _))) => Kind::Finish(n),
             _ => Kind::Next,
         };
         let ask = Ask {
@@ -394,10 +399,13 @@ impl World {
         let api: Arc<dyn StreamApi> = Arc::new(Faulty::gated(self.stream.clone(), gate.clone()));
         let store: Arc<dyn CheckpointStore> = Arc::new(Faulty::gated(self.store.clone(), gate));
         let out = Captured::default();
-        let what = format!("run {id} starts: {ask:?}");
+        let offset = self.offset();
+        let host = Arc::new(std::sync::atomic::AtomicI64::new(offset));
+        let what = format!("run {id} starts on a host {offset:+} ms off: {ask:?}");
         // The run logic holds its clock as `&dyn Fn`, so it is not `Send`:
         // a local task, as `block_on` runs it in the binary.
-        let task = tokio::task::spawn_local(perform(ask, api, store, owner.clone(), out.clone()));
+        let performed = perform(ask, api, store, owner.clone(), out.clone());
+        let task = tokio::task::spawn_local(simulated::HOST.scope(host.clone(), performed));
         self.runs.push(RunRecord {
             kind,
             owner,
@@ -405,6 +413,8 @@ impl World {
             task: Some(task),
             ended: None,
             killed: false,
+            host,
+            calls: Vec::new(),
         });
         what
     }
@@ -439,6 +449,23 @@ impl World {
         }
     }
 
+    /// A host clock's offset from the service's, within the skew.
+    fn offset(&mut self) -> i64 {
+        self.rng.below(2 * SKEW_MS as usize + 1) as i64 - SKEW_MS
+    }
+
+    /// A live run's host clock steps to a new offset.
+    fn step_clock(&mut self) -> Option<String> {
+        let live: Vec<usize> = (0..self.runs.len())
+            .filter(|r| self.runs[*r].task.is_some())
+            .collect();
+        let id = *live.get(self.rng.below(live.len()))?;
+        let offset = self.offset();
+        let host = &self.runs[id].host;
+        host.store(offset, std::sync::atomic::Ordering::Relaxed);
+        Some(format!("run {id}'s host clock steps to {offset:+} ms"))
+    }
+
     fn live(&self) -> usize {
         self.runs.iter().filter(|r| r.task.is_some()).count()
     }
@@ -469,6 +496,7 @@ impl World {
             }
             false => None,
         };
+        self.runs[w.run].calls.push((w.method, fault));
         if let Some(f) = fault {
             self.log(step, format!("run {} {} → {f:?}", w.run, w.method));
         } else {
@@ -521,9 +549,9 @@ pub fn simulate(seed: u64, bug: Option<Bug>) -> Report {
                 w.log(step, what);
             }
             if w.rng.chance(0.002) {
-                let jump = w.rng.below(2 * SKEW_MS as usize + 1) as i64 - SKEW_MS;
-                simulated::set_jump(jump);
-                w.log(step, format!("the host's clock steps to {jump:+} ms"));
+                if let Some(what) = w.step_clock() {
+                    w.log(step, what);
+                }
             }
             w.decide(step);
         }
@@ -619,6 +647,9 @@ pub struct RunView {
     pub out: Vec<u8>,
     /// The iteration and records it reported, or its exit and error.
     pub ended: Option<Ended>,
+    pub killed: bool,
+    /// The port calls it made, in order, and the fault each met.
+    pub calls: Vec<(&'static str, Option<Fault>)>,
 }
 
 impl World {
@@ -645,6 +676,8 @@ impl World {
                     owner: r.owner.clone(),
                     out: r.out.bytes(),
                     ended: r.ended.clone(),
+                    killed: r.killed,
+                    calls: r.calls.clone(),
                 })
                 .collect(),
         }

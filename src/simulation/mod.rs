@@ -3,7 +3,7 @@
 //! store and stream, on one thread and a paused clock, with a seeded
 //! scheduler deciding every store and stream call — which run moves, which
 //! call fails or loses its answer, which run is killed, when records arrive
-//! and when the host's clock steps.
+//! and when a run's host clock steps.
 //!
 //! Outside the crate's own tests this module only answers "no": the
 //! simulation is not running, and no old bug is put back.
@@ -23,6 +23,9 @@ pub enum Bug {
     /// A lease request whose answer was lost, retried by the SDK, met its
     /// own lease and took it for a rival's.
     OwnLeaseIsARival,
+    /// A run waiting for another run's lease gave up at its first failed
+    /// poll, though the next poll might have ended the wait.
+    PollGivesUp,
 }
 
 #[cfg(test)]

@@ -121,6 +121,17 @@ pub async fn invariants(v: &View, stuck: bool) -> Vec<String> {
             }
             _ => {}
         }
+        if let Some(polls) = gave_up_waiting(r) {
+            bad.push(format!(
+                "run {id} failed after {polls} failed lease poll(s) in a row while it waited \
+                 (a waiting run polls again after up to {} in a row): {:.160}",
+                crate::iteration::WAIT_POLL_FAILURES,
+                match &r.ended {
+                    Some(Err((_, msg))) => msg.as_str(),
+                    _ => "",
+                }
+            ));
+        }
     }
     // Consecutive iterations: the earlier one succeeded before the later one
     // opened (a failed iteration is rerun first), and each shard starts where
@@ -346,7 +357,11 @@ fn a_seed_replays_its_schedule_exactly() {
 /// few seeds.
 #[test]
 fn bugs_found_before_are_found_again() {
-    for bug in [Bug::NextReplaysASuccess, Bug::OwnLeaseIsARival] {
+    for bug in [
+        Bug::NextReplaysASuccess,
+        Bug::OwnLeaseIsARival,
+        Bug::PollGivesUp,
+    ] {
         let found = (1..=300u64).find_map(|s| {
             let broke = simulate(s, Some(bug)).violations;
             Some((s, broke.into_iter().next()?))
@@ -354,6 +369,36 @@ fn bugs_found_before_are_found_again() {
         let (seed, what) = found.unwrap_or_else(|| panic!("{bug:?} not found in 300 seeds"));
         eprintln!("{bug:?}: found by seed {seed}: {what:.200}");
     }
+}
+
+/// A run that failed right after lease polls that failed, fewer in a row
+/// than a waiting run rides out: how many. It was waiting if an answered
+/// poll came before them (an answered lease request that the run follows
+/// with another can only have found the lease held).
+fn gave_up_waiting(r: &super::harness::RunView) -> Option<usize> {
+    if r.killed || !matches!(r.ended, Some(Err(_))) {
+        return None;
+    }
+    let polls: Vec<bool> = r
+        .calls
+        .iter()
+        .rev()
+        .take_while(|(method, _)| *method == "acquire")
+        .map(|(_, fault)| {
+            matches!(
+                fault,
+                Some(
+                    crate::fakes::Fault::Fail
+                        | crate::fakes::Fault::Dropped
+                        | crate::fakes::Fault::Lost
+                )
+            )
+        })
+        .collect();
+    let failed = polls.iter().take_while(|f| **f).count();
+    let waited = polls.len() > failed;
+    let tolerated = crate::iteration::WAIT_POLL_FAILURES as usize;
+    (waited && (1..=tolerated).contains(&failed)).then_some(failed)
 }
 
 /// `KINESIS_SIM_SEED=S`: seed S's whole schedule and what it broke.
