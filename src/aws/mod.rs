@@ -176,23 +176,33 @@ pub(crate) fn code<E: ProvideErrorMetadata>(e: &E) -> &str {
     e.code().unwrap_or("")
 }
 
-/// Whether a failed call may well succeed if made again a little later: no
-/// usable answer came (a timeout, a lost connection, a body that does not
-/// parse), or the service said it was busy (throttling, a 5xx). The SDK has
-/// already retried it; but its retry quota is per process and runs dry in a
-/// long storm of faults, after which it tries each call once. A caller whose
-/// request is safe to repeat retries such a failure itself.
-pub(crate) fn transient<E: ProvideErrorMetadata>(
-    e: &aws_smithy_runtime_api::client::result::SdkError<
-        E,
-        aws_smithy_runtime_api::client::orchestrator::HttpResponse,
-    >,
-) -> bool {
+type AnySdkError<E> = aws_smithy_runtime_api::client::result::SdkError<
+    E,
+    aws_smithy_runtime_api::client::orchestrator::HttpResponse,
+>;
+
+/// Whether a call got no usable answer (a timeout, a lost connection, a body
+/// that does not parse): the request may or may not have been applied.
+pub(crate) fn no_answer<E>(e: &AnySdkError<E>) -> bool {
     use aws_smithy_runtime_api::client::result::SdkError;
+    matches!(
+        e,
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_)
+    )
+}
+
+/// Whether a failed call may well succeed if made again a little later: no
+/// usable answer came ([`no_answer`]), or the service said it was busy
+/// (throttling, a 5xx). The SDK has already retried it; but its retry quota
+/// is per process and runs dry in a long storm of faults, after which it
+/// tries each call once. A caller whose request is safe to repeat retries
+/// such a failure itself.
+pub(crate) fn transient<E: ProvideErrorMetadata>(e: &AnySdkError<E>) -> bool {
+    use aws_smithy_runtime_api::client::result::SdkError;
+    if no_answer(e) {
+        return true;
+    }
     match e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
-            true
-        }
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
             status == 429

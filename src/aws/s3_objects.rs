@@ -1,6 +1,6 @@
 //! [`ObjectStore`] on the S3 SDK client.
 
-use super::{code, full};
+use super::{code, full, no_answer};
 use crate::ports::objects::{ObjectStore, Part};
 use crate::ports::SinkError;
 use anyhow::anyhow;
@@ -132,11 +132,7 @@ impl ObjectStore for S3Objects {
             Ok(_) => Ok(true),
             // No usable answer (timeout, connection lost, a body that does not
             // parse and carries no error code): it may have completed.
-            Err(
-                SdkError::TimeoutError(_)
-                | SdkError::DispatchFailure(_)
-                | SdkError::ResponseError(_),
-            ) => Ok(false),
+            Err(e) if no_answer(&e) => Ok(false),
             Err(SdkError::ServiceError(se)) if code(se.err()).is_empty() => {
                 log::debug!(
                     "CompleteMultipartUpload answer not understood: {:?}",

@@ -87,8 +87,18 @@ async fn read(
     store: Option<Arc<dyn CheckpointStore>>,
     cfg: &ReaderConfig,
 ) -> Result<(String, Summary)> {
+    read_as("host:1:1", api, store, cfg).await
+}
+
+/// [`read`] by the run `owner`.
+async fn read_as(
+    owner: &str,
+    api: Arc<dyn StreamApi>,
+    store: Option<Arc<dyn CheckpointStore>>,
+    cfg: &ReaderConfig,
+) -> Result<(String, Summary)> {
     let out = Captured::default();
-    let p = prepare(api, store, cfg, "host:1:1", None).await?;
+    let p = prepare(api, store, cfg, owner, None).await?;
     let s = run(p, cfg, Box::new(out.clone()), crate::stop::never(), false).await?;
     Ok((out.text(), s))
 }
@@ -325,11 +335,7 @@ async fn a_run_that_waited_for_a_lease_plans_from_a_fresh_shard_list() {
         .unwrap();
     // The waiter lists the shards now, then waits for the holder's lease;
     // meanwhile shardId-0 splits, and the holder reads it to its end.
-    let out = Captured::default();
-    let waiter = async {
-        let p = prepare(api.clone(), Some(store.clone()), &cfg, "other:1:1", None).await?;
-        run(p, &cfg, Box::new(out.clone()), crate::stop::never(), false).await
-    };
+    let waiter = read_as("other:1:1", api.clone(), Some(store.clone()), &cfg);
     let holding = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
         stream.close("shardId-0");
@@ -353,8 +359,7 @@ async fn a_run_that_waited_for_a_lease_plans_from_a_fresh_shard_list() {
     let (waited, ()) = tokio::join!(waiter, holding);
     let ended = store.shards(&key(), 0).await.unwrap();
     assert!(ended[0].end.as_ref().unwrap().closed, "{ended:?}");
-    let s = waited.unwrap();
-    let out = out.text();
+    let (out, s) = waited.unwrap();
     assert_eq!(s.iteration, Some(1));
     let ids: Vec<String> = store
         .shards(&key(), 1)

@@ -644,6 +644,7 @@ async fn dynamodb_tables_end_as_undisturbed_runs_under_faults() {
 async fn the_dynamodb_writer_rides_out_a_storm_of_faults() {
     let d = dynamo().await;
     let storm = FaultPlan {
+        seed: seed(11),
         throttle: 0.12,
         server_error: 0.10,
         lost_answer: 0.10,
@@ -653,14 +654,7 @@ async fn the_dynamodb_writer_rides_out_a_storm_of_faults() {
         only: vec!["BatchWriteItem", "UpdateItem"],
         ..FaultPlan::quiet()
     };
-    let p = proxy::start(
-        endpoint(),
-        endpoint(),
-        FaultPlan {
-            seed: seed(11),
-            ..storm
-        },
-    );
+    let p = proxy::start(endpoint(), endpoint(), storm);
     let columns = ["--columns", "error:S,region:S,count:N"];
     let rows: String = (0..1000).map(|i| format!("e{i:04}\teu\t{i}\n")).collect();
     let t = crate::writer::table(&d, true).await;
