@@ -349,7 +349,9 @@ fn report(summary: &run::Summary, hadoop: bool, dynamo: Option<&DynamoStore>) {
     log::debug!("GetRecords answers: {direct} decoded directly, {by_sdk} by the SDK");
 }
 
-/// Who holds a lease: host, process and start time, so `status` says who.
+/// Who holds a lease: host, process and start time, so `status` says who;
+/// under Hadoop the task attempt first (`attempt_…@host:pid:ms`), so that a
+/// lease or a fixed end can be traced to the attempt that holds or fixed it.
 fn owner_id() -> String {
     let host = std::env::var("HOSTNAME")
         .ok()
@@ -357,5 +359,9 @@ fn owner_id() -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
-    format!("{host}:{}:{}", std::process::id(), crate::clock::now_ms())
+    let me = format!("{host}:{}:{}", std::process::id(), crate::clock::now_ms());
+    match progress::task_attempt(&|k: &str| std::env::var(k).ok()) {
+        Some(attempt) => format!("{attempt}@{me}"),
+        None => me,
+    }
 }

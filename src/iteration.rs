@@ -231,6 +231,7 @@ impl Opening<'_> {
             ..
         } = self;
         let waited_since = now();
+        let heartbeat = crate::progress::Waiting::begin();
         // Set once another run's lease was seen; then failed polls in a row.
         let mut waiting = false;
         let mut failed_polls = 0;
@@ -261,6 +262,7 @@ impl Opening<'_> {
                     waiting = true;
                     let gone = gone_from_this_host(&owner, &lease.owner);
                     let (what, until) = (what(n, lease), fmt_ms(expires_ms));
+                    heartbeat.show(format!("{what} is held by {owner} until {until}"));
                     let waited = Duration::from_millis((t - waited_since).max(0) as u64);
                     let waited = humantime::format_duration(Duration::from_secs(waited.as_secs()));
                     if waited.get_ref() >= &lease.wait {
@@ -539,6 +541,8 @@ fn wait_poll_failures() -> u32 {
 /// `host:pid:started_ms` (see `commands.rs`); `me` is this run's.
 fn gone_from_this_host(owner: &str, me: &str) -> Option<u32> {
     let host_pid = |o: &str| {
+        // A Hadoop attempt's owner starts with `attempt_…@`.
+        let o = o.rsplit_once('@').map_or(o, |(_, rest)| rest);
         let mut parts = o.rsplitn(3, ':');
         let (_started, pid, host) = (parts.next()?, parts.next()?, parts.next()?);
         Some((host.to_string(), pid.parse::<u32>().ok()?))
@@ -1098,5 +1102,24 @@ mod tests {
             .unwrap();
         let e = open_as(&other, 0, &me, false).await.unwrap_err();
         assert!(e.to_string().contains("is being run by otherhost"), "{e}");
+        // A Hadoop attempt's owner names the attempt before the host.
+        let hadoop = MemoryStore::default();
+        let attempt = format!("attempt_1_0001_m_000000_0@thishost:{dead}:1");
+        open_as(&hadoop, 0, &attempt, false).await.unwrap();
+        let e = open_as(
+            &hadoop,
+            0,
+            &format!("attempt_1_0001_m_000000_1@{me}"),
+            false,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.to_string().contains(&format!(
+                "leased by {attempt} until 1970-01-01T00:00:31.000Z, but its process {dead} no \
+                 longer runs on this host"
+            )),
+            "{e}"
+        );
     }
 }

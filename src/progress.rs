@@ -240,7 +240,8 @@ pub fn stop_display(d: Option<Display>) {
 
 /// Under Hadoop: a `reporter:status:` line every `every` (30 s unless set),
 /// so that a task waiting on a quiet stream is not killed for silence
-/// (mapreduce.task.timeout, 600 s by default).
+/// (mapreduce.task.timeout, 600 s by default). It is the task's status in
+/// Hadoop's task reports and web UI, so it says what the reader does.
 pub fn spawn_heartbeat(
     p: Arc<Progress>,
     label: &'static str,
@@ -249,14 +250,45 @@ pub fn spawn_heartbeat(
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
-            let _ = writeln!(
-                std::io::stderr(),
-                "reporter:status:{label}: {} lines, {} bytes",
-                p.lines.load(Ordering::Relaxed),
-                p.bytes.load(Ordering::Relaxed)
-            );
+            let waiting = WAITING.lock().unwrap().clone();
+            let _ = writeln!(std::io::stderr(), "{}", status_line(label, &p, waiting));
         }
     })
+}
+
+fn status_line(label: &str, p: &Progress, waiting: Option<String>) -> String {
+    let (lines, bytes) = (
+        p.lines.load(Ordering::Relaxed),
+        p.bytes.load(Ordering::Relaxed),
+    );
+    match waiting {
+        Some(what) => format!("reporter:status:{label}: waiting: {what}"),
+        None => format!("reporter:status:{label}: {lines} lines, {bytes} bytes"),
+    }
+}
+
+/// What the run is waiting for, if it waits (another run's lease), for the
+/// heartbeat. One per process: a Hadoop task runs one reader.
+static WAITING: Mutex<Option<String>> = Mutex::new(None);
+
+/// While it lives, what it `show`s is the heartbeat's text; dropped, the
+/// heartbeat counts lines again.
+pub struct Waiting(());
+
+impl Waiting {
+    pub fn begin() -> Waiting {
+        Waiting(())
+    }
+
+    pub fn show(&self, what: String) {
+        *WAITING.lock().unwrap() = Some(what);
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        *WAITING.lock().unwrap() = None;
+    }
 }
 
 /// Hadoop Streaming counter lines, e.g. `reporter:counter:KinesisWriter,lines,42`.
@@ -269,9 +301,15 @@ pub fn counter_lines(group: &str, counters: &[(&str, u64)]) -> String {
 
 /// Is this process a Hadoop task? (Hadoop sets these for every task.)
 pub fn under_hadoop(env: &dyn Fn(&str) -> Option<String>) -> bool {
+    task_attempt(env).is_some()
+}
+
+/// The Hadoop task attempt this process runs in, e.g.
+/// `attempt_1700000000000_0001_m_000000_0` (`mapred_task_id` is the old name).
+pub fn task_attempt(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
     ["mapreduce_task_attempt_id", "mapred_task_id"]
         .iter()
-        .any(|v| env(v).is_some())
+        .find_map(|v| env(v).filter(|a| !a.is_empty()))
 }
 
 #[cfg(test)]
@@ -301,5 +339,24 @@ mod tests {
             &|v| (v == "mapred_task_id").then(|| "x".into())
         ));
         assert!(!super::under_hadoop(&|_| None));
+        assert_eq!(
+            super::task_attempt(&|v| (v == "mapreduce_task_attempt_id").then(|| "attempt_1".into())),
+            Some("attempt_1".into())
+        );
+    }
+
+    #[test]
+    fn the_heartbeat_says_what_a_waiting_run_waits_for() {
+        let p = super::Progress::default();
+        p.add(2, 10);
+        let beat = |w: Option<&str>| super::status_line("kinesis-reader", &p, w.map(Into::into));
+        assert_eq!(
+            beat(None),
+            "reporter:status:kinesis-reader: 2 lines, 10 bytes"
+        );
+        assert_eq!(
+            beat(Some("task x of iteration 3 is held by h:1:2 until T")),
+            "reporter:status:kinesis-reader: waiting: task x of iteration 3 is held by h:1:2 until T"
+        );
     }
 }
