@@ -410,3 +410,51 @@ async fn spark_sql_transform_gives_the_unix_pipelines_top_10() {
     assert_eq!(top, log_analysis(&records, ""));
     assert_eq!(status(&stream, &table, "top")[0]["state"], "succeeded");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hive_transform_gives_the_unix_pipelines_top_10() {
+    let stream = unique("hive");
+    let table = table();
+    produce(&stream, "600", "17");
+    let work = std::env::temp_dir().join(unique("hive-job"));
+    std::fs::create_dir_all(&work).unwrap();
+    let hive_cp = resolved("KINESIS_HIVE_CLASSPATH", "hive-classpath");
+    let java_opts = format!("-Xmx1g -Dhadoop.tmp.dir={}", work.join("tmp").display());
+    let script = root().join("streaming-examples/hive/top-errors.sh");
+    let o = shell(
+        &format!("cd \"$WORK\" && {} {stream} {table} top", script.display()),
+        &[
+            ("WORK", work.to_str().unwrap()),
+            (
+                "KINESIS_BIN",
+                PathBuf::from(READER).parent().unwrap().to_str().unwrap(),
+            ),
+            ("KINESIS_HIVE_CLASSPATH", &hive_cp),
+            (
+                "HIVE",
+                root().join("tests/engines/hive/hive").to_str().unwrap(),
+            ),
+            ("JAVA_OPTS", &java_opts),
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&work);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let top: Vec<String> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(top.len(), 10, "{top:?}");
+    let records = ok(reader(&[
+        "--stream",
+        &stream,
+        "--checkpoint-table",
+        &table,
+        "--logical-name",
+        "top",
+        "--iteration",
+        "0",
+    ]));
+    assert_eq!(top, log_analysis(&records, ""));
+    assert_eq!(status(&stream, &table, "top")[0]["state"], "succeeded");
+}
