@@ -32,6 +32,18 @@ pub struct StreamFacts {
     /// a closed shard is read to that record (not every emulator ends a
     /// closed shard's iterator).
     pub closed: BTreeMap<String, String>,
+    /// The enhanced fan-out consumer `plan` was asked to read with
+    /// (`--efo-consumer`), registered or found once by `plan`: its tasks
+    /// asking for the same consumer need no DescribeStreamConsumer, which the
+    /// service allows 20 times a second per stream.
+    pub efo: Option<EfoConsumer>,
+}
+
+/// A registered enhanced fan-out consumer: its name and ARN.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EfoConsumer {
+    pub name: String,
+    pub arn: String,
 }
 
 /// One manifest line: some shards of one iteration.
@@ -57,6 +69,9 @@ impl ManifestLine {
             o.insert("stream_created_ms".into(), json!(f.created_ms));
             o.insert("retention_hours".into(), json!(f.retention_hours));
             o.insert("closed".into(), json!(f.closed));
+            if let Some(c) = &f.efo {
+                o.insert("efo_consumer".into(), json!({"name": c.name, "arn": c.arn}));
+            }
         }
         v.to_string()
     }
@@ -124,11 +139,22 @@ fn facts(v: &Value) -> Result<Option<StreamFacts>, String> {
             .ok_or_else(|| bad("closed"))?,
         _ => return Err(bad("closed")),
     };
+    let efo = match v.get("efo_consumer") {
+        None => None,
+        Some(c) => {
+            let text = |k: &str| c.get(k).and_then(Value::as_str).map(str::to_string);
+            match (text("name"), text("arn")) {
+                (Some(name), Some(arn)) => Some(EfoConsumer { name, arn }),
+                _ => return Err(bad("efo_consumer")),
+            }
+        }
+    };
     Ok(Some(StreamFacts {
         arn: arn.as_str().ok_or_else(|| bad("stream_arn"))?.to_string(),
         created_ms: int("stream_created_ms")?,
         retention_hours: int("retention_hours")?,
         closed,
+        efo,
     }))
 }
 
@@ -265,6 +291,10 @@ pub fn assignment(input: &str) -> Result<Assignment, String> {
                             == (&g.arn, g.created_ms, g.retention_hours) =>
                     {
                         f.closed.extend(g.closed);
+                        if f.efo != g.efo {
+                            // Lines from different plans: the task asks.
+                            f.efo = None;
+                        }
                         Some(f)
                     }
                     _ => None,
@@ -347,6 +377,7 @@ mod tests {
                 .iter()
                 .map(|s| (s.to_string(), format!("49{s}")))
                 .collect(),
+            efo: None,
         }
     }
 
@@ -393,6 +424,30 @@ mod tests {
         let cut = m[0].to_line().replace("\"retention_hours\":168,", "");
         let e = assignment(&cut).unwrap_err();
         assert!(e.contains("\"retention_hours\""), "{e}");
+    }
+
+    #[test]
+    fn a_plans_efo_consumer_goes_with_its_lines() {
+        let efo = StreamFacts {
+            efo: Some(EfoConsumer {
+                name: "top".into(),
+                arn: "arn:aws:kinesis:us-east-1:000000000000:stream/s/consumer/top:1".into(),
+            }),
+            ..facts(&[])
+        };
+        let m = manifest("s", "l", 3, &ids(3), 1, Some(&efo));
+        for line in &m {
+            assert_eq!(&ManifestLine::parse(&line.to_line()).unwrap(), line);
+        }
+        let both = format!("{}\n{}\n", m[0].to_line(), m[1].to_line());
+        assert_eq!(assignment(&both).unwrap().facts.unwrap().efo, efo.efo);
+        // Lines of plans with and without it: the task looks it up itself.
+        let plain = manifest("s", "l", 3, &ids(3), 1, Some(&facts(&[])));
+        let mixed = format!("{}\n{}\n", m[0].to_line(), plain[1].to_line());
+        assert_eq!(assignment(&mixed).unwrap().facts.unwrap().efo, None);
+        let cut = m[0].to_line().replace("\"name\":", "\"title\":");
+        let e = assignment(&cut).unwrap_err();
+        assert!(e.contains("\"efo_consumer\""), "{e}");
     }
 
     #[test]

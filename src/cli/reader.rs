@@ -94,6 +94,7 @@ pub const NOT_FOR: [(&str, &[&str]); 3] = [
             "start_position",
             "lease_wait",
             "lease_duration",
+            "efo_consumer",
         ],
     ),
     (
@@ -104,6 +105,7 @@ pub const NOT_FOR: [(&str, &[&str]); 3] = [
             "start_position",
             "lease_wait",
             "lease_duration",
+            "efo_consumer",
         ],
     ),
     (
@@ -118,6 +120,7 @@ pub const NOT_FOR: [(&str, &[&str]); 3] = [
             "start_position",
             "lease_wait",
             "lease_duration",
+            "efo_consumer",
         ],
     ),
 ];
@@ -251,7 +254,9 @@ pub struct ReadArgs {
     pub status_interval: Option<String>,
     /// Read with enhanced fan-out (SubscribeToShard) as the stream consumer NAME, registering
     /// it if needed (it stays registered: `kinesis-reader deregister-consumer NAME` removes it).
-    #[arg(help_heading = "Stream", long, value_name = "NAME")]
+    /// Given to `plan`, the manifest names it, and map tasks reading as NAME need not look it
+    /// up.
+    #[arg(help_heading = "Stream", long, value_name = "NAME", global = true)]
     pub efo_consumer: Option<String>,
     /// Read at most N shards at a time (default: all at once): shards are read in groups of N
     /// in shard-id order, and the output is group after group.

@@ -458,6 +458,7 @@ fn refuse_what_does_not_apply(cli: &ReaderCli) -> Result<(), ExitError> {
         "start_position" => r.start_position.is_some(),
         "lease_wait" => r.lease_wait.is_some(),
         "lease_duration" => r.lease_duration.is_some(),
+        "efo_consumer" => r.efo_consumer.is_some(),
         other => unreachable!("NOT_FOR names {other}, which is not a global flag"),
     };
     let (_, ids) = NOT_FOR

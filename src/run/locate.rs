@@ -202,11 +202,20 @@ pub async fn plan(
     let mut l = locate(api, store, cfg, owner).await?;
     let opened = open_located(api, store, &mut l, cfg, true).await?;
     let ids: Vec<String> = opened.shards.iter().map(|s| s.shard_id.clone()).collect();
+    // The consumer is registered (or found) here, once, not by each task.
+    let efo = match &cfg.efo_consumer {
+        Some(name) => Some(crate::manifest::EfoConsumer {
+            name: name.clone(),
+            arn: api.consumer(name).await.map_err(stream_error)?,
+        }),
+        None => None,
+    };
     let facts = crate::manifest::StreamFacts {
         arn: l.info.arn.clone(),
         created_ms: l.info.created_ms,
         retention_hours: l.info.retention_hours,
         closed: l.closed.clone(),
+        efo,
     };
     let (stream, name) = (&l.key.stream, &l.key.logical_name);
     Ok(Planned {

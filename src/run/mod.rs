@@ -19,7 +19,7 @@ mod unchecked;
 pub use leases::Held;
 pub use locate::{confirm, plan, Planned};
 
-use crate::config::ReaderConfig;
+use crate::config::{MapMode, ReaderConfig};
 use crate::error::ExitError;
 use crate::iteration::{LeaseOptions, Opened};
 use crate::ports::checkpoint::{CheckpointStore, IterationState, LogicalKey};
@@ -190,11 +190,19 @@ pub async fn prepare(
 }
 
 /// The read settings, with the enhanced fan-out consumer registered (or
-/// found) when one is asked for.
+/// found) when one is asked for: a map task takes it from its manifest when
+/// `plan` named the same consumer.
 async fn read_settings(api: &dyn StreamApi, cfg: &ReaderConfig) -> Result<ReadSettings> {
     let mut read = cfg.read.clone();
     if let Some(name) = &cfg.efo_consumer {
-        let arn = api.consumer(name).await.map_err(stream_error)?;
+        let planned = match &cfg.map {
+            Some(MapMode::Manifest { facts: Some(f), .. }) => f.efo.as_ref(),
+            _ => None,
+        };
+        let arn = match planned.filter(|c| &c.name == name) {
+            Some(c) => c.arn.clone(),
+            None => api.consumer(name).await.map_err(stream_error)?,
+        };
         log::info!("reading with enhanced fan-out as consumer {name:?}");
         read.efo = Some(Arc::from(arn));
     }

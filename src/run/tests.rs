@@ -317,6 +317,68 @@ async fn a_map_task_takes_the_stream_from_its_manifest_not_the_control_plane() {
     assert!(fixed[1].end.is_none());
 }
 
+/// `plan --efo-consumer C` registers (or finds) the consumer once and puts
+/// it in the manifest: map tasks reading as C subscribe without asking the
+/// control plane for it; a task reading as another consumer asks.
+#[tokio::test]
+async fn map_tasks_take_the_plans_efo_consumer_from_the_manifest() {
+    let stream = MemoryStream::new("logs")
+        .with_shard("shardId-0", &[], records(100, 5, "a"))
+        .with_shard("shardId-1", &[], records(200, 5, "b"));
+    let api = Arc::new(Faulty::new(stream));
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::default());
+    let cfg = |args: &[&str], a: Option<&crate::manifest::Assignment>| {
+        let mut argv = vec![
+            "kinesis-reader",
+            "--min-call-interval",
+            "0ms",
+            "--nodata-timeout",
+            "1",
+            "--fields",
+            "shard_id,sequence_number,data",
+            "--checkpoint-table",
+            "cp-table",
+        ];
+        argv.extend(args);
+        let cli = ReaderCli::try_parse_from(argv).unwrap();
+        let none = |_: &str| None;
+        let layers = Layers::new(&cli.common.define, &none).unwrap();
+        ReaderConfig::resolve(&cli.common, &cli.read, &layers, a).unwrap()
+    };
+    let mut planning = checkpointed("next");
+    planning.efo_consumer = Some("top".into());
+    let planned = plan(api.as_ref(), store.as_ref(), &planning, "host:1:1", 1)
+        .await
+        .unwrap();
+    assert_eq!(api.calls("consumer"), 1);
+    for (line, shard) in planned.lines.iter().zip(["shardId-0", "shardId-1"]) {
+        let a = crate::manifest::assignment(&line.to_line()).unwrap();
+        let task = cfg(&["--efo-consumer", "top", "--shards-from-stdin"], Some(&a));
+        let (out, s) = read(api.clone(), Some(store.clone()), &task).await.unwrap();
+        assert_eq!(s.records, 5, "{out}");
+        assert!(out.lines().all(|l| l.starts_with(&format!("{shard}\t"))));
+    }
+    assert_eq!(
+        api.calls("consumer"),
+        1,
+        "the map tasks asked for the consumer"
+    );
+    assert!(
+        api.calls("subscribe") >= 2,
+        "the tasks read by enhanced fan-out"
+    );
+    // A replay as another consumer: that one is looked up.
+    let a = crate::manifest::assignment(&planned.lines[0].to_line()).unwrap();
+    let other = cfg(
+        &["--efo-consumer", "audit", "--shards-from-stdin"],
+        Some(&a),
+    );
+    read(api.clone(), Some(store.clone()), &other)
+        .await
+        .unwrap();
+    assert_eq!(api.calls("consumer"), 2);
+}
+
 /// A `next` run that waited for another run's lease opens the iteration
 /// after it from a shard list taken after the wait: a split during the wait
 /// puts its children in that iteration, not one later.

@@ -349,3 +349,77 @@ async fn enhanced_fan_out_reads_the_same_iterations_as_polling() {
     let o = reader_kl(&["deregister-consumer", "efo-test", "--stream", &stream]);
     assert!(stderr(&o).contains("was not registered"), "{}", stderr(&o));
 }
+
+/// Map tasks of a plan made with `--efo-consumer` read by enhanced fan-out
+/// as the consumer the plan registered and put in the manifest: together
+/// they print exactly the records a polling replay of the iteration prints.
+#[tokio::test(flavor = "multi_thread")]
+async fn map_tasks_read_by_enhanced_fan_out_as_the_plans_consumer() {
+    let k = kinesis_local_client().await;
+    let stream = unique("efo-map");
+    create_stream(&k, &stream, 2).await;
+    wait_active(&k, &stream).await;
+    let table = table();
+    put_many(&k, &stream, 0, 40).await;
+    let kl = [("AWS_ENDPOINT_URL_KINESIS", kinesis_local())];
+    let plan = [
+        "plan",
+        "--stream",
+        &stream,
+        "--checkpoint-table",
+        &table,
+        "--logical-name",
+        "M",
+        "--efo-consumer",
+        "efo-map",
+    ];
+    let manifest = String::from_utf8(ok(reader_kl(&plan))).unwrap();
+    let lines: Vec<&str> = manifest.lines().collect();
+    assert_eq!(lines.len(), 2);
+    assert!(
+        lines.iter().all(|l| l.contains("\"efo_consumer\"")),
+        "{manifest}"
+    );
+    let task_args = [
+        "--shards-from-stdin",
+        "--checkpoint-table",
+        &table,
+        "--efo-consumer",
+        "efo-map",
+        "--fields",
+        "shard_id,sequence_number,partition_key,data",
+    ];
+    let mut tasks: Vec<u8> = Vec::new();
+    for line in &lines {
+        let o = reader_input(&task_args, format!("{line}\n").as_bytes(), &kl);
+        assert!(o.status.success(), "{}", stderr(&o));
+        tasks.extend(o.stdout);
+    }
+    let o = reader_kl(&[
+        "finish",
+        "--stream",
+        &stream,
+        "--checkpoint-table",
+        &table,
+        "--logical-name",
+        "M",
+        "--iteration",
+        "0",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The whole-iteration replay interleaves the shards; the tasks print
+    // one shard each: the same lines.
+    let sorted = |b: &[u8]| {
+        let mut l: Vec<String> = String::from_utf8_lossy(b)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        l.sort();
+        l
+    };
+    let replay = ok(reader_kl(&args(&stream, &table, "M", "0")));
+    assert_eq!(parse_lines(&replay).len(), 40);
+    assert_eq!(sorted(&tasks), sorted(&replay));
+    let o = reader_kl(&["deregister-consumer", "efo-map", "--stream", &stream]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
