@@ -266,6 +266,28 @@ async fn ends_that_arrive_together_are_fixed_in_one_write() {
     assert_eq!(again, first);
 }
 
+/// A map task's settings (`--shards-from-stdin` with `args`) for the
+/// manifest lines it was given.
+fn map_task(args: &[&str], a: &crate::manifest::Assignment) -> ReaderConfig {
+    let mut argv = vec![
+        "kinesis-reader",
+        "--min-call-interval",
+        "0ms",
+        "--nodata-timeout",
+        "1",
+        "--fields",
+        "shard_id,sequence_number,data",
+        "--checkpoint-table",
+        "cp-table",
+        "--shards-from-stdin",
+    ];
+    argv.extend(args);
+    let cli = ReaderCli::try_parse_from(argv).unwrap();
+    let none = |_: &str| None;
+    let layers = Layers::new(&cli.common.define, &none).unwrap();
+    ReaderConfig::resolve(&cli.common, &cli.read, &layers, Some(a)).unwrap()
+}
+
 /// A map task given a manifest line from `plan` asks the control plane
 /// nothing (no DescribeStreamSummary, no ListShards), and still reads a
 /// shard that the plan saw closed to its end, on a stream that, like moto,
@@ -291,22 +313,7 @@ async fn a_map_task_takes_the_stream_from_its_manifest_not_the_control_plane() {
     assert_eq!((api.calls("describe"), api.calls("list_shards")), (1, 1));
     let line = planned.lines[0].to_line();
     let a = crate::manifest::assignment(&line).unwrap();
-    let cli = ReaderCli::try_parse_from([
-        "kinesis-reader",
-        "--min-call-interval",
-        "0ms",
-        "--nodata-timeout",
-        "1",
-        "--fields",
-        "shard_id,sequence_number,data",
-        "--checkpoint-table",
-        "cp-table",
-        "--shards-from-stdin",
-    ])
-    .unwrap();
-    let none = |_: &str| None;
-    let layers = Layers::new(&cli.common.define, &none).unwrap();
-    let cfg = ReaderConfig::resolve(&cli.common, &cli.read, &layers, Some(&a)).unwrap();
+    let cfg = map_task(&[], &a);
     let (out, s) = read(api.clone(), Some(store.clone()), &cfg).await.unwrap();
     assert_eq!((api.calls("describe"), api.calls("list_shards")), (1, 1));
     assert_eq!((s.records, out.lines().count()), (5, 5), "{out}");
@@ -327,24 +334,6 @@ async fn map_tasks_take_the_plans_efo_consumer_from_the_manifest() {
         .with_shard("shardId-1", &[], records(200, 5, "b"));
     let api = Arc::new(Faulty::new(stream));
     let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::default());
-    let cfg = |args: &[&str], a: Option<&crate::manifest::Assignment>| {
-        let mut argv = vec![
-            "kinesis-reader",
-            "--min-call-interval",
-            "0ms",
-            "--nodata-timeout",
-            "1",
-            "--fields",
-            "shard_id,sequence_number,data",
-            "--checkpoint-table",
-            "cp-table",
-        ];
-        argv.extend(args);
-        let cli = ReaderCli::try_parse_from(argv).unwrap();
-        let none = |_: &str| None;
-        let layers = Layers::new(&cli.common.define, &none).unwrap();
-        ReaderConfig::resolve(&cli.common, &cli.read, &layers, a).unwrap()
-    };
     let mut planning = checkpointed("next");
     planning.efo_consumer = Some("top".into());
     let planned = plan(api.as_ref(), store.as_ref(), &planning, "host:1:1", 1)
@@ -353,7 +342,7 @@ async fn map_tasks_take_the_plans_efo_consumer_from_the_manifest() {
     assert_eq!(api.calls("consumer"), 1);
     for (line, shard) in planned.lines.iter().zip(["shardId-0", "shardId-1"]) {
         let a = crate::manifest::assignment(&line.to_line()).unwrap();
-        let task = cfg(&["--efo-consumer", "top", "--shards-from-stdin"], Some(&a));
+        let task = map_task(&["--efo-consumer", "top"], &a);
         let (out, s) = read(api.clone(), Some(store.clone()), &task).await.unwrap();
         assert_eq!(s.records, 5, "{out}");
         assert!(out.lines().all(|l| l.starts_with(&format!("{shard}\t"))));
@@ -369,10 +358,7 @@ async fn map_tasks_take_the_plans_efo_consumer_from_the_manifest() {
     );
     // A replay as another consumer: that one is looked up.
     let a = crate::manifest::assignment(&planned.lines[0].to_line()).unwrap();
-    let other = cfg(
-        &["--efo-consumer", "audit", "--shards-from-stdin"],
-        Some(&a),
-    );
+    let other = map_task(&["--efo-consumer", "audit"], &a);
     read(api.clone(), Some(store.clone()), &other)
         .await
         .unwrap();

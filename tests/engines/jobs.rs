@@ -150,10 +150,10 @@ pub(crate) fn produce(stream: &str, records: &str, seed: &str) {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
-/// The Unix pipeline's answer over a replay of iteration `n`.
-pub(crate) fn unix_pipeline(stream: &str, table: &str, logical: &str, n: u64) -> Vec<String> {
+/// A replay of iteration `n`.
+pub(crate) fn replay(stream: &str, table: &str, logical: &str, n: u64) -> Vec<u8> {
     let n = n.to_string();
-    let records = ok(reader(&[
+    ok(reader(&[
         "--stream",
         stream,
         "--checkpoint-table",
@@ -162,10 +162,28 @@ pub(crate) fn unix_pipeline(stream: &str, table: &str, logical: &str, n: u64) ->
         logical,
         "--iteration",
         &n,
-    ]));
-    let mut lines = log_analysis(&records, "--all");
+    ]))
+}
+
+/// The Unix pipeline's answer over a replay of iteration `n`.
+pub(crate) fn unix_pipeline(stream: &str, table: &str, logical: &str, n: u64) -> Vec<String> {
+    let mut lines = log_analysis(&replay(stream, table, logical, n), "--all");
     lines.sort();
     lines
+}
+
+/// A "top 10 errors" job's output (`o`, over iteration 0 of logical name
+/// "top") is the Unix pipeline's top 10, and the job finished the iteration.
+fn assert_top_10(o: Output, stream: &str, table: &str) {
+    assert!(o.status.success(), "{}", stderr(&o));
+    let top: Vec<String> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(top.len(), 10, "{top:?}");
+    assert_eq!(top, log_analysis(&replay(stream, table, "top", 0), ""));
+    assert_eq!(status(stream, table, "top")[0]["state"], "succeeded");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -390,25 +408,7 @@ async fn spark_sql_transform_gives_the_unix_pipelines_top_10() {
         &[("WORK", work.to_str().unwrap()), ("PY", &python)],
     );
     let _ = std::fs::remove_dir_all(&work);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let top: Vec<String> = String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    assert_eq!(top.len(), 10);
-    let records = ok(reader(&[
-        "--stream",
-        &stream,
-        "--checkpoint-table",
-        &table,
-        "--logical-name",
-        "top",
-        "--iteration",
-        "0",
-    ]));
-    assert_eq!(top, log_analysis(&records, ""));
-    assert_eq!(status(&stream, &table, "top")[0]["state"], "succeeded");
+    assert_top_10(o, &stream, &table);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -438,23 +438,5 @@ async fn hive_transform_gives_the_unix_pipelines_top_10() {
         ],
     );
     let _ = std::fs::remove_dir_all(&work);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let top: Vec<String> = String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    assert_eq!(top.len(), 10, "{top:?}");
-    let records = ok(reader(&[
-        "--stream",
-        &stream,
-        "--checkpoint-table",
-        &table,
-        "--logical-name",
-        "top",
-        "--iteration",
-        "0",
-    ]));
-    assert_eq!(top, log_analysis(&records, ""));
-    assert_eq!(status(&stream, &table, "top")[0]["state"], "succeeded");
+    assert_top_10(o, &stream, &table);
 }

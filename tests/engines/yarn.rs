@@ -8,7 +8,7 @@
 //! ApplicationMaster's speculator sure of it).
 
 use crate::harness::*;
-use crate::jobs::{job_counter, job_result, produce, resolved, root, unix_pipeline};
+use crate::jobs::{job_counter, job_result, produce, replay, resolved, root, unix_pipeline};
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -439,19 +439,10 @@ async fn on_yarn_a_failed_and_a_speculated_attempt_still_deliver_every_record_on
         job_result(&b, "top", 0).await,
         unix_pipeline(&stream, &table, "top", 0)
     );
-    let replay = |n: &str| {
-        ok(reader(&[
-            "--stream",
-            &stream,
-            "--checkpoint-table",
-            &table,
-            "--logical-name",
-            "top",
-            "--iteration",
-            n,
-        ]))
-    };
-    assert_eq!(replay("0"), replay("0"));
+    assert_eq!(
+        replay(&stream, &table, "top", 0),
+        replay(&stream, &table, "top", 0)
+    );
     // Each shard's end was fixed once, by one attempt: lines 0 and 1's by
     // the outsiders, line 2's by a first attempt of the job (the owner names
     // it).
