@@ -409,17 +409,12 @@ async fn map_tasks_read_by_enhanced_fan_out_as_the_plans_consumer() {
     assert!(o.status.success(), "{}", stderr(&o));
     // The whole-iteration replay interleaves the shards; the tasks print
     // one shard each: the same lines.
-    let sorted = |b: &[u8]| {
-        let mut l: Vec<String> = String::from_utf8_lossy(b)
-            .lines()
-            .map(str::to_string)
-            .collect();
-        l.sort();
-        l
-    };
     let replay = ok(reader_kl(&args(&stream, &table, "M", "0")));
-    assert_eq!(parse_lines(&replay).len(), 40);
-    assert_eq!(sorted(&tasks), sorted(&replay));
+    let (mut got, mut want) = (parse_lines(&tasks), parse_lines(&replay));
+    assert_eq!(want.len(), 40);
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
     let o = reader_kl(&["deregister-consumer", "efo-map", "--stream", &stream]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
