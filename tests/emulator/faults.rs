@@ -37,6 +37,7 @@ pub fn plan(seed: u64) -> FaultPlan {
         only: vec![],
         rate: None,
         force: vec![],
+        conflicts: None,
     }
 }
 

@@ -17,7 +17,9 @@
 //! answer the client never saw, so the client's retry meets its own write.
 //!
 //! A [`RateLimit`] throttles chosen operations above a rate, as the service's
-//! per-account and per-stream limits do. The proxy also counts every
+//! per-account and per-stream limits do. `conflicts` models what moto does
+//! not: DynamoDB refuses a write that touches an item a transaction is
+//! writing at that moment (a forced `Conflict` refuses one write so). The proxy also counts every
 //! operation it sees, so a test can say how many calls a run made.
 
 use bytes::Bytes;
@@ -50,6 +52,12 @@ pub struct FaultPlan {
     /// of each operation named gets its fault, so that a test asserting a
     /// kind of fault never depends on the draw.
     pub force: Vec<(Fault, &'static str)>,
+    /// DynamoDB's transaction conflicts: each TransactWriteItems is held this
+    /// long before it is forwarded, its items marked as in a transaction; a
+    /// write that touches a marked item meanwhile is refused as the service
+    /// refuses it (TransactionCanceledException with a TransactionConflict
+    /// reason, or TransactionConflictException), counted as `Conflict`.
+    pub conflicts: Option<Duration>,
 }
 
 impl FaultPlan {
@@ -67,6 +75,7 @@ impl FaultPlan {
             only: vec![],
             rate: None,
             force: vec![],
+            conflicts: None,
         }
     }
 }
@@ -88,6 +97,7 @@ pub enum Fault {
     Delay,
     LostAnswer,
     CutBody,
+    Conflict,
 }
 
 struct State {
@@ -105,6 +115,8 @@ struct State {
     bucket: Mutex<(f64, Instant)>,
     /// The forced faults not injected yet.
     forced: Mutex<Vec<(Fault, &'static str)>>,
+    /// The DynamoDB items of the transactions in flight (with `conflicts`).
+    in_transaction: Mutex<Vec<String>>,
 }
 
 impl State {
@@ -242,6 +254,7 @@ pub fn start(kinesis: &str, other: &str, plan: FaultPlan) -> Proxy {
         rng: Mutex::new(plan.seed.max(1)),
         bucket: Mutex::new((plan.rate.as_ref().map_or(0.0, |r| r.burst), Instant::now())),
         forced: Mutex::new(plan.force.clone()),
+        in_transaction: Mutex::default(),
         plan,
         injected: Mutex::default(),
         requests: Mutex::default(),
@@ -343,10 +356,33 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Out>,
         }
         Some(Fault::ExpiredIterator) => return Ok(error(400, "ExpiredIteratorException", json)),
         Some(Fault::Delay) => tokio::time::sleep(st.plan.delay_for).await,
+        Some(Fault::Conflict) => return Ok(conflict(&op, &vec![true; items_of(&op, &body).len()])),
         _ => {}
     }
     let upstream = if kinesis { &st.kinesis } else { &st.other };
-    let resp = forward(upstream, parts, body).await?;
+    let mut held = Held(&st, Vec::new());
+    if let (Some(hold), "DynamoDB") = (st.plan.conflicts, service) {
+        let items = items_of(&op, &body);
+        {
+            let mut busy = st.in_transaction.lock().unwrap();
+            let clash: Vec<bool> = items.iter().map(|i| busy.contains(i)).collect();
+            if clash.contains(&true) {
+                drop(busy);
+                st.count(Fault::Conflict, &op);
+                return Ok(conflict(&op, &clash));
+            }
+            if op == "TransactWriteItems" {
+                busy.extend(items.iter().cloned());
+                held.1 = items;
+            }
+        }
+        if !held.1.is_empty() {
+            tokio::time::sleep(hold).await;
+        }
+    }
+    let resp = forward(upstream, parts, body).await;
+    drop(held);
+    let resp = resp?;
     match fault {
         Some(Fault::LostAnswer) => Err(std::io::Error::other("injected: answer lost")),
         Some(Fault::CutBody) => {
@@ -358,6 +394,76 @@ async fn handle(req: Request<Incoming>, st: Arc<State>) -> Result<Response<Out>,
         }
         _ => Ok(resp),
     }
+}
+
+/// A transaction's items, unmarked when it has its answer (or failed).
+struct Held<'a>(&'a State, Vec<String>);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mut busy = self.0.in_transaction.lock().unwrap();
+        for item in &self.1 {
+            if let Some(i) = busy.iter().position(|b| b == item) {
+                busy.remove(i);
+            }
+        }
+    }
+}
+
+/// The items a DynamoDB write touches, each as `table key-JSON`. A Put's
+/// key is read from its item by the project's default key names.
+fn items_of(op: &str, body: &[u8]) -> Vec<String> {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Vec::new();
+    };
+    let item = |w: &serde_json::Value| -> String {
+        let key = match w.get("Key") {
+            Some(k) => k.clone(),
+            None => {
+                let all = &w["Item"];
+                serde_json::json!({"HashKey": all["HashKey"], "RangeKey": all["RangeKey"]})
+            }
+        };
+        format!("{} {key}", w["TableName"].as_str().unwrap_or(""))
+    };
+    match op {
+        "TransactWriteItems" => v["TransactItems"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_object()?.values().next().map(item))
+            .collect(),
+        "PutItem" | "UpdateItem" | "DeleteItem" => vec![item(&v)],
+        _ => Vec::new(),
+    }
+}
+
+/// DynamoDB's answer to a write that touched an item in a transaction:
+/// `clash` says which of a transaction's items did.
+fn conflict(op: &str, clash: &[bool]) -> Response<Out> {
+    let json = "application/x-amz-json-1.0";
+    if op != "TransactWriteItems" {
+        return error(400, "TransactionConflictException", json);
+    }
+    let reasons: Vec<serde_json::Value> = clash
+        .iter()
+        .map(|c| match c {
+            true => serde_json::json!({"Code": "TransactionConflict",
+                                       "Message": "Transaction is ongoing for the item"}),
+            false => serde_json::json!({"Code": "None"}),
+        })
+        .collect();
+    let body = serde_json::json!({
+        "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+        "Message": "Transaction cancelled, please refer cancellation reasons for specific reasons",
+        "CancellationReasons": reasons,
+    });
+    Response::builder()
+        .status(400)
+        .header("content-type", json)
+        .header("x-amzn-errortype", "TransactionCanceledException")
+        .body(full(body.to_string()))
+        .unwrap()
 }
 
 /// S3's REST operations, told apart by method and query.

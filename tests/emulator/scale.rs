@@ -2,6 +2,8 @@
 //! writes. Counts, not times (times are in the benchmark harness).
 
 use crate::harness::*;
+use aws_sdk_dynamodb::types::AttributeValue as AV;
+use std::collections::HashMap;
 
 /// TransactWriteItems calls and items, from the reader's `-v` summary.
 fn transactions(stderr: &str) -> (u64, u64) {
@@ -277,4 +279,178 @@ async fn a_hundred_map_tasks_at_once_back_off_from_a_throttled_table_and_all_suc
         "0",
     ]);
     assert!(fin.status.success(), "{}", stderr(&fin));
+}
+
+/// Every item of `table` whose hash key starts with `prefix`, by hash key.
+async fn items_under(
+    table: &str,
+    prefix: &str,
+) -> std::collections::BTreeMap<String, Vec<HashMap<String, AV>>> {
+    let d = dynamo().await;
+    let mut by_key = std::collections::BTreeMap::<String, Vec<_>>::new();
+    let mut start = None;
+    loop {
+        let page = d
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .unwrap();
+        for item in page.items() {
+            let h = item["HashKey"].as_s().unwrap();
+            if h.starts_with(prefix) {
+                by_key.entry(h.clone()).or_default().push(item.clone());
+            }
+        }
+        match page.last_evaluated_key() {
+            Some(k) => start = Some(k.clone()),
+            None => return by_key,
+        }
+    }
+}
+
+/// A 300-shard iteration spreads its shard items over two partition keys
+/// (DynamoDB serves one key about 1,000 WCU/s, and an iteration writes about
+/// 4 WCU per shard), with a layout item where a one-key iteration keeps its
+/// shards. An iteration in the one-key layout that earlier versions wrote,
+/// however wide, still replays the same bytes, and `next` continues after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wide_iteration_spreads_its_items_over_keys_and_the_one_key_layout_still_reads() {
+    let k = kinesis().await;
+    let stream = unique("spread");
+    create_stream(&k, &stream, 300).await;
+    put_many(&k, &stream, 0, 300).await;
+    let table = table();
+    let first = ok(reader(&args(&stream, &table, "S", "next")));
+    assert_eq!(first.iter().filter(|b| **b == b'\n').count(), 300);
+
+    let iteration = format!("{stream}/S/0000000000");
+    let items = items_under(&table, &iteration).await;
+    let counts: Vec<(String, usize)> = items.iter().map(|(k, v)| (k.clone(), v.len())).collect();
+    assert_eq!(
+        counts,
+        [
+            (iteration.clone(), 1),
+            (format!("{iteration}/0"), 150),
+            (format!("{iteration}/1"), 150)
+        ],
+        "items per hash key"
+    );
+    let marker = &items[&iteration][0];
+    assert_eq!(marker["RangeKey"].as_s().unwrap(), "!layout");
+    assert!(items[&format!("{iteration}/0")]
+        .iter()
+        .all(|i| i.contains_key("next")));
+
+    // Rewrite iteration 0 as an earlier version wrote it: every shard item
+    // under one key, no layout item, no layout in the header.
+    let d = dynamo().await;
+    for (key, list) in &items {
+        for item in list {
+            let range = item["RangeKey"].clone();
+            d.delete_item()
+                .table_name(&table)
+                .key("HashKey", AV::S(key.clone()))
+                .key("RangeKey", range)
+                .send()
+                .await
+                .unwrap();
+            if key != &iteration {
+                let mut moved = item.clone();
+                moved.insert("HashKey".into(), AV::S(iteration.clone()));
+                d.put_item()
+                    .table_name(&table)
+                    .set_item(Some(moved))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+    d.update_item()
+        .table_name(&table)
+        .key("HashKey", AV::S(format!("{stream}/S")))
+        .key("RangeKey", AV::S("0000000000".into()))
+        .update_expression("REMOVE layout, shard_partitions")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(items_under(&table, &iteration).await[&iteration].len(), 300);
+
+    let replay = ok(reader(&args(&stream, &table, "S", "0")));
+    assert_eq!(
+        replay, first,
+        "the one-key iteration replays the same bytes"
+    );
+    let more = put_many(&k, &stream, 300, 40).await;
+    let next = ok(reader(&args(&stream, &table, "S", "next")));
+    let mut got = parse_lines(&next);
+    let mut want: Vec<_> = more.iter().map(Put::line).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(
+        got, want,
+        "iteration 1 holds exactly the records after iteration 0"
+    );
+    let spread = items_under(&table, &format!("{stream}/S/0000000001")).await;
+    assert_eq!(
+        spread.len(),
+        3,
+        "iteration 1 is spread again: {:?}",
+        spread.keys()
+    );
+}
+
+/// DynamoDB cancels a transaction that touches an item another transaction
+/// is writing at that moment; moto does not, so the proxy does, holding
+/// each transaction 300 ms. Every fix checks the one lease item, so a
+/// 250-shard iteration whose ends arrive together (three transactions) must
+/// fix them one transaction after another. A conflict forced on the
+/// iteration's creation and on a lease update is tried again, as the
+/// service's conflicts pass once the other transaction is done.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wide_iterations_fixes_never_conflict_and_a_conflict_is_tried_again() {
+    use crate::proxy::{self, Fault, FaultPlan};
+    let k = kinesis().await;
+    let stream = unique("conflict");
+    create_stream(&k, &stream, 250).await;
+    put_many(&k, &stream, 0, 250).await;
+    let table = table();
+    let p = proxy::start(
+        endpoint(),
+        endpoint(),
+        FaultPlan {
+            conflicts: Some(std::time::Duration::from_millis(300)),
+            force: vec![
+                (Fault::Conflict, "TransactWriteItems"),
+                (Fault::Conflict, "UpdateItem"),
+            ],
+            ..FaultPlan::quiet()
+        },
+    );
+    let via = [("AWS_ENDPOINT_URL", p.url.as_str())];
+    let run = args(&stream, &table, "C", "next");
+    let first = ok(reader_env(&run, &via));
+    assert_eq!(first.iter().filter(|b| **b == b'\n').count(), 250);
+    // The next iteration is empty: all 250 ends arrive at once.
+    let o = reader_env(&run, &via);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout, b"");
+    let injected = p.injected();
+    assert_eq!(
+        injected.get(&(Fault::Conflict, "TransactWriteItems".into())),
+        Some(&1),
+        "only the forced conflict: {injected:?}"
+    );
+    assert!(injected.contains_key(&(Fault::Conflict, "UpdateItem".into())));
+    let s = status(&stream, &table, "C");
+    let states: Vec<&str> = s
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["succeeded", "succeeded"]);
+    assert_eq!(ok(reader(&args(&stream, &table, "C", "0"))), first);
 }

@@ -7,7 +7,16 @@
 //! |---|---|---|
 //! | iteration header | `<stream>/<logical name>` | iteration number, 10 digits (`0000000007`) |
 //! | shard of an iteration | `<stream>/<logical name>/<iteration, 10 digits>` | shard id |
+//! | … of a wide iteration | `<stream>/<logical name>/<iteration, 10 digits>/<partition>` | shard id |
+//! | a wide iteration's layout | `<stream>/<logical name>/<iteration, 10 digits>` | `!layout` |
 //! | a map task's lease | `<stream>/<logical name>/<iteration, 10 digits>/tasks` | task name |
+//!
+//! A wide iteration (over [`SHARDS_PER_PARTITION`] shards) spreads its shard
+//! items over several partition keys, because DynamoDB serves one key about
+//! 1,000 WCU/s. Its layout item sits where a narrow iteration's shards are:
+//! this version finds the partitions there, and a version that knows only
+//! one key fails on it (it has no `start`) instead of finding no shards and
+//! planning the iteration again.
 
 use crate::config::TableSettings;
 use crate::ports::checkpoint::{
@@ -24,8 +33,10 @@ pub const MAX_ITERATION: u64 = 9_999_999_999;
 pub type Item = HashMap<String, AV>;
 
 /// Attribute names of the checkpoint items (besides the two keys).
-pub const RESERVED: [&str; 32] = [
+pub const RESERVED: [&str; 34] = [
     "kind",
+    "layout",
+    "shard_partitions",
     "state",
     "stream_arn",
     "stream_created",
@@ -86,6 +97,58 @@ pub fn shard_pk(k: &LogicalKey, i: u64) -> String {
     format!("{}/{}/{i:010}", k.stream, k.logical_name)
 }
 
+/// Shard items per partition key. An iteration costs about 4 WCU per shard
+/// (its items are created and fixed in transactions, 2 WCU an item), so 200
+/// shards put about 800 WCU on a key per iteration: under the 1,000 WCU/s
+/// one partition key is served, even when opening and closing come at once.
+pub const SHARDS_PER_PARTITION: usize = 200;
+
+/// The newest table layout this version writes and reads. 1: an
+/// iteration's shard items under one key (every iteration before layouts
+/// were numbered); 2: a wide iteration's spread over `shard_partitions` keys.
+/// A header of a higher layout is refused, not misread.
+pub const LAYOUT: u32 = 2;
+
+/// The range key of a wide iteration's layout item; `!` sorts before every
+/// shard id.
+pub const LAYOUT_MARKER: &str = "!layout";
+
+/// How many partition keys an iteration of `shards` shards spreads over.
+pub fn partitions_for(shards: usize) -> u32 {
+    shards.div_ceil(SHARDS_PER_PARTITION).max(1) as u32
+}
+
+/// Which of `parts` partitions holds a shard: its number (`shardId-000000000123`)
+/// modulo `parts`, so that a stream's shards, numbered one after another,
+/// fill the partitions evenly; a name without a number goes by its hash.
+pub fn partition_of(shard_id: &str, parts: u32) -> u32 {
+    let number = shard_id
+        .rsplit('-')
+        .next()
+        .and_then(|d| d.parse::<u64>().ok())
+        .unwrap_or_else(|| {
+            // FNV-1a: the same on every host and in every version.
+            shard_id.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+            })
+        });
+    (number % u64::from(parts.max(1))) as u32
+}
+
+/// The partition key of partition `p` of a wide iteration's shard items.
+pub fn partition_pk(k: &LogicalKey, i: u64, p: u32) -> String {
+    format!("{}/{p}", shard_pk(k, i))
+}
+
+/// The partition key of a shard's item in an iteration of `parts` partitions.
+pub fn shard_item_pk(k: &LogicalKey, i: u64, parts: u32, shard_id: &str) -> String {
+    if parts <= 1 {
+        shard_pk(k, i)
+    } else {
+        partition_pk(k, i, partition_of(shard_id, parts))
+    }
+}
+
 pub fn tasks_pk(k: &LogicalKey, i: u64) -> String {
     format!("{}/tasks", shard_pk(k, i))
 }
@@ -121,9 +184,15 @@ impl Codec<'_> {
         }
     }
 
-    pub fn header_item(&self, k: &LogicalKey, h: &IterationHeader) -> Item {
+    /// The header of an iteration whose shard items are spread over `parts`
+    /// partition keys.
+    pub fn header_item(&self, k: &LogicalKey, h: &IterationHeader, parts: u32) -> Item {
         let mut item = self.key(header_pk(k), iteration_sk(h.number));
         item.insert("kind".into(), s("iteration"));
+        item.insert("layout".into(), n(if parts > 1 { 2 } else { 1 }));
+        if parts > 1 {
+            item.insert("shard_partitions".into(), n(parts));
+        }
         item.insert("state".into(), s(h.state.as_str()));
         item.insert("stream_arn".into(), s(&h.stream_arn));
         item.insert("stream_created".into(), n(h.stream_created_ms));
@@ -147,10 +216,12 @@ impl Codec<'_> {
                 item.keys().collect::<Vec<_>>()
             ))
         };
+        let number = get_s(item, &self.t.range_key)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(bad)?;
+        self.check_layout(item, &format!("iteration {number}"))?;
         Ok(IterationHeader {
-            number: get_s(item, &self.t.range_key)
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(bad)?,
+            number,
             state: get_s(item, "state")
                 .and_then(IterationState::parse)
                 .ok_or_else(bad)?,
@@ -175,8 +246,50 @@ impl Codec<'_> {
         })
     }
 
-    pub fn shard_item(&self, k: &LogicalKey, i: u64, sc: &ShardCheckpoint) -> Item {
-        let mut item = self.key(shard_pk(k, i), sc.shard_id.clone());
+    /// An item written by a newer layout than this version knows is refused.
+    fn check_layout(&self, item: &Item, what: &str) -> Result<(), StoreError> {
+        match get_n::<u32>(item, "layout") {
+            Some(l) if l > LAYOUT => Err(StoreError::Other(anyhow!(
+                "{what} in checkpoint table {:?} was written by a newer version of \
+                 kinesis-streaming (table layout {l}; this version reads layouts 1 to {LAYOUT}): \
+                 upgrade kinesis-reader and kinesis-writer",
+                self.t.table
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// A shard's item key in an iteration of `parts` partitions.
+    pub fn shard_key(&self, k: &LogicalKey, i: u64, parts: u32, shard_id: &str) -> Item {
+        self.key(shard_item_pk(k, i, parts, shard_id), shard_id.to_string())
+    }
+
+    /// The item that says a wide iteration's shards are spread over `parts` keys.
+    pub fn layout_item(&self, k: &LogicalKey, i: u64, parts: u32) -> Item {
+        let mut item = self.key(shard_pk(k, i), LAYOUT_MARKER.to_string());
+        item.insert("kind".into(), s("layout"));
+        item.insert("layout".into(), n(2));
+        item.insert("shard_partitions".into(), n(parts));
+        item
+    }
+
+    /// `Some(parts)` if `item` is a layout item, `None` if it is a shard's.
+    pub fn parse_layout(&self, item: &Item, i: u64) -> Result<Option<u32>, StoreError> {
+        if get_s(item, &self.t.range_key) != Some(LAYOUT_MARKER) {
+            return Ok(None);
+        }
+        self.check_layout(item, &format!("the shards of iteration {i}"))?;
+        match get_n::<u32>(item, "shard_partitions") {
+            Some(p) if p >= 1 => Ok(Some(p)),
+            _ => Err(StoreError::Other(anyhow!(
+                "checkpoint table {:?}: the layout item of iteration {i} has no shard_partitions",
+                self.t.table
+            ))),
+        }
+    }
+
+    pub fn shard_item(&self, k: &LogicalKey, i: u64, parts: u32, sc: &ShardCheckpoint) -> Item {
+        let mut item = self.shard_key(k, i, parts, &sc.shard_id);
         item.insert("kind".into(), s("shard"));
         item.insert("iteration".into(), n(i));
         item.insert("start".into(), s(sc.start.to_string()));
@@ -316,7 +429,7 @@ mod tests {
     fn keys_sort_iterations_as_numbers_and_keep_each_iterations_items_apart() {
         let t = table();
         let c = Codec { t: &t };
-        let item = c.header_item(&key(), &header());
+        let item = c.header_item(&key(), &header(), 1);
         assert_eq!(get_s(&item, "H"), Some("logs/top"));
         assert_eq!(get_s(&item, "R"), Some("0000000007"));
         assert!(iteration_sk(9) < iteration_sk(10));
@@ -338,7 +451,8 @@ mod tests {
         let t = table();
         let c = Codec { t: &t };
         assert_eq!(
-            c.parse_header(&c.header_item(&key(), &header())).unwrap(),
+            c.parse_header(&c.header_item(&key(), &header(), 1))
+                .unwrap(),
             header()
         );
         let open = ShardCheckpoint {
@@ -348,7 +462,7 @@ mod tests {
             known_until_ms: Some(5),
             end: None,
         };
-        let item = c.shard_item(&key(), 7, &open);
+        let item = c.shard_item(&key(), 7, 1, &open);
         assert_eq!(c.parse_shard(&item).unwrap(), open);
         let fixed = ShardCheckpoint {
             end: Some(ShardEnd {
@@ -367,12 +481,13 @@ mod tests {
             }),
             ..open
         };
-        let item = c.shard_item(&key(), 7, &fixed);
+        let item = c.shard_item(&key(), 7, 1, &fixed);
         assert_eq!(c.parse_shard(&item).unwrap(), fixed);
         // An end is written on its own, by UpdateItem, with the same names.
         let mut by_update = c.shard_item(
             &key(),
             7,
+            1,
             &ShardCheckpoint {
                 end: None,
                 ..fixed.clone()
@@ -386,13 +501,14 @@ mod tests {
     fn an_item_this_version_cannot_read_is_an_error_not_a_guess() {
         let t = table();
         let c = Codec { t: &t };
-        let mut item = c.header_item(&key(), &header());
+        let mut item = c.header_item(&key(), &header(), 1);
         item.insert("state".into(), s("half-done"));
         let e = c.parse_header(&item).unwrap_err().to_string();
         assert!(e.contains("cannot read"), "{e}");
         let mut shard = c.shard_item(
             &key(),
             7,
+            1,
             &ShardCheckpoint {
                 shard_id: "s".into(),
                 parents: vec![],
@@ -406,5 +522,82 @@ mod tests {
         shard.remove("start");
         let e = c.parse_shard(&shard).unwrap_err().to_string();
         assert!(e.contains("start"), "{e}");
+    }
+
+    #[test]
+    fn a_wide_iteration_spreads_its_shards_evenly_over_partition_keys() {
+        assert_eq!(
+            [1, 200, 201, 400, 1_000].map(partitions_for),
+            [1, 1, 2, 2, 5]
+        );
+        let mut per_key = std::collections::BTreeMap::new();
+        for s in 0..1_000 {
+            let id = format!("shardId-{s:012}");
+            *per_key.entry(shard_item_pk(&key(), 7, 5, &id)).or_insert(0) += 1;
+        }
+        let keys: Vec<&String> = per_key.keys().collect();
+        assert_eq!(
+            keys,
+            (0..5)
+                .map(|p| format!("logs/top/0000000007/{p}"))
+                .collect::<Vec<_>>()
+                .iter()
+                .collect::<Vec<_>>()
+        );
+        assert!(per_key.values().all(|n| *n == 200), "{per_key:?}");
+        // A narrow iteration keeps the one key every earlier version wrote.
+        assert_eq!(
+            shard_item_pk(&key(), 7, 1, "shardId-000000000003"),
+            "logs/top/0000000007"
+        );
+        // A name without a number still has one fixed partition.
+        let p = partition_of("odd-name-x", 5);
+        assert!(p < 5 && partition_of("odd-name-x", 5) == p);
+    }
+
+    #[test]
+    fn a_layout_item_is_read_by_this_version_and_stops_one_that_knows_one_key() {
+        let t = table();
+        let c = Codec { t: &t };
+        let marker = c.layout_item(&key(), 7, 5);
+        assert_eq!(get_s(&marker, "H"), Some("logs/top/0000000007"));
+        assert_eq!(c.parse_layout(&marker, 7).unwrap(), Some(5));
+        let shard = c.shard_item(
+            &key(),
+            7,
+            5,
+            &ShardCheckpoint {
+                shard_id: "shardId-000000000003".into(),
+                parents: vec![],
+                start: Position::At("1".into()),
+                known_until_ms: None,
+                end: None,
+            },
+        );
+        assert_eq!(get_s(&shard, "H"), Some("logs/top/0000000007/3"));
+        assert_eq!(c.parse_layout(&shard, 7).unwrap(), None);
+        // An earlier version reads every item under the one key as a shard:
+        // this one is none, and it says so instead of seeing no shards.
+        let e = c.parse_shard(&marker).unwrap_err().to_string();
+        assert!(e.contains("missing start"), "{e}");
+    }
+
+    #[test]
+    fn a_header_or_layout_of_a_newer_layout_is_refused() {
+        let t = table();
+        let c = Codec { t: &t };
+        let wide = c.header_item(&key(), &header(), 5);
+        assert_eq!(get_n::<u32>(&wide, "layout"), Some(2));
+        assert_eq!(c.parse_header(&wide).unwrap(), header());
+        let mut newer = wide.clone();
+        newer.insert("layout".into(), n(LAYOUT + 1));
+        let e = c.parse_header(&newer).unwrap_err().to_string();
+        assert!(
+            e.contains("newer version") && e.contains("iteration 7"),
+            "{e}"
+        );
+        let mut marker = c.layout_item(&key(), 7, 5);
+        marker.insert("layout".into(), n(LAYOUT + 1));
+        assert!(c.parse_layout(&marker, 7).is_err());
     }
 }

@@ -9,8 +9,9 @@
 //! Headers of one logical name share a partition key and sort by number, so
 //! the latest iteration is one Query (descending, limit 1) and `next` reads
 //! only headers from the lowest possibly-unfinished one. Each iteration's
-//! shards are one Query of their own partition; a boundary write touches one
-//! small shard item, never a big document.
+//! shards are one Query of their own partition key (a wide iteration's, one
+//! per key it is spread over); a boundary write touches one small shard
+//! item, never a big document.
 
 mod admin;
 mod codec;
@@ -38,9 +39,15 @@ use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 /// TransactWriteItems takes at most 100 items.
 const TRANSACTION_ITEMS: usize = 100;
 
-/// Transactions at once when one write needs several: enough to open a
-/// thousand-shard iteration in two round trips' time, few enough not to
-/// meet the table's throttling all at once.
+/// Transactions at once when creating an iteration's shard items needs
+/// several: enough to open a thousand-shard iteration in two round trips'
+/// time, few enough not to meet the table's throttling all at once.
+///
+/// Only writes that share no item may overlap: DynamoDB cancels a
+/// transaction that touches an item another transaction is writing at that
+/// moment (TransactionConflict), and every fix checks the same lease item.
+/// So fixes go one transaction after another, and ends that arrive one by
+/// one are batched by the run's group commit instead.
 const TRANSACTIONS_IN_FLIGHT: usize = 8;
 
 /// Runs the writes, [`TRANSACTIONS_IN_FLIGHT`] at a time; the first error
@@ -54,6 +61,16 @@ where
         .buffer_unordered(TRANSACTIONS_IN_FLIGHT)
         .try_collect::<()>()
         .await
+}
+
+/// Tries after a transaction conflict. A conflict means another
+/// transaction was writing one of our items (our own lease renewal and a
+/// fix, say); nothing of ours was written, and it lasts as long as that
+/// transaction, tens of milliseconds. Pauses of 20 ms doubling: 1.3 s in all.
+const CONFLICT_TRIES: u32 = 7;
+
+fn conflict_pause(attempt: u32) -> std::time::Duration {
+    std::time::Duration::from_millis(20 << attempt)
 }
 
 /// Splits fixes into transactions of at most [`TRANSACTION_ITEMS`] items: one
@@ -83,6 +100,9 @@ pub struct DynamoStore {
     client: Client,
     t: TableSettings,
     usage: Usage,
+    /// How many partition keys each iteration seen so far spreads its shards
+    /// over; fixed when the iteration is created.
+    partitions: std::sync::Mutex<HashMap<(LogicalKey, u64), u32>>,
 }
 
 /// Requests this store sent, for the cost figures in the README (shown with
@@ -107,17 +127,23 @@ fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(
     matches!(e, SdkError::ServiceError(se) if code(se.err()) == "ConditionalCheckFailedException")
 }
 
-/// Which items of a cancelled transaction failed their condition.
-fn cancelled_conditions<R>(
+/// A single-item write refused because a transaction was writing the item.
+fn in_conflict<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    matches!(e, SdkError::ServiceError(se) if code(se.err()) == "TransactionConflictException")
+}
+
+/// Why each item of a cancelled transaction was cancelled (`None` for one
+/// that was fine), or `None` if the transaction was not cancelled.
+fn cancellation_reasons<R>(
     e: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
-) -> Option<Vec<bool>> {
+) -> Option<Vec<String>> {
     use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
     match e {
         SdkError::ServiceError(se) => match se.err() {
             E::TransactionCanceledException(c) => Some(
                 c.cancellation_reasons()
                     .iter()
-                    .map(|r| r.code() == Some("ConditionalCheckFailed"))
+                    .map(|r| r.code().unwrap_or("None").to_string())
                     .collect(),
             ),
             _ => None,
@@ -148,7 +174,53 @@ impl DynamoStore {
             ),
             t,
             usage: Usage::default(),
+            partitions: Default::default(),
         }
+    }
+
+    fn remember_partitions(&self, k: &LogicalKey, i: u64, parts: u32) {
+        let mut known = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+        known.insert((k.clone(), i), parts);
+    }
+
+    /// How many partition keys iteration `i`'s shards are spread over: known
+    /// from its creation or a read of its shards, else from the first item
+    /// under its shards' key (a wide iteration's layout item sorts first).
+    async fn partitions_of(&self, k: &LogicalKey, i: u64) -> Result<u32, StoreError> {
+        let known = {
+            let known = self.partitions.lock().unwrap_or_else(|p| p.into_inner());
+            known.get(&(k.clone(), i)).copied()
+        };
+        if let Some(parts) = known {
+            return Ok(parts);
+        }
+        let mut parts = 1;
+        self.query(shard_pk(k, i), None, false, true, Some(1), |item| {
+            parts = self.codec().parse_layout(item, i)?.unwrap_or(1);
+            Ok(false)
+        })
+        .await?;
+        self.remember_partitions(k, i, parts);
+        Ok(parts)
+    }
+
+    /// Every shard item under one partition key of iteration `i`; the layout
+    /// item, if there, gives how many keys there are.
+    async fn shards_under(
+        &self,
+        pk: String,
+        i: u64,
+    ) -> Result<(Vec<ShardCheckpoint>, Option<u32>), StoreError> {
+        let (mut all, mut parts) = (Vec::new(), None);
+        self.query(pk, None, false, true, None, |item| {
+            match self.codec().parse_layout(item, i)? {
+                Some(p) => parts = Some(p),
+                None => all.push(self.codec().parse_shard(item)?),
+            }
+            Ok(true)
+        })
+        .await?;
+        Ok((all, parts))
     }
 
     /// The requests sent so far, e.g. `GetItem 2, Query 3 pages/12 items, …`.
@@ -236,28 +308,36 @@ impl DynamoStore {
     }
 
     async fn transact(&self, items: Vec<TransactWriteItem>, what: &str) -> Result<(), StoreError> {
-        bump(&self.usage.transactions, 1);
-        bump(&self.usage.transaction_items, items.len() as u64);
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => match cancelled_conditions(&e) {
-                Some(failed) if failed.iter().any(|f| *f) => Err(StoreError::Conflict(format!(
-                    "{what} (conditions failed on items {:?})",
-                    failed
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, f)| **f)
-                        .map(|(i, _)| i)
-                        .collect::<Vec<_>>()
-                ))),
-                _ => Err(StoreError::Other(full(e).context(what.to_string()))),
-            },
+        let mut attempt = 0;
+        loop {
+            bump(&self.usage.transactions, 1);
+            bump(&self.usage.transaction_items, items.len() as u64);
+            let e = match self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            let reasons = cancellation_reasons(&e).unwrap_or_default();
+            let failed: Vec<usize> = (0..reasons.len())
+                .filter(|i| reasons[*i] == "ConditionalCheckFailed")
+                .collect();
+            if !failed.is_empty() {
+                return Err(StoreError::Conflict(format!(
+                    "{what} (conditions failed on items {failed:?})"
+                )));
+            }
+            attempt += 1;
+            if reasons.iter().any(|r| r == "TransactionConflict") && attempt < CONFLICT_TRIES {
+                log::debug!("{what}: a transaction conflict, trying again");
+                tokio::time::sleep(conflict_pause(attempt)).await;
+                continue;
+            }
+            return Err(StoreError::Other(full(e).context(what.to_string())));
         }
     }
 
@@ -304,15 +384,26 @@ impl DynamoStore {
         for (a, v) in values {
             req = req.expression_attribute_values(a, v);
         }
-        bump(&self.usage.update_item, 1);
-        match req.send().await {
-            Ok(_) => Ok(()),
-            Err(e) if is_condition_failure(&e) => {
-                Err(StoreError::Conflict(format!("iteration {i}: {condition}")))
+        let mut attempt = 0;
+        loop {
+            bump(&self.usage.update_item, 1);
+            match req.clone().send().await {
+                Ok(_) => return Ok(()),
+                Err(e) if is_condition_failure(&e) => {
+                    return Err(StoreError::Conflict(format!("iteration {i}: {condition}")))
+                }
+                Err(e) if in_conflict(&e) && attempt + 1 < CONFLICT_TRIES => {
+                    attempt += 1;
+                    log::debug!("iteration {i}: an update met a transaction, trying again");
+                    tokio::time::sleep(conflict_pause(attempt)).await;
+                }
+                Err(e) => {
+                    return Err(StoreError::Other(full(e).context(format!(
+                        "updating iteration {i} in table {}",
+                        self.t.table
+                    ))))
+                }
             }
-            Err(e) => Err(StoreError::Other(
-                full(e).context(format!("updating iteration {i} in table {}", self.t.table)),
-            )),
         }
     }
 
@@ -462,12 +553,18 @@ impl CheckpointStore for DynamoStore {
     }
 
     async fn shards(&self, k: &LogicalKey, i: u64) -> Result<Vec<ShardCheckpoint>, StoreError> {
-        let mut all = Vec::new();
-        self.query(shard_pk(k, i), None, false, true, None, |item| {
-            all.push(self.codec().parse_shard(item)?);
-            Ok(true)
-        })
-        .await?;
+        let (mut all, parts) = self.shards_under(shard_pk(k, i), i).await?;
+        let parts = parts.unwrap_or(1);
+        self.remember_partitions(k, i, parts);
+        if parts > 1 {
+            let spread = futures_util::future::try_join_all(
+                (0..parts).map(|p| self.shards_under(partition_pk(k, i, p), i)),
+            )
+            .await?;
+            all.extend(spread.into_iter().flat_map(|(shards, _)| shards));
+            // The order one key gives: by shard id.
+            all.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
+        }
         Ok(all)
     }
 
@@ -500,35 +597,35 @@ impl CheckpointStore for DynamoStore {
         // written. Later chunks (over 99 shards) only add shard items, several
         // at once; a creator that dies between them leaves a short plan that
         // the next lease holder completes (see iteration::open).
+        // A wide iteration's layout item goes with the header, so that no one
+        // reads the header without it.
         let what = format!("creating iteration {}", h.number);
-        let mut chunks = shards.chunks(TRANSACTION_ITEMS - 1);
-        let mut items = vec![self.conditional_put(self.codec().header_item(k, h))];
-        items.extend(
-            chunks
-                .next()
-                .unwrap_or_default()
-                .iter()
-                .map(|sc| self.conditional_put(self.codec().shard_item(k, h.number, sc))),
-        );
+        let parts = partitions_for(shards.len());
+        let c = self.codec();
+        let mut items = vec![self.conditional_put(c.header_item(k, h, parts))];
+        if parts > 1 {
+            items.push(self.conditional_put(c.layout_item(k, h.number, parts)));
+        }
+        let (first, rest) = shards.split_at(shards.len().min(TRANSACTION_ITEMS - items.len()));
+        let put = |sc| self.conditional_put(c.shard_item(k, h.number, parts, sc));
+        items.extend(first.iter().map(put));
         self.transact(items, &what).await?;
-        let rest: Vec<Vec<TransactWriteItem>> = chunks
-            .map(|chunk| {
-                chunk
-                    .iter()
-                    .map(|sc| self.conditional_put(self.codec().shard_item(k, h.number, sc)))
-                    .collect()
-            })
+        self.remember_partitions(k, h.number, parts);
+        let rest: Vec<Vec<TransactWriteItem>> = rest
+            .chunks(TRANSACTION_ITEMS - 1)
+            .map(|chunk| chunk.iter().map(put).collect())
             .collect();
         let what = &what;
-        all_of(rest.into_iter().map(|items| async move {
+        // New shard items only: these transactions share no item.
+        let writes = rest.into_iter().map(|items| async move {
             match self.transact(items, what).await {
                 Err(StoreError::Conflict(c)) => {
                     Err(StoreError::Other(anyhow!("{c}: shard items exist already")))
                 }
                 r => r,
             }
-        }))
-        .await
+        });
+        all_of(writes).await
     }
 
     async fn add_shards(
@@ -539,6 +636,7 @@ impl CheckpointStore for DynamoStore {
         shards: &[ShardCheckpoint],
     ) -> Result<(), StoreError> {
         let what = format!("completing iteration {i}");
+        let parts = self.partitions_of(k, i).await?;
         let chunks: Vec<Vec<TransactWriteItem>> = shards
             .chunks(TRANSACTION_ITEMS - 1)
             .map(|chunk| {
@@ -546,13 +644,16 @@ impl CheckpointStore for DynamoStore {
                 items.extend(
                     chunk
                         .iter()
-                        .map(|sc| self.conditional_put(self.codec().shard_item(k, i, sc))),
+                        .map(|sc| self.conditional_put(self.codec().shard_item(k, i, parts, sc))),
                 );
                 items
             })
             .collect();
-        let what = &what;
-        all_of(chunks.into_iter().map(|items| self.transact(items, what))).await
+        // Each checks the lease item: one after another.
+        for items in chunks {
+            self.transact(items, &what).await?;
+        }
+        Ok(())
     }
 
     async fn acquire(
@@ -674,14 +775,12 @@ impl CheckpointStore for DynamoStore {
         i: u64,
         fixes: &[ShardFix],
     ) -> Result<(), StoreError> {
-        type Write<'a> = std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<(), StoreError>> + Send + 'a>,
-        >;
-        let mut writes: Vec<Write<'_>> = Vec::new();
+        let parts = self.partitions_of(k, i).await?;
+        // Each checks a lease item that the next may check too: one after another.
         for chunk in fix_chunks(fixes) {
-            writes.push(Box::pin(self.fix_chunk(k, i, chunk)));
+            self.fix_chunk(k, i, parts, chunk).await?;
         }
-        all_of(writes.into_iter()).await
+        Ok(())
     }
 
     async fn finish(
@@ -776,6 +875,7 @@ impl DynamoStore {
         &self,
         k: &LogicalKey,
         i: u64,
+        parts: u32,
         fixes: &[ShardFix],
     ) -> Result<(), StoreError> {
         let mut holders: Vec<&Holder> = Vec::new();
@@ -786,7 +886,7 @@ impl DynamoStore {
         }
         let mut items: Vec<TransactWriteItem> =
             holders.iter().map(|h| self.lease_check(k, i, h)).collect();
-        items.extend(fixes.iter().map(|f| self.end_update(k, i, f)));
+        items.extend(fixes.iter().map(|f| self.end_update(k, i, parts, f)));
         let ids: Vec<&str> = fixes.iter().map(|f| f.shard_id.as_str()).collect();
         let what = format!("fixing shards {} of iteration {i}", ids.join(", "));
         match self.transact(items, &what).await {
@@ -797,7 +897,7 @@ impl DynamoStore {
             Err(StoreError::Conflict(c)) => {
                 for f in fixes {
                     let stored = self
-                        .get(self.codec().key(shard_pk(k, i), f.shard_id.clone()))
+                        .get(self.codec().shard_key(k, i, parts, &f.shard_id))
                         .await?;
                     match stored.map(|it| self.codec().parse_shard(&it)).transpose()? {
                         Some(ShardCheckpoint { end: Some(e), .. }) if e.same_fix(&f.end) => {}
@@ -811,7 +911,7 @@ impl DynamoStore {
     }
 
     /// Sets a shard's end, on the condition that it has none yet.
-    fn end_update(&self, k: &LogicalKey, i: u64, f: &ShardFix) -> TransactWriteItem {
+    fn end_update(&self, k: &LogicalKey, i: u64, parts: u32, f: &ShardFix) -> TransactWriteItem {
         let mut set = Vec::new();
         let mut names = HashMap::from([("#h".to_string(), self.t.hash_key.clone())]);
         let mut values = HashMap::new();
@@ -823,7 +923,7 @@ impl DynamoStore {
         names.insert("#next".into(), "next".into());
         let update = Update::builder()
             .table_name(&self.t.table)
-            .set_key(Some(self.codec().key(shard_pk(k, i), f.shard_id.clone())))
+            .set_key(Some(self.codec().shard_key(k, i, parts, &f.shard_id)))
             .update_expression(format!("SET {}", set.join(", ")))
             .condition_expression("attribute_exists(#h) AND attribute_not_exists(#next)")
             .set_expression_attribute_names(Some(names))
