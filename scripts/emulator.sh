@@ -84,11 +84,14 @@ start_kl() {
     return 0
   fi
   local main=$KL_DIR/node_modules/kinesis-local/main.js
+  # SHARD_LIMIT: the account's open shards; the default 50 is reached when the
+  # resharding tests run at once (the service's default is 200 or 500 a region).
   KINESIS_MOCK_CERT_PATH="$PWD/$KL_DIR/node_modules/kinesis-local/server.json" \
   KINESIS_MOCK_PLAIN_PORT="$port" KINESIS_MOCK_TLS_PORT=$((port + 1000)) \
   CREATE_STREAM_DURATION=10ms DELETE_STREAM_DURATION=10ms MERGE_SHARDS_DURATION=10ms \
   SPLIT_SHARD_DURATION=10ms UPDATE_SHARD_COUNT_DURATION=10ms UPDATE_STREAM_MODE_DURATION=10ms \
   REGISTER_STREAM_CONSUMER_DURATION=10ms DEREGISTER_STREAM_CONSUMER_DURATION=10ms \
+  SHARD_LIMIT=1000 \
   START_STREAM_ENCRYPTION_DURATION=10ms STOP_STREAM_ENCRYPTION_DURATION=10ms \
   LOG_LEVEL=WARN node -r "$PWD/scripts/listen-localhost.js" "$main" >"$log" 2>&1 &
   echo $! >"$pidfile"

@@ -3,10 +3,13 @@
 //!
 //! The first iteration's shards come from the shard list and the start
 //! position; iteration N+1's come from iteration N's fixed ends and the
-//! shard list. An iteration never holds a shard together with one of its
-//! descendants, so within an iteration every shard can be read at once;
-//! children enter the iteration after the one in which their last parent was
-//! read to its end (the README's "Iterations: the semantics", lineage order).
+//! shard list. Then each iteration takes in its *family*: the children of
+//! its shards that were closed when it was planned (a split or merge before
+//! its snapshot), and theirs, so that what arrived in a child before the
+//! snapshot is in this iteration, not held back to the next. A child is read
+//! in the run after every parent has been read to its end (see
+//! `run::pump`); children of a shard still open at plan time enter the next
+//! iteration (the README's "Iterations: the semantics", lineage order).
 
 use crate::ports::checkpoint::{ShardCheckpoint, ShardEnd};
 use crate::ports::stream::ShardInfo;
@@ -65,7 +68,7 @@ pub fn spec_time(start_spec: &str) -> Option<i64> {
 /// Every start is concrete: a sequence number or a timestamp.
 pub fn first_shards(listed: &[ShardInfo], start: &StartSpec, now_ms: i64) -> Vec<ShardCheckpoint> {
     let ids: BTreeSet<&str> = listed.iter().map(|s| s.shard_id.as_str()).collect();
-    listed
+    let roots = listed
         .iter()
         .filter(|s| match start {
             StartSpec::Latest => s.ending_sequence_number.is_none(),
@@ -87,7 +90,13 @@ pub fn first_shards(listed: &[ShardInfo], start: &StartSpec, now_ms: i64) -> Vec
             },
             end: None,
         })
-        .collect()
+        .collect();
+    let not_before = match start {
+        StartSpec::TrimHorizon => None,
+        StartSpec::Latest => Some(now_ms),
+        StartSpec::AtTimestamp(ms) => Some(*ms),
+    };
+    with_family(roots, &[], listed, not_before)
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -97,12 +106,13 @@ pub enum LineageError {
 }
 
 /// The shards of the iteration after `prev` (whose ends must all be fixed).
-/// - an open shard continues where it ended;
+/// - a shard that did not reach its end continues where it ended;
 /// - a closed shard hands over to its children once every parent of a child
 ///   is closed; until then it is carried along (it reads nothing) so that the
 ///   lineage is remembered;
 /// - a child starts at its first record, or at `not_before_ms` when the
-///   logical name started at a time.
+///   logical name started at a time;
+/// - then the family joins (see [`with_family`]).
 pub fn next_shards(
     prev: &[ShardCheckpoint],
     listed: &[ShardInfo],
@@ -110,6 +120,7 @@ pub fn next_shards(
 ) -> Result<Vec<ShardCheckpoint>, LineageError> {
     let mut closed = BTreeSet::new();
     let mut next = BTreeMap::new();
+    let in_prev: BTreeSet<&str> = prev.iter().map(|s| s.shard_id.as_str()).collect();
     for s in prev {
         let end = s
             .end
@@ -148,7 +159,11 @@ pub fn next_shards(
             .collect();
         let no_children = children.is_empty();
         let mut all_ready = true;
-        for c in children {
+        // A child read in `prev` beside its parent goes on from its own end.
+        for c in children
+            .into_iter()
+            .filter(|c| !in_prev.contains(c.shard_id.as_str()))
+        {
             // A parent outside the lineage (never read, or long gone) does
             // not hold a child back.
             let ready = c
@@ -179,7 +194,125 @@ pub fn next_shards(
             next.insert(s.shard_id.clone(), carry(s, end));
         }
     }
-    Ok(next.into_values().collect())
+    Ok(with_family(
+        next.into_values().collect(),
+        prev,
+        listed,
+        not_before_ms,
+    ))
+}
+
+/// `shards` with their family: every listed descendant whose parents are
+/// each either in the iteration and closed when it was listed, or read to
+/// their end in `prev`, or outside the lineage (never read, or long gone).
+/// Such a child is read after its parents in the same run, and only if they
+/// are read to their end there (a parent that an iteration timeout stops
+/// early leaves its child unread, to go on from its start next time).
+fn with_family(
+    mut shards: Vec<ShardCheckpoint>,
+    prev: &[ShardCheckpoint],
+    listed: &[ShardInfo],
+    not_before_ms: Option<i64>,
+) -> Vec<ShardCheckpoint> {
+    let listed_closed: BTreeSet<&str> = listed
+        .iter()
+        .filter(|s| s.ending_sequence_number.is_some())
+        .map(|s| s.shard_id.as_str())
+        .collect();
+    let ended: BTreeSet<&str> = prev
+        .iter()
+        .filter(|s| s.end.as_ref().is_some_and(|e| e.closed))
+        .map(|s| s.shard_id.as_str())
+        .collect();
+    let mut lineage: BTreeSet<String> = prev
+        .iter()
+        .chain(&shards)
+        .map(|s| s.shard_id.clone())
+        .collect();
+    loop {
+        let more: Vec<String> = listed
+            .iter()
+            .filter(|c| !lineage.contains(&c.shard_id))
+            .filter(|c| c.parents().iter().any(|p| lineage.contains(p)))
+            .map(|c| c.shard_id.clone())
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        lineage.extend(more);
+    }
+    loop {
+        let ids: BTreeSet<String> = shards.iter().map(|s| s.shard_id.clone()).collect();
+        let joining: Vec<ShardCheckpoint> = listed
+            .iter()
+            .filter(|c| !ids.contains(&c.shard_id) && !ended.contains(c.shard_id.as_str()))
+            .filter(|c| c.parents().iter().any(|p| ids.contains(p)))
+            .filter(|c| {
+                c.parents().iter().all(|p| {
+                    (ids.contains(p) && listed_closed.contains(p.as_str()))
+                        || (ended.contains(p.as_str()) && !ids.contains(p))
+                        || !lineage.contains(p)
+                })
+            })
+            .map(|c| ShardCheckpoint {
+                shard_id: c.shard_id.clone(),
+                parents: c.parents(),
+                start: match not_before_ms {
+                    Some(ms) => Position::Timestamp(ms),
+                    None => Position::At(c.starting_sequence_number.clone()),
+                },
+                known_until_ms: not_before_ms,
+                end: None,
+            })
+            .collect();
+        if joining.is_empty() {
+            break;
+        }
+        shards.extend(joining);
+    }
+    shards.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
+    shards
+}
+
+/// An iteration's shards in families: each shard with its parents and
+/// children in the same iteration, which one reader must read in lineage
+/// order. A shard with no relative in the iteration is a family of one.
+/// Families are in the order of their first shard id, each sorted.
+pub fn families(shards: &[ShardCheckpoint]) -> Vec<Vec<String>> {
+    let index: BTreeMap<&str, usize> = shards
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.shard_id.as_str(), i))
+        .collect();
+    // Union-find over the parent links inside the iteration.
+    let mut root: Vec<usize> = (0..shards.len()).collect();
+    fn find(root: &mut [usize], mut i: usize) -> usize {
+        while root[i] != i {
+            root[i] = root[root[i]];
+            i = root[i];
+        }
+        i
+    }
+    for (i, s) in shards.iter().enumerate() {
+        for p in s.parents.iter().filter_map(|p| index.get(p.as_str())) {
+            let (a, b) = (find(&mut root, i), find(&mut root, *p));
+            root[a.max(b)] = a.min(b);
+        }
+    }
+    let mut by_root: BTreeMap<usize, Vec<String>> = BTreeMap::new();
+    for (i, s) in shards.iter().enumerate() {
+        let r = find(&mut root, i);
+        by_root.entry(r).or_default().push(s.shard_id.clone());
+    }
+    let mut all: Vec<Vec<String>> = by_root
+        .into_values()
+        .map(|mut f| {
+            f.sort();
+            f
+        })
+        .collect();
+    all.sort();
+    all
 }
 
 /// The same shard in the next iteration, from where it ended.
@@ -203,7 +336,7 @@ mod tests {
     }
 
     #[test]
-    fn first_iteration_reads_lineage_roots_from_concrete_positions() {
+    fn first_iteration_reads_lineage_roots_and_their_closed_family_from_concrete_positions() {
         // s0 was split into s1 and s2; s3 is an unrelated open shard.
         let listed = [
             shard_info("s0", &[], "100", Some("199")),
@@ -212,43 +345,53 @@ mod tests {
             shard_info("s3", &[], "300", None),
         ];
         let p = first_shards(&listed, &StartSpec::TrimHorizon, 5);
-        assert_eq!(ids(&p), ["s0", "s3"]);
+        assert_eq!(ids(&p), ["s0", "s1", "s2", "s3"]);
         assert_eq!(p[0].start, Position::At("100".into()));
+        assert_eq!(p[1].start, Position::At("200".into()));
+        assert_eq!(p[1].parents, ["s0"]);
         let p = first_shards(&listed, &StartSpec::Latest, 5);
         assert_eq!(ids(&p), ["s1", "s2", "s3"]);
         assert!(p.iter().all(|s| s.start == Position::Timestamp(5)));
         let p = first_shards(&listed, &StartSpec::AtTimestamp(42), 5);
-        assert_eq!(ids(&p), ["s0", "s3"]);
-        assert_eq!(p[1].start, Position::Timestamp(42));
+        assert_eq!(ids(&p), ["s0", "s1", "s2", "s3"]);
+        assert!(p.iter().all(|s| s.start == Position::Timestamp(42)));
     }
 
+    /// s0 was split after the first iteration was planned: its children
+    /// enter the next one.
     #[test]
-    fn next_iteration_continues_after_each_end_and_children_follow_closed_parents() {
-        let listed = [
+    fn children_of_a_shard_closed_after_the_plan_enter_the_next_iteration() {
+        let before = [
+            shard_info("s0", &[], "100", None),
+            shard_info("s3", &[], "300", None),
+        ];
+        let after = [
             shard_info("s0", &[], "100", Some("199")),
             shard_info("s1", &["s0"], "200", None),
             shard_info("s2", &["s0"], "201", None),
             shard_info("s3", &[], "300", None),
         ];
-        let first = first_shards(&listed, &StartSpec::TrimHorizon, 5);
+        let first = first_shards(&before, &StartSpec::TrimHorizon, 5);
+        assert_eq!(ids(&first), ["s0", "s3"]);
         let prev = [
             ended(&first[0], Some("199"), true),
             ended(&first[1], None, false),
         ];
-        let next = next_shards(&prev, &listed, None).unwrap();
+        let next = next_shards(&prev, &after, None).unwrap();
         assert_eq!(ids(&next), ["s1", "s2", "s3"]);
         assert_eq!(next[0].start, Position::At("200".into()));
         // s3 read nothing: it starts again where it started.
         assert_eq!(next[2].start, Position::At("300".into()));
         // Started at a time: children start at that time too.
-        let next = next_shards(&prev, &listed, Some(77)).unwrap();
+        let next = next_shards(&prev, &after, Some(77)).unwrap();
         assert_eq!(next[0].start, Position::Timestamp(77));
     }
 
     #[test]
     fn a_merge_child_waits_for_both_parents_and_lineage_can_be_deep() {
-        // a and b merge into m; m is later split into x and y.
-        let listed = [
+        // a and b merge into m; m is later split into x and y. The listing
+        // is the last one: b is listed open until it closes.
+        let mut listed = vec![
             shard_info("a", &[], "1", Some("10")),
             shard_info("b", &[], "2", None),
             shard_info("m", &["a", "b"], "50", Some("60")),
@@ -270,22 +413,68 @@ mod tests {
         assert_eq!(ids(&i1), ["a", "b"]);
         assert_eq!(i1[0].start, Position::After("10".into()));
         assert_eq!(i1[1].start, Position::After("5".into()));
-        // Now b closes too: m follows, and neither parent is read again.
+        // Now b closes too: m follows, and neither parent is read again;
+        // m was closed when listed, so its children join it.
+        listed[1] = shard_info("b", &[], "2", Some("9"));
         let i2 = next_shards(
             &[ended(&i1[0], None, true), ended(&i1[1], Some("9"), true)],
             &listed,
             None,
         )
         .unwrap();
-        assert_eq!(ids(&i2), ["m"]);
-        let i3 = next_shards(&[ended(&i2[0], Some("60"), true)], &listed, None).unwrap();
+        assert_eq!(ids(&i2), ["m", "x", "y"]);
+        let i3 = next_shards(
+            &[
+                ended(&i2[0], Some("60"), true),
+                ended(&i2[1], Some("75"), false),
+                ended(&i2[2], None, false),
+            ],
+            &listed,
+            None,
+        )
+        .unwrap();
         assert_eq!(ids(&i3), ["x", "y"]);
+        assert_eq!(i3[0].start, Position::After("75".into()));
+        assert_eq!(i3[1].start, Position::At("71".into()));
+    }
+
+    /// b was closed (merged into m with a) when the iteration after a's end
+    /// was planned: m joins b there, and a, read to its end before, does not
+    /// hold it back.
+    #[test]
+    fn a_merge_child_joins_its_last_open_parent() {
+        let listed = [
+            shard_info("a", &[], "1", Some("10")),
+            shard_info("b", &[], "2", Some("20")),
+            shard_info("m", &["a", "b"], "50", None),
+        ];
+        let i0 = [
+            ended(
+                &first_shards(&listed, &StartSpec::TrimHorizon, 0)[0],
+                Some("10"),
+                true,
+            ),
+            ended(
+                &ShardCheckpoint {
+                    shard_id: "b".into(),
+                    parents: vec![],
+                    start: Position::At("2".into()),
+                    known_until_ms: None,
+                    end: None,
+                },
+                Some("15"),
+                false,
+            ),
+        ];
+        let i1 = next_shards(&i0, &listed, None).unwrap();
+        assert_eq!(ids(&i1), ["a", "b", "m"]);
     }
 
     /// Between two iterations p was split into c1 and c2, and c2 merged
-    /// with q into m: m must wait for c2, which enters only now.
+    /// with q into m: the whole family joins, each child to be read after
+    /// its parents; then it goes on from each shard's end.
     #[test]
-    fn a_merge_of_a_split_child_waits_for_that_child() {
+    fn a_split_and_a_merge_of_a_split_child_join_their_parents_iteration() {
         let listed = [
             shard_info("c1", &["p"], "20", None),
             shard_info("c2", &["p"], "21", Some("29")),
@@ -294,28 +483,33 @@ mod tests {
             shard_info("q", &[], "2", Some("12")),
         ];
         let i0 = first_shards(&listed, &StartSpec::TrimHorizon, 0);
-        assert_eq!(ids(&i0), ["p", "q"]);
-        let prev = [
-            ended(&i0[0], Some("10"), true),
-            ended(&i0[1], Some("12"), true),
+        assert_eq!(ids(&i0), ["c1", "c2", "m", "p", "q"]);
+        assert_eq!(i0[2].parents, ["c2", "q"]);
+        let read = [
+            ended(&i0[0], Some("25"), false),
+            ended(&i0[1], Some("29"), true),
+            ended(&i0[2], None, false),
+            ended(&i0[3], Some("10"), true),
+            ended(&i0[4], Some("12"), true),
         ];
-        let i1 = next_shards(&prev, &listed, None).unwrap();
-        assert_eq!(
-            ids(&i1),
-            ["c1", "c2", "q"],
-            "m is not read beside its parent c2"
-        );
-        let i2 = next_shards(
-            &[
-                ended(&i1[0], None, false),
-                ended(&i1[1], Some("29"), true),
-                ended(&i1[2], None, true),
-            ],
-            &listed,
-            None,
-        )
-        .unwrap();
-        assert_eq!(ids(&i2), ["c1", "m"]);
+        let i1 = next_shards(&read, &listed, None).unwrap();
+        assert_eq!(ids(&i1), ["c1", "m"]);
+        assert_eq!(i1[0].start, Position::After("25".into()));
+        assert_eq!(i1[1].start, Position::At("30".into()));
+        // A timeout stopped p before its end: its children read nothing and
+        // the family is read again from where each shard stands; q, read to
+        // its end, is not (m then waits only for c2).
+        let stopped = [
+            ended(&i0[0], None, false),
+            ended(&i0[1], None, false),
+            ended(&i0[2], None, false),
+            ended(&i0[3], Some("5"), false),
+            ended(&i0[4], Some("12"), true),
+        ];
+        let again = next_shards(&stopped, &listed, None).unwrap();
+        assert_eq!(ids(&again), ["c1", "c2", "m", "p"]);
+        assert_eq!(again[0].start, Position::At("20".into()));
+        assert_eq!(again[3].start, Position::After("5".into()));
     }
 
     /// A listing taken before a split (a run that waited for a lease, or
@@ -336,6 +530,37 @@ mod tests {
         ];
         let i2 = next_shards(&[ended(&i1[0], None, true)], &after, None).unwrap();
         assert_eq!(ids(&i2), ["c1", "c2"]);
+    }
+
+    #[test]
+    fn a_family_is_every_shard_linked_by_parents_inside_the_iteration() {
+        let listed = [
+            shard_info("c1", &["p"], "20", None),
+            shard_info("c2", &["p"], "21", Some("29")),
+            shard_info("m", &["c2", "q"], "30", None),
+            shard_info("p", &[], "1", Some("10")),
+            shard_info("q", &[], "2", Some("12")),
+            shard_info("z", &[], "3", None),
+        ];
+        let i0 = first_shards(&listed, &StartSpec::TrimHorizon, 0);
+        assert_eq!(families(&i0), [vec!["c1", "c2", "m", "p", "q"], vec!["z"]]);
+        // A parent outside the iteration links nothing.
+        let i1 = next_shards(
+            &i0.iter()
+                .map(|s| {
+                    ended(
+                        s,
+                        None,
+                        s.shard_id != "z" && s.shard_id != "c1" && s.shard_id != "m",
+                    )
+                })
+                .collect::<Vec<_>>(),
+            &listed,
+            None,
+        )
+        .unwrap();
+        assert_eq!(ids(&i1), ["c1", "m", "z"]);
+        assert_eq!(families(&i1), [vec!["c1"], vec!["m"], vec!["z"]]);
     }
 
     #[test]

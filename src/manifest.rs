@@ -158,18 +158,29 @@ fn facts(v: &Value) -> Result<Option<StreamFacts>, String> {
     }))
 }
 
-/// The manifest of an iteration: its shards in order, `per_line` to a line,
-/// each line with the facts about its own shards.
+/// The manifest of an iteration: its shards in order, up to `per_line` to a
+/// line, each line with the facts about its own shards. A family (a shard
+/// with its parents and children in the iteration, see
+/// [`crate::lineage::families`]) is never split over lines: its task reads
+/// it in lineage order, so a line holds more than `per_line` shards where a
+/// family does.
 pub fn manifest(
     stream: &str,
     logical_name: &str,
     iteration: u64,
-    shards: &[String],
+    families: &[Vec<String>],
     per_line: usize,
     facts: Option<&StreamFacts>,
 ) -> Vec<ManifestLine> {
-    shards
-        .chunks(per_line.max(1))
+    let mut lines: Vec<Vec<String>> = Vec::new();
+    for f in families {
+        match lines.last_mut() {
+            Some(l) if l.len() + f.len() <= per_line.max(1) => l.extend(f.iter().cloned()),
+            _ => lines.push(f.clone()),
+        }
+    }
+    lines
+        .iter()
         .map(|c| ManifestLine {
             stream: stream.to_string(),
             logical_name: logical_name.to_string(),
@@ -309,16 +320,17 @@ pub fn assignment(input: &str) -> Result<Assignment, String> {
     })
 }
 
-/// Task `index` of `count`: every `count`-th shard in shard-id order, so
-/// every attempt of a task gets the same shards.
-pub fn task_share(shard_ids: &[String], index: usize, count: usize) -> BTreeSet<String> {
-    let mut sorted: Vec<&String> = shard_ids.iter().collect();
+/// Task `index` of `count`: every `count`-th family (a shard alone, or a
+/// shard with its relatives in the iteration) in the order of their first
+/// shard id, so every attempt of a task gets the same shards.
+pub fn task_share(families: &[Vec<String>], index: usize, count: usize) -> BTreeSet<String> {
+    let mut sorted: Vec<&Vec<String>> = families.iter().collect();
     sorted.sort();
     sorted
         .into_iter()
         .enumerate()
         .filter(|(i, _)| i % count.max(1) == index)
-        .map(|(_, s)| s.clone())
+        .flat_map(|(_, f)| f.iter().cloned())
         .collect()
 }
 
@@ -368,6 +380,33 @@ mod tests {
         (0..n).map(|i| format!("shardId-{i:012}")).collect()
     }
 
+    /// `n` shards, each a family of its own.
+    fn alone(n: usize) -> Vec<Vec<String>> {
+        ids(n).into_iter().map(|s| vec![s]).collect()
+    }
+
+    #[test]
+    fn a_family_stays_on_one_line_and_with_one_task() {
+        let f = vec![
+            vec!["a".to_string()],
+            vec!["b".into(), "c".into(), "d".into()],
+            vec!["e".into()],
+        ];
+        let lines: Vec<Vec<String>> = manifest("s", "l", 1, &f, 2, None)
+            .into_iter()
+            .map(|l| l.shards)
+            .collect();
+        assert_eq!(lines, [vec!["a"], vec!["b", "c", "d"], vec!["e"]]);
+        let lines: Vec<Vec<String>> = manifest("s", "l", 1, &f, 4, None)
+            .into_iter()
+            .map(|l| l.shards)
+            .collect();
+        assert_eq!(lines, [vec!["a", "b", "c", "d"], vec!["e"]]);
+        let shares: Vec<BTreeSet<String>> = (0..2).map(|i| task_share(&f, i, 2)).collect();
+        assert_eq!(shares[0], ["a", "e"].map(String::from).into());
+        assert_eq!(shares[1], ["b", "c", "d"].map(String::from).into());
+    }
+
     fn facts(closed: &[&str]) -> StreamFacts {
         StreamFacts {
             arn: "arn:aws:kinesis:us-east-1:000000000000:stream/s".into(),
@@ -384,7 +423,7 @@ mod tests {
     #[test]
     fn lines_round_trip_also_with_hadoop_offsets() {
         let all = facts(&["shardId-000000000001", "shardId-000000000004"]);
-        let m = manifest("s", "log \"tab\"\there", 7, &ids(5), 2, Some(&all));
+        let m = manifest("s", "log \"tab\"\there", 7, &alone(5), 2, Some(&all));
         assert_eq!(m.len(), 3);
         assert_eq!(m[2].shards, ["shardId-000000000004"]);
         // Each line carries the closed shards among its own.
@@ -404,11 +443,11 @@ mod tests {
     #[test]
     fn a_task_takes_the_plans_facts_only_when_every_line_has_them_alike() {
         let all = facts(&["shardId-000000000000", "shardId-000000000002"]);
-        let m = manifest("s", "l", 3, &ids(3), 1, Some(&all));
+        let m = manifest("s", "l", 3, &alone(3), 1, Some(&all));
         let both = format!("{}\n{}\n", m[0].to_line(), m[2].to_line());
         assert_eq!(assignment(&both).unwrap().facts, Some(all.clone()));
         // A line from an older plan (no facts): the task asks the control plane.
-        let old = manifest("s", "l", 3, &ids(3), 1, None);
+        let old = manifest("s", "l", 3, &alone(3), 1, None);
         let mixed = format!("{}\n{}\n", m[0].to_line(), old[1].to_line());
         assert_eq!(assignment(&mixed).unwrap().facts, None);
         assert_eq!(assignment(&old[1].to_line()).unwrap().facts, None);
@@ -417,7 +456,7 @@ mod tests {
             created_ms: 5,
             ..all.clone()
         };
-        let o = manifest("s", "l", 3, &ids(3), 1, Some(&other));
+        let o = manifest("s", "l", 3, &alone(3), 1, Some(&other));
         let split = format!("{}\n{}\n", m[0].to_line(), o[1].to_line());
         assert_eq!(assignment(&split).unwrap().facts, None);
         // A line with some facts but not all is refused, naming what is missing.
@@ -435,14 +474,14 @@ mod tests {
             }),
             ..facts(&[])
         };
-        let m = manifest("s", "l", 3, &ids(3), 1, Some(&efo));
+        let m = manifest("s", "l", 3, &alone(3), 1, Some(&efo));
         for line in &m {
             assert_eq!(&ManifestLine::parse(&line.to_line()).unwrap(), line);
         }
         let both = format!("{}\n{}\n", m[0].to_line(), m[1].to_line());
         assert_eq!(assignment(&both).unwrap().facts.unwrap().efo, efo.efo);
         // Lines of plans with and without it: the task looks it up itself.
-        let plain = manifest("s", "l", 3, &ids(3), 1, Some(&facts(&[])));
+        let plain = manifest("s", "l", 3, &alone(3), 1, Some(&facts(&[])));
         let mixed = format!("{}\n{}\n", m[0].to_line(), plain[1].to_line());
         assert_eq!(assignment(&mixed).unwrap().facts.unwrap().efo, None);
         let cut = m[0].to_line().replace("\"name\":", "\"title\":");
@@ -452,7 +491,7 @@ mod tests {
 
     #[test]
     fn a_task_reads_the_union_of_its_lines_of_one_iteration() {
-        let m = manifest("s", "l", 3, &ids(4), 1, None);
+        let m = manifest("s", "l", 3, &alone(4), 1, None);
         let input = format!("0\t{}\n\n57\t{}\n", m[1].to_line(), m[3].to_line());
         let a = assignment(&input).unwrap();
         assert_eq!(a.iteration, 3);
@@ -460,7 +499,7 @@ mod tests {
             a.shards.into_iter().collect::<Vec<_>>(),
             ["shardId-000000000001", "shardId-000000000003"]
         );
-        let other = manifest("s", "l", 4, &ids(1), 1, None)[0].to_line();
+        let other = manifest("s", "l", 4, &alone(1), 1, None)[0].to_line();
         let e = assignment(&format!("{}\n{other}\n", m[0].to_line())).unwrap_err();
         assert!(e.contains("line 2") && e.contains("one iteration"), "{e}");
         assert!(assignment("\n").unwrap_err().contains("no manifest line"));
@@ -479,7 +518,7 @@ mod tests {
     fn typed_bytes_input_is_read_as_its_lines() {
         // What `-io typedbytes` hands a map task over NLineInputFormat: a
         // long (the offset) and a string (the line) per record.
-        let m = manifest("s", "l", 3, &ids(2), 1, None);
+        let m = manifest("s", "l", 3, &alone(2), 1, None);
         let mut input = Vec::new();
         for (offset, line) in [(0i64, m[0].to_line()), (88, m[1].to_line())] {
             input.push(4);
@@ -503,7 +542,7 @@ mod tests {
 
     #[test]
     fn task_shares_cover_every_shard_once_whatever_the_order() {
-        let mut all = ids(7);
+        let mut all = alone(7);
         all.reverse();
         let mut seen = BTreeSet::new();
         for i in 0..3 {
@@ -514,7 +553,7 @@ mod tests {
             }
         }
         assert_eq!(seen.len(), 7);
-        assert!(task_share(&ids(2), 5, 8).is_empty());
+        assert!(task_share(&alone(2), 5, 8).is_empty());
         assert_eq!(parse_task("2/4"), Ok((2, 4)));
         assert!(parse_task("4/4").is_err() && parse_task("1").is_err());
     }

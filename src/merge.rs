@@ -15,6 +15,11 @@
 //! When a shard has ended and all of its records are written and flushed, the
 //! shard's `on_done` callback runs (it fixes the shard's boundary): a boundary
 //! is never fixed past what was delivered.
+//!
+//! A child shard (of a split or merge) read in the same run as its parents
+//! joins the merge when its last parent has finished: until then it neither
+//! holds the others back nor has its records written. So its records follow
+//! all of its parents', at a point of the output fixed by the records alone.
 
 use crate::format::Formatter;
 use crate::pages::ShardPages;
@@ -43,6 +48,10 @@ struct Lane {
     outcome: Option<Outcome>,
     finished: bool,
     page_slots: Arc<ShardPages>,
+    /// Parents in this merge not finished yet: the lane waits while any is.
+    waiting: usize,
+    /// Lanes that wait for this one.
+    children: Vec<usize>,
 }
 
 impl Lane {
@@ -58,6 +67,8 @@ impl Lane {
 pub struct MergeShard {
     pub shard_id: String,
     pub page_slots: Arc<ShardPages>,
+    /// The lanes of this shard's parents in the same merge.
+    pub parents: Vec<usize>,
 }
 
 /// Counts for the run summary.
@@ -77,15 +88,24 @@ pub async fn merge(
     fmt: &Formatter,
     mut on_done: impl FnMut(usize, Option<Outcome>) -> Result<()>,
 ) -> Result<MergeStats> {
+    let mut children = vec![Vec::new(); shards.len()];
+    for (i, s) in shards.iter().enumerate() {
+        for p in &s.parents {
+            children[*p].push(i);
+        }
+    }
     let mut lanes: Vec<Lane> = shards
         .into_iter()
-        .map(|s| Lane {
+        .zip(children)
+        .map(|(s, children)| Lane {
             shard_id: s.shard_id,
             pages: VecDeque::new(),
             state: State::Active,
             outcome: None,
             finished: false,
             page_slots: s.page_slots,
+            waiting: s.parents.len(),
+            children,
         })
         .collect();
     let mut heap: BinaryHeap<Reverse<(i64, usize)>> = BinaryHeap::new();
@@ -107,7 +127,7 @@ pub async fn merge(
                 let was_empty = s.is_empty();
                 s.pages.push_back((records, 0));
                 s.state = State::Active;
-                if was_empty {
+                if was_empty && s.waiting == 0 {
                     let h = s.head().expect("non-empty page");
                     heap.push(Reverse((h.arrival_ms, i)));
                 }
@@ -123,13 +143,24 @@ pub async fn merge(
     };
 
     loop {
-        // Finish every shard that is done and fully written.
-        for (i, s) in lanes.iter_mut().enumerate() {
-            if !s.finished && s.state == State::Done && s.is_empty() {
+        // Finish every shard that is done and fully written; its children
+        // whose parents are all finished join.
+        for i in 0..lanes.len() {
+            let s = &mut lanes[i];
+            if !s.finished && s.waiting == 0 && s.state == State::Done && s.is_empty() {
                 s.finished = true;
                 unfinished -= 1;
                 out.flush().context("writing to stdout")?;
                 on_done(i, s.outcome.take())?;
+                for c in lanes[i].children.clone() {
+                    let child = &mut lanes[c];
+                    child.waiting -= 1;
+                    if child.waiting == 0 {
+                        if let Some(h) = child.head() {
+                            heap.push(Reverse((h.arrival_ms, c)));
+                        }
+                    }
+                }
             }
         }
         if unfinished == 0 {
@@ -139,15 +170,17 @@ pub async fn merge(
             apply(&mut lanes, &mut heap, ev)?;
         }
         // A shard that may still produce a record and has none buffered blocks
-        // the merge; an idle one only bounds it.
+        // the merge; an idle one only bounds it. So does one that is done but
+        // not finished yet: its children join when it is, before anything
+        // else goes out.
         let mut blocked = false;
         let mut bound: Option<i64> = None;
-        for s in &lanes {
+        for s in lanes.iter().filter(|s| s.waiting == 0) {
             if s.is_empty() {
                 match s.state {
                     State::Active => blocked = true,
                     State::Idle(w) => bound = Some(bound.map_or(w, |b: i64| b.min(w))),
-                    State::Done => {}
+                    State::Done => blocked |= !s.finished,
                 }
             }
         }
@@ -159,7 +192,7 @@ pub async fn merge(
         if !emit {
             if lanes
                 .iter()
-                .any(|s| s.state == State::Done && s.is_empty() && !s.finished)
+                .any(|s| s.state == State::Done && s.is_empty() && !s.finished && s.waiting == 0)
             {
                 continue;
             }
@@ -257,6 +290,7 @@ mod tests {
                 .map(|s| MergeShard {
                     shard_id: s.to_string(),
                     page_slots: ShardPages::alone(),
+                    parents: vec![],
                 })
                 .collect();
             let mut out = Vec::new();
@@ -275,6 +309,101 @@ mod tests {
             assert_eq!(run(split, true), first);
             assert_eq!(run(split, false), first);
         }
+    }
+
+    /// p is split into c1 and c2, which merge-by-arrival alone would
+    /// interleave with p (their clocks are off); o is unrelated. Whatever the
+    /// event order, each child's records follow all of p's, the output is the
+    /// same bytes, and a child finishes only after its parent.
+    #[test]
+    fn children_follow_their_parents_whatever_the_arrival_times() {
+        let p = vec![rec(1, 10), rec(2, 40), rec(3, 70)];
+        let c1 = vec![rec(1, 20), rec(2, 80)];
+        let c2 = vec![rec(1, 30)];
+        let o = vec![rec(1, 15), rec(2, 50), rec(3, 90)];
+        let fmt = Formatter::new(
+            vec![Field::ShardId, Field::Data],
+            DataEncoding::Escape,
+            OutputFormat::Tsv,
+            "s",
+            None,
+        );
+        let run = |order: &[usize]| {
+            let (tx, rx) = mpsc::channel(64);
+            let lanes = [&p, &c1, &c2, &o];
+            for &i in order {
+                for r in lanes[i] {
+                    tx.try_send((i, ShardEvent::Page(vec![r.clone()].into())))
+                        .unwrap();
+                }
+                tx.try_send((i, ShardEvent::Done(None))).unwrap();
+            }
+            drop(tx);
+            let shards = [
+                ("p", vec![]),
+                ("c1", vec![0]),
+                ("c2", vec![0]),
+                ("o", vec![]),
+            ]
+            .into_iter()
+            .map(|(s, parents)| MergeShard {
+                shard_id: s.to_string(),
+                page_slots: ShardPages::alone(),
+                parents,
+            })
+            .collect();
+            let mut out = Vec::new();
+            let mut done = Vec::new();
+            block_on(merge(shards, rx, &mut out, &fmt, |i, _| {
+                done.push(i);
+                Ok(())
+            }))
+            .unwrap();
+            let at = |i| done.iter().position(|d| *d == i).unwrap();
+            assert!(at(0) < at(1) && at(0) < at(2), "{done:?}");
+            String::from_utf8(out).unwrap()
+        };
+        let first = run(&[0, 1, 2, 3]);
+        assert_eq!(
+            first,
+            "p\tr1\no\tr1\np\tr2\no\tr2\np\tr3\nc1\tr1\nc2\tr1\nc1\tr2\no\tr3\n"
+        );
+        for order in [[3, 2, 1, 0], [1, 2, 3, 0], [2, 0, 3, 1]] {
+            assert_eq!(run(&order), first, "events in the order {order:?}");
+        }
+    }
+
+    /// q, read to its end before with nothing left, is done at once; its
+    /// child k joins before o's later record can go out.
+    #[test]
+    fn a_parent_done_at_once_lets_its_child_join_before_anything_else() {
+        let fmt = Formatter::new(
+            vec![Field::ShardId, Field::Data],
+            DataEncoding::Escape,
+            OutputFormat::Tsv,
+            "s",
+            None,
+        );
+        let (tx, rx) = mpsc::channel(64);
+        tx.try_send((2, ShardEvent::Page(vec![rec(1, 50)].into())))
+            .unwrap();
+        tx.try_send((0, ShardEvent::Done(None))).unwrap();
+        tx.try_send((1, ShardEvent::Page(vec![rec(1, 10)].into())))
+            .unwrap();
+        tx.try_send((1, ShardEvent::Done(None))).unwrap();
+        tx.try_send((2, ShardEvent::Done(None))).unwrap();
+        drop(tx);
+        let shards = [("q", vec![]), ("k", vec![0]), ("o", vec![])]
+            .into_iter()
+            .map(|(s, parents)| MergeShard {
+                shard_id: s.to_string(),
+                page_slots: ShardPages::alone(),
+                parents,
+            })
+            .collect();
+        let mut out = Vec::new();
+        block_on(merge(shards, rx, &mut out, &fmt, |_, _| Ok(()))).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "k\tr1\no\tr1\n");
     }
 
     #[test]
@@ -296,6 +425,7 @@ mod tests {
             .map(|s| MergeShard {
                 shard_id: s.to_string(),
                 page_slots: ShardPages::alone(),
+                parents: vec![],
             })
             .collect();
         let handle = std::thread::spawn(move || {

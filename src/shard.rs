@@ -167,6 +167,29 @@ impl ShardTask {
         r.with_context(|| format!("reading shard {id}"))
     }
 
+    /// Ends a live shard where it starts, without reading it: a child whose
+    /// parents were not all read to their end in this run (an iteration
+    /// timeout stopped one), so that the next iteration reads it after them.
+    pub async fn unread(self) {
+        if let Extent::Live {
+            start,
+            known_until_ms,
+            ..
+        } = self.extent.clone()
+        {
+            let o = Outcome {
+                last_sequence: None,
+                next: start,
+                closed: false,
+                records: 0,
+                bytes: 0,
+                known_until_ms,
+                first: None,
+            };
+            self.send(ShardEvent::Done(Some(o))).await;
+        }
+    }
+
     /// Sends an event; `false` when the merge has stopped (nothing more to do).
     async fn send(&self, mut ev: ShardEvent) -> bool {
         if let Some(m) = &self.settings.meter {

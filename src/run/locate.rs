@@ -82,13 +82,8 @@ pub async fn locate(
         None => Vec::new(),
         Some(MapMode::Manifest { shards, .. }) => shards.iter().cloned().collect(),
         Some(MapMode::Task { index, count }) => {
-            let ids: Vec<String> = store
-                .shards(&key, n)
-                .await?
-                .into_iter()
-                .map(|s| s.shard_id)
-                .collect();
-            crate::manifest::task_share(&ids, *index, *count)
+            let families = crate::lineage::families(&store.shards(&key, n).await?);
+            crate::manifest::task_share(&families, *index, *count)
                 .into_iter()
                 .collect()
         }
@@ -201,7 +196,7 @@ pub async fn plan(
 ) -> Result<Planned> {
     let mut l = locate(api, store, cfg, owner).await?;
     let opened = open_located(api, store, &mut l, cfg, true).await?;
-    let ids: Vec<String> = opened.shards.iter().map(|s| s.shard_id.clone()).collect();
+    let families = crate::lineage::families(&opened.shards);
     // The consumer is registered (or found) here, once, not by each task.
     let efo = match &cfg.efo_consumer {
         Some(name) => Some(crate::manifest::EfoConsumer {
@@ -221,8 +216,8 @@ pub async fn plan(
     Ok(Planned {
         iteration: l.n,
         logical_name: l.key.logical_name.clone(),
-        lines: crate::manifest::manifest(stream, name, l.n, &ids, per_line, Some(&facts)),
-        shards: ids.len(),
+        lines: crate::manifest::manifest(stream, name, l.n, &families, per_line, Some(&facts)),
+        shards: opened.shards.len(),
         fixed: opened.shards.iter().filter(|s| s.end.is_some()).count(),
         state: opened.header.state,
     })
@@ -264,8 +259,8 @@ pub fn select(opened: &mut Opened, m: &MapMode, key: &LogicalKey) -> Result<()> 
     let wanted = match m {
         MapMode::Manifest { shards, .. } => shards.clone(),
         MapMode::Task { index, count } => {
-            let ids: Vec<String> = opened.shards.iter().map(|s| s.shard_id.clone()).collect();
-            crate::manifest::task_share(&ids, *index, *count)
+            let families = crate::lineage::families(&opened.shards);
+            crate::manifest::task_share(&families, *index, *count)
                 .into_iter()
                 .collect()
         }
@@ -291,6 +286,23 @@ pub fn select(opened: &mut Opened, m: &MapMode, key: &LogicalKey) -> Result<()> 
                 .join(", ")
         ))
         .into());
+    }
+    // A child is read after its parents by the task that reads them.
+    let planned: Vec<&str> = opened.shards.iter().map(|s| s.shard_id.as_str()).collect();
+    for s in opened
+        .shards
+        .iter()
+        .filter(|s| wanted.contains(&s.shard_id))
+    {
+        if let Some(p) =
+            (s.parents.iter()).find(|p| planned.contains(&p.as_str()) && !wanted.contains(*p))
+        {
+            return Err(ExitError::Usage(format!(
+                "shard {} of iteration {n} of {:?} is read after its parent {p}, which this task                  was not given: a map task reads a shard's whole family (plan keeps each family                  on one manifest line; give the task that line whole)",
+                s.shard_id, key.logical_name
+            ))
+            .into());
+        }
     }
     opened.shards.retain(|s| wanted.contains(&s.shard_id));
     Ok(())

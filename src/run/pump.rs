@@ -1,6 +1,11 @@
 //! Shards in, lines out: every shard of a group read at once by its own
 //! task, pages through the deterministic merge onto one buffered output, and
 //! each shard's end sent back once its last record has been flushed.
+//!
+//! A child read in the same run as its parents (an iteration's family, see
+//! `lineage`) starts reading only when every parent in the run has finished,
+//! and reads only if each of them was read to its end (closed): a parent
+//! stopped early by a timeout leaves its child unread, where it starts.
 
 use crate::error::ExitError;
 use crate::format::Formatter;
@@ -10,10 +15,10 @@ use crate::ports::checkpoint::ShardCheckpoint;
 use crate::ports::stream::StreamApi;
 use crate::shard::{EndRules, Extent, Outcome, ReadSettings, ShardEvent, ShardTask};
 use anyhow::{anyhow, Context, Result};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 /// Bytes of output gathered before a write to stdout.
 const OUTPUT_BUFFER: usize = 256 * 1024;
@@ -35,40 +40,81 @@ pub struct Pump<'a> {
     pub limit: Option<usize>,
 }
 
+/// The shards of a run that have finished, each with whether it was read to
+/// its end (closed): what a child waits for. (One `Notify`, whose waiters
+/// wake in a fixed order, so that the simulation's schedules repeat.)
+#[derive(Default)]
+struct Finished {
+    shards: Mutex<HashMap<String, bool>>,
+    changed: Notify,
+}
+
+impl Finished {
+    fn record(&self, shard_id: &str, closed: bool) {
+        let mut f = self.shards.lock().unwrap_or_else(|p| p.into_inner());
+        f.insert(shard_id.to_string(), closed);
+        self.changed.notify_waiters();
+    }
+
+    /// Waits until every one of `parents` has finished; whether all of
+    /// them were read to their end.
+    async fn wait(&self, parents: &[String]) -> bool {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            {
+                let f = self.shards.lock().unwrap_or_else(|p| p.into_inner());
+                if parents.iter().all(|p| f.contains_key(p)) {
+                    return parents.iter().all(|p| f[p]);
+                }
+            }
+            changed.await;
+        }
+    }
+}
+
 impl Pump<'_> {
     /// Reads `shards` `limit` at a time (all at once without a limit), group
-    /// after group in their order, onto `out`. Within a group lines are
-    /// interleaved by the merge.
+    /// after group, onto `out`: in their order, except that a child goes
+    /// after its parents. Within a group lines are interleaved by the merge.
     pub async fn run(
         &self,
         shards: &[ShardCheckpoint],
         out: Box<dyn Write + Send>,
         ends: Ends,
     ) -> Result<MergeStats> {
+        let order = lineage_order(shards);
+        let finished = Arc::new(Finished::default());
         let size = self.limit.unwrap_or(shards.len()).max(1);
         if size >= shards.len() {
-            return self.group(shards, 0, out, ends).await;
+            return self.group(shards, &order, &finished, out, ends).await;
         }
         let out = Arc::new(Mutex::new(out));
         let mut total = MergeStats::default();
-        for (g, group) in shards.chunks(size).enumerate() {
+        for group in order.chunks(size) {
             let shared = Box::new(SharedWriter(out.clone()));
-            let stats = self.group(group, g * size, shared, ends.clone()).await?;
+            let stats = self
+                .group(shards, group, &finished, shared, ends.clone())
+                .await?;
             total.records += stats.records;
             total.bytes += stats.bytes;
         }
         Ok(total)
     }
 
-    /// Reads `shards` at once and merges them onto `out`; their ends are
-    /// sent numbered from `first`.
+    /// Reads the shards at `members` (indices into `all`) at once and merges
+    /// them onto `out`; their ends are sent with those indices.
     async fn group(
         &self,
-        shards: &[ShardCheckpoint],
-        first: usize,
+        all: &[ShardCheckpoint],
+        members: &[usize],
+        finished: &Arc<Finished>,
         mut out: Box<dyn Write + Send>,
         ends: Ends,
     ) -> Result<MergeStats> {
+        let shards: Vec<&ShardCheckpoint> = members.iter().map(|i| &all[*i]).collect();
+        let in_run = |p: &String| all.iter().any(|s| &s.shard_id == p);
         let mut settings = self.settings.clone();
         settings.page_bytes = page_bytes(settings.max_memory, shards.len()).map_err(|need| {
             ExitError::Usage(format!(
@@ -89,6 +135,9 @@ impl Pump<'_> {
             merge_shards.push(MergeShard {
                 shard_id: s.shard_id.clone(),
                 page_slots: page_slots.clone(),
+                parents: (s.parents.iter())
+                    .filter_map(|p| shards.iter().position(|o| &o.shard_id == p))
+                    .collect(),
             });
             let extent = match &s.end {
                 Some(e) => Extent::Replay {
@@ -111,7 +160,17 @@ impl Pump<'_> {
                 events: tx.clone(),
             };
             let (api, failure, tx) = (self.api.clone(), failure.clone(), tx.clone());
+            // A live child waits for its parents in this run (a replayed one
+            // reads its fixed range whatever they did).
+            let parents: Vec<String> = match &s.end {
+                None => s.parents.iter().filter(|p| in_run(p)).cloned().collect(),
+                Some(_) => Vec::new(),
+            };
+            let finished = finished.clone();
             tasks.spawn(crate::clock::carry(async move {
+                if !parents.is_empty() && !finished.wait(&parents).await {
+                    return task.unread().await;
+                }
                 if let Err(e) = task.run(api).await {
                     failure.lock().unwrap().get_or_insert(e);
                     // Wake the merge so it stops.
@@ -121,16 +180,26 @@ impl Pump<'_> {
         }
         drop(tx);
         let fmt = self.fmt.clone();
+        let members = members.to_vec();
+        let lanes: Vec<(String, bool)> = (shards.iter())
+            .map(|s| (s.shard_id.clone(), s.end.as_ref().is_some_and(|e| e.closed)))
+            .collect();
+        let finished = finished.clone();
         let merging = async move {
             // Lines are written field by field into one large buffer; what is
             // under it (stdout, a child's stdin) gets whole blocks.
             let mut out = std::io::BufWriter::with_capacity(OUTPUT_BUFFER, &mut out);
-            let on_done = |i: usize, outcome: Option<Outcome>| match outcome {
-                // A replayed shard has no new end.
-                None => Ok(()),
-                Some(o) => ends
-                    .send((first + i, o))
-                    .map_err(|_| anyhow!("shard ends are no longer recorded")),
+            let on_done = |i: usize, outcome: Option<Outcome>| {
+                let (id, replayed_closed) = &lanes[i];
+                let closed = outcome.as_ref().map_or(*replayed_closed, |o| o.closed);
+                finished.record(id, closed);
+                match outcome {
+                    // A replayed shard has no new end.
+                    None => Ok(()),
+                    Some(o) => ends
+                        .send((members[i], o))
+                        .map_err(|_| anyhow!("shard ends are no longer recorded")),
+                }
             };
             merge(merge_shards, rx, &mut out, &fmt, on_done).await
         };
@@ -149,6 +218,43 @@ impl Pump<'_> {
         }
         merged
     }
+}
+
+/// The order shards are read in, as indices: their own order, except that a
+/// shard goes after its parents in the run (by generation: the roots, then
+/// their children, and so on).
+fn lineage_order(shards: &[ShardCheckpoint]) -> Vec<usize> {
+    let mut generation: HashMap<&str, usize> = HashMap::new();
+    fn generation_of<'a>(
+        id: &'a str,
+        shards: &'a [ShardCheckpoint],
+        known: &mut HashMap<&'a str, usize>,
+        depth: usize,
+    ) -> usize {
+        if let Some(g) = known.get(id) {
+            return *g;
+        }
+        let Some(s) = shards.iter().find(|s| s.shard_id == id) else {
+            return 0;
+        };
+        // Lineage has no cycles; the depth bound only guards a corrupt table.
+        let g = match depth > shards.len() {
+            true => 0,
+            false => (s.parents.iter())
+                .filter(|p| shards.iter().any(|o| &o.shard_id == *p))
+                .map(|p| generation_of(p, shards, known, depth + 1) + 1)
+                .max()
+                .unwrap_or(0),
+        };
+        known.insert(id, g);
+        g
+    }
+    let mut order: Vec<usize> = (0..shards.len()).collect();
+    for s in shards {
+        generation_of(&s.shard_id, shards, &mut generation, 0);
+    }
+    order.sort_by_key(|i| generation[shards[*i].shard_id.as_str()]);
+    order
 }
 
 /// Lets several groups write to one buffered output.

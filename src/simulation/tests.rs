@@ -172,17 +172,51 @@ pub async fn invariants(v: &View, stuck: bool) -> Vec<String> {
             }
         }
     }
-    // Lineage: a shard with parents enters an iteration only after every
-    // parent was read to its end (closed) in an earlier one.
+    // Lineage: a shard with parents enters an iteration once every parent
+    // was read to its end in an earlier one or is in the same one; there it
+    // reads something only if each such parent was read to its end, and its
+    // lines follow all of theirs.
     let mut closed_before: Vec<String> = Vec::new();
     for h in &hs {
         let its = shards(v, h.number).await;
+        let lines: Vec<&str> = replays
+            .get(&h.number)
+            .map(|b| std::str::from_utf8(b).unwrap_or("").lines().collect())
+            .unwrap_or_default();
+        let at = |shard: &str| -> Vec<usize> {
+            let prefix = format!("{shard}\t");
+            (0..lines.len())
+                .filter(|i| lines[*i].starts_with(&prefix))
+                .collect()
+        };
         for s in &its {
             for p in s.parents.iter().filter(|p| !closed_before.contains(p)) {
-                bad.push(format!(
-                    "iteration {} reads shard {} before its parent {p} was read to its end",
-                    h.number, s.shard_id
-                ));
+                let Some(parent) = its.iter().find(|o| &o.shard_id == p) else {
+                    bad.push(format!(
+                        "iteration {} reads shard {} before its parent {p} was read to its end",
+                        h.number, s.shard_id
+                    ));
+                    continue;
+                };
+                let read = s.end.as_ref().is_some_and(|e| e.last_sequence.is_some());
+                let parent_closed = parent.end.as_ref().is_some_and(|e| e.closed);
+                if read && !parent_closed {
+                    bad.push(format!(
+                        "iteration {} reads shard {} although its parent {p} was not read to \
+                         its end there",
+                        h.number, s.shard_id
+                    ));
+                }
+                let (mine, theirs) = (at(&s.shard_id), at(p));
+                if let (Some(first), Some(last)) = (mine.first(), theirs.last()) {
+                    if first < last {
+                        bad.push(format!(
+                            "iteration {} writes a line of shard {} (line {first}) before the \
+                             last of its parent {p} (line {last})",
+                            h.number, s.shard_id
+                        ));
+                    }
+                }
             }
         }
         let ended = its

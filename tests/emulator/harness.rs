@@ -262,7 +262,7 @@ fn run_with_input(bin: &str, args: &[&str], input: &[u8], env: &[(&str, &str)]) 
 
 /// Starts `kinesis-writer` with piped stdin (the caller writes and closes it).
 pub fn spawn_writer(args: &[&str]) -> Child {
-    spawn(WRITER, args, Stdio::piped())
+    spawn(WRITER, args, Stdio::piped(), &[])
 }
 
 pub async fn s3() -> aws_sdk_s3::Client {
@@ -322,12 +322,18 @@ pub fn reader_env(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// Starts `kinesis-reader` with piped stdout and stderr.
 pub fn spawn_reader(args: &[&str]) -> Child {
-    spawn(READER, args, Stdio::null())
+    spawn(READER, args, Stdio::null(), &[])
+}
+
+/// [`spawn_reader`], reading the stream from kinesis-local.
+pub fn spawn_reader_kl(args: &[&str]) -> Child {
+    let env = [("AWS_ENDPOINT_URL_KINESIS", kinesis_local())];
+    spawn(READER, args, Stdio::null(), &env)
 }
 
 /// Starts one of the binaries with piped stdout and stderr.
-fn spawn(bin: &str, args: &[&str], stdin: Stdio) -> Child {
-    command(bin, args, &[])
+fn spawn(bin: &str, args: &[&str], stdin: Stdio, env: &[(&str, &str)]) -> Child {
+    command(bin, args, env)
         .stdin(stdin)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -90,8 +90,8 @@ async fn lineage(k: &Kinesis, stream: &str) -> BTreeMap<String, Vec<String>> {
 }
 
 /// Checks a run of iterations against what was put: each record exactly once,
-/// shard order kept, and every parent's records in iterations before any of
-/// its children's.
+/// shard order kept, and every parent's records before any of its
+/// children's (in an earlier iteration, or earlier in the same one).
 pub(crate) fn check(
     iterations: &[Vec<(String, String, String, String)>],
     put: &[Put],
@@ -99,10 +99,11 @@ pub(crate) fn check(
 ) {
     let mut seen = BTreeSet::new();
     let mut last_seq: BTreeMap<String, String> = BTreeMap::new();
-    let mut first_iter: BTreeMap<String, usize> = BTreeMap::new();
-    let mut last_iter: BTreeMap<String, usize> = BTreeMap::new();
+    // (iteration, line) of each shard's first and last record.
+    let mut first_at: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let mut last_at: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for (i, lines) in iterations.iter().enumerate() {
-        for (shard, seq, pk, data) in lines {
+        for (l, (shard, seq, pk, data)) in lines.iter().enumerate() {
             assert!(
                 seen.insert((shard.clone(), seq.clone(), pk.clone(), data.clone())),
                 "record twice: {seq}"
@@ -114,8 +115,8 @@ pub(crate) fn check(
                 );
             }
             last_seq.insert(shard.clone(), seq.clone());
-            first_iter.entry(shard.clone()).or_insert(i);
-            last_iter.insert(shard.clone(), i);
+            first_at.entry(shard.clone()).or_insert((i, l));
+            last_at.insert(shard.clone(), (i, l));
         }
     }
     let expected: BTreeSet<_> = put.iter().map(Put::line).collect();
@@ -133,43 +134,293 @@ pub(crate) fn check(
     }
     for (child, ps) in parents {
         for p in ps {
-            if let (Some(pl), Some(cf)) = (last_iter.get(p), first_iter.get(child)) {
+            if let (Some(pl), Some(cf)) = (last_at.get(p), first_at.get(child)) {
                 assert!(
                     pl < cf,
-                    "child {child} read in iteration {cf}, parent {p} still in {pl}"
+                    "child {child} read from (iteration, line) {cf:?}, parent {p} until {pl:?}"
                 );
             }
         }
     }
 }
 
+/// A split, then a merge, between iterations: each iteration holds exactly
+/// the records put before it, on whichever shard they landed (the children
+/// join the iteration of their parents' end), in shard order, parents'
+/// records before their children's, and every replay is byte-identical.
 #[tokio::test(flavor = "multi_thread")]
-async fn split_then_merge_between_iterations_reads_parents_before_children() {
+async fn split_then_merge_between_iterations_each_iteration_holds_what_arrived_before_it() {
     let k = kinesis_local_client().await;
     let stream = unique("rs");
     create_stream(&k, &stream, 1).await;
     wait_active(&k, &stream).await;
     let table = table();
-    let mut put = put_many(&k, &stream, 0, 8).await;
-    let mut iterations = vec![next(&stream, &table, "L")];
+    let mut steps = vec![put_many(&k, &stream, 0, 8).await];
+    let mut raw = vec![ok(reader_kl(&args(&stream, &table, "L", "next")))];
     // Split the only shard, then write to both halves.
     split(&k, &stream, &open_shards(&k, &stream).await[0]).await;
-    put.extend(put_many(&k, &stream, 8, 12).await);
-    iterations.push(next(&stream, &table, "L"));
+    steps.push(put_many(&k, &stream, 8, 12).await);
+    raw.push(ok(reader_kl(&args(&stream, &table, "L", "next"))));
     // Merge the two children back into one, then write again.
     let halves = open_shards(&k, &stream).await;
     assert_eq!(halves.len(), 2);
     merge(&k, &stream, halves[0].shard_id(), halves[1].shard_id()).await;
-    put.extend(put_many(&k, &stream, 20, 10).await);
-    for _ in 0..3 {
-        iterations.push(next(&stream, &table, "L"));
+    steps.push(put_many(&k, &stream, 20, 10).await);
+    raw.push(ok(reader_kl(&args(&stream, &table, "L", "next"))));
+    raw.push(ok(reader_kl(&args(&stream, &table, "L", "next"))));
+    let iterations: Vec<_> = raw.iter().map(|o| parse_lines(o)).collect();
+    for (i, put) in steps.iter().enumerate() {
+        let mut got = iterations[i].clone();
+        let mut want: Vec<_> = put.iter().map(Put::line).collect();
+        got.sort();
+        want.sort();
+        assert_eq!(
+            got, want,
+            "iteration {i} holds exactly the records put before it"
+        );
     }
+    assert!(iterations[3].is_empty(), "nothing is held back");
+    let put: Vec<Put> = steps.into_iter().flatten().collect();
     check(&iterations, &put, &lineage(&k, &stream).await);
-    // A replay of the iteration that read the children is identical.
-    let replay = ok(reader_kl(&args(&stream, &table, "L", "1")));
-    assert_eq!(parse_lines(&replay), iterations[1]);
-    // The last iterations are empty: nothing is read twice.
-    assert!(iterations[4].is_empty());
+    for (i, first) in raw.iter().enumerate() {
+        let replay = ok(reader_kl(&args(&stream, &table, "L", &i.to_string())));
+        assert_eq!(&replay, first, "replay of iteration {i}");
+    }
+}
+
+/// UpdateShardCount from 2 to 4, then to 3, between iterations, while a
+/// producer writes all along: each iteration holds exactly the records that
+/// arrived between the previous one's snapshot and its own, on whichever
+/// shard they landed. (A record put within half a second of a snapshot may
+/// fall on either side of it: it may not be visible yet when its shard is
+/// caught up.)
+#[tokio::test(flavor = "multi_thread")]
+async fn update_shard_count_while_a_producer_writes_delays_no_record() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let k = kinesis_local_client().await;
+    let stream = unique("usc");
+    create_stream(&k, &stream, 2).await;
+    wait_active(&k, &stream).await;
+    let table = table();
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (k, stream, stop) = (k.clone(), stream.clone(), stop.clone());
+        tokio::spawn(async move {
+            // Each record with the times before and after its put.
+            let mut put: Vec<(Put, i64, i64)> = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let before = now();
+                let p = crate::harness::put(
+                    &k,
+                    &stream,
+                    &format!("key-{}", i % 23),
+                    format!("u{i}").as_bytes(),
+                )
+                .await;
+                put.push((p, before, now()));
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(15)).await;
+            }
+            put
+        })
+    };
+    let next = || {
+        let (s, t) = (stream.clone(), table.clone());
+        tokio::task::spawn_blocking(move || parse_lines(&ok(reader_kl(&args(&s, &t, "U", "next")))))
+    };
+    let update = |to: i32| {
+        let (k, s) = (k.clone(), stream.clone());
+        async move {
+            k.update_shard_count()
+                .stream_name(&s)
+                .target_shard_count(to)
+                .scaling_type(aws_sdk_kinesis::types::ScalingType::UniformScaling)
+                .send()
+                .await
+                .unwrap();
+            wait_active(&k, &s).await;
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut iterations = vec![next().await.unwrap()];
+    update(4).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    iterations.push(next().await.unwrap());
+    update(3).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    iterations.push(next().await.unwrap());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    iterations.push(next().await.unwrap());
+    stop.store(true, Ordering::SeqCst);
+    let put = producer.await.unwrap();
+    iterations.push(next().await.unwrap());
+
+    // Each iteration's snapshot, from its header.
+    let d = dynamo().await;
+    let mut snapshot = Vec::new();
+    for i in 0..iterations.len() {
+        let h = d
+            .get_item()
+            .table_name(&table)
+            .key(
+                "HashKey",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("{stream}/U")),
+            )
+            .key(
+                "RangeKey",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("{i:010}")),
+            )
+            .send()
+            .await
+            .unwrap();
+        let item = h.item().unwrap();
+        snapshot.push(item["opened_at"].as_n().unwrap().parse::<i64>().unwrap());
+    }
+    let in_iteration: BTreeMap<(String, String, String, String), usize> = iterations
+        .iter()
+        .enumerate()
+        .flat_map(|(i, lines)| lines.iter().map(move |l| (l.clone(), i)))
+        .collect();
+    let mut late = Vec::new();
+    for (p, before, after) in &put {
+        let Some(&i) = in_iteration.get(&p.line()) else {
+            panic!(
+                "record {:?} ({before}..{after}) is in no iteration",
+                p.line()
+            );
+        };
+        // It arrived before its iteration's snapshot, and not well before
+        // the previous one's.
+        assert!(
+            *before < snapshot[i],
+            "{:?} put at {before}, after iteration {i}'s snapshot {}",
+            p.line(),
+            snapshot[i]
+        );
+        if i > 0 && *after < snapshot[i - 1] - 500 {
+            late.push(format!(
+                "{:?} put at {after}, before iteration {}'s snapshot {}, read in {i}",
+                p.line(),
+                i - 1,
+                snapshot[i - 1]
+            ));
+        }
+    }
+    assert!(
+        late.is_empty(),
+        "{} of {} records held back: {late:#?}",
+        late.len(),
+        put.len()
+    );
+    let children: usize = iterations[1..3]
+        .iter()
+        .map(|it| it.iter().filter(|l| open_shard_ids_before(&l.0)).count())
+        .sum();
+    assert!(
+        children > 0,
+        "no record of a child in the iterations that span the reshards"
+    );
+    check(
+        &iterations,
+        &put.into_iter().map(|p| p.0).collect::<Vec<_>>(),
+        &lineage(&k, &stream).await,
+    );
+}
+
+/// Shards created by a reshard have numbers past the stream's first two.
+fn open_shard_ids_before(shard: &str) -> bool {
+    shard
+        .rsplit('-')
+        .next()
+        .and_then(|n| n.parse::<u64>().ok())
+        .is_some_and(|n| n >= 2)
+}
+
+/// kill -9 while a run reads the children of a split (their parent's end
+/// already fixed), then a rerun: it prints what an undisturbed run prints.
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_while_reading_a_child_then_rerun_gives_the_undisturbed_bytes() {
+    let k = kinesis_local_client().await;
+    let stream = unique("rskill");
+    create_stream(&k, &stream, 1).await;
+    wait_active(&k, &stream).await;
+    let table = table();
+    put_many(&k, &stream, 0, 20).await;
+    let parent = open_shards(&k, &stream).await[0].shard_id().to_string();
+    split(&k, &stream, &open_shards(&k, &stream).await[0]).await;
+    // Small pages: each child takes a couple of seconds to read.
+    put_many(&k, &stream, 20, 400).await;
+    let run = |logical: &str| {
+        let mut a = args(&stream, &table, logical, "0");
+        a.extend(["--batch-size", "20", "--rerun-without-wait"]);
+        a.into_iter().map(str::to_string).collect::<Vec<_>>()
+    };
+    let strs = |a: &[String]| a.iter().map(String::clone).collect::<Vec<_>>();
+    let read = |a: &[String]| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        tokio::task::block_in_place(|| ok(reader_kl(&a)))
+    };
+    let undisturbed = read(&run("U"));
+    assert_eq!(parse_lines(&undisturbed).len(), 420);
+    let fixed = |logical: &str| -> Vec<(String, bool)> {
+        let o = reader_kl(&[
+            "status",
+            "--stream",
+            &stream,
+            "--checkpoint-table",
+            &table,
+            "--logical-name",
+            logical,
+            "--json",
+        ]);
+        let v: serde_json::Value = serde_json::from_slice(&ok(o)).unwrap();
+        v.as_array().unwrap().first().map_or(Vec::new(), |i| {
+            i["shards"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| {
+                    (
+                        s["shard_id"].as_str().unwrap().to_string(),
+                        !s["fixed_by"].is_null(),
+                    )
+                })
+                .collect()
+        })
+    };
+    for name in ["K0", "K1", "K2"] {
+        let a = strs(&run(name));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let mut child = spawn_reader_kl(&a);
+        // Kill as soon as the parent's end is fixed.
+        let shards = tokio::task::block_in_place(|| loop {
+            let f = fixed(name);
+            if f.iter().any(|(s, done)| *s == parent && *done) {
+                let _ = child.kill();
+                let _ = child.wait();
+                break fixed(name);
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "{name} ended before its parent was fixed"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        });
+        assert_eq!(shards.len(), 3, "{shards:?}");
+        assert!(
+            shards.iter().any(|(s, done)| *s != parent && !done),
+            "{name} was killed while reading a child: {shards:?}"
+        );
+        assert_eq!(read(&run(name)), undisturbed, "{name} after its kill");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

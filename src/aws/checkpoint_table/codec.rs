@@ -103,11 +103,17 @@ pub fn shard_pk(k: &LogicalKey, i: u64) -> String {
 /// one partition key is served, even when opening and closing come at once.
 pub const SHARDS_PER_PARTITION: usize = 200;
 
-/// The newest table layout this version writes and reads. 1: an
-/// iteration's shard items under one key (every iteration before layouts
-/// were numbered); 2: a wide iteration's spread over `shard_partitions` keys.
-/// A header of a higher layout is refused, not misread.
-pub const LAYOUT: u32 = 2;
+/// The table layout this version writes, and the newest it reads, in each
+/// iteration header (and a wide iteration's layout item):
+/// - 1 (or none): an iteration's shard items under one key, and a child in
+///   the iteration after the one that read its parents to their end (every
+///   iteration before layouts were numbered);
+/// - 2: a wide iteration's shard items spread over `shard_partitions` keys;
+/// - 3: besides, a child may be in the same iteration as its parents, to be
+///   read after them (the README's "Iterations: the semantics").
+///
+/// A header or layout item of a higher layout is refused, not misread.
+pub const LAYOUT: u32 = 3;
 
 /// The range key of a wide iteration's layout item; `!` sorts before every
 /// shard id.
@@ -189,7 +195,7 @@ impl Codec<'_> {
     pub fn header_item(&self, k: &LogicalKey, h: &IterationHeader, parts: u32) -> Item {
         let mut item = self.key(header_pk(k), iteration_sk(h.number));
         item.insert("kind".into(), s("iteration"));
-        item.insert("layout".into(), n(if parts > 1 { 2 } else { 1 }));
+        item.insert("layout".into(), n(LAYOUT));
         if parts > 1 {
             item.insert("shard_partitions".into(), n(parts));
         }
@@ -587,7 +593,7 @@ mod tests {
         let t = table();
         let c = Codec { t: &t };
         let wide = c.header_item(&key(), &header(), 5);
-        assert_eq!(get_n::<u32>(&wide, "layout"), Some(2));
+        assert_eq!(get_n::<u32>(&wide, "layout"), Some(LAYOUT));
         assert_eq!(c.parse_header(&wide).unwrap(), header());
         let mut newer = wide.clone();
         newer.insert("layout".into(), n(LAYOUT + 1));
