@@ -16,11 +16,13 @@ fn config(args: &[&str]) -> ReaderConfig {
         "kinesis-reader",
         "--stream",
         "logs",
-        "--min-call-interval",
-        "0ms",
         "--fields",
         "shard_id,sequence_number,data",
     ];
+    // No pacing, unless a test asks for it.
+    if !args.contains(&"--min-call-interval") {
+        argv.extend(["--min-call-interval", "0ms"]);
+    }
     argv.extend_from_slice(args);
     let cli = ReaderCli::try_parse_from(argv).unwrap();
     let none = |_: &str| None;
@@ -418,4 +420,123 @@ async fn a_run_that_waited_for_a_lease_plans_from_a_fresh_shard_list() {
         .collect();
     assert_eq!(ids, ["shardId-1", "shardId-2", "shardId-3"]);
     assert_eq!(out.lines().count(), 4, "{out}");
+}
+
+/// p was split into c and d before the iteration was planned: one run reads
+/// the family, each child after p, and fixes every shard; a replay prints the
+/// same bytes; the next iteration goes on from the children alone.
+#[tokio::test]
+async fn a_split_family_is_read_in_one_iteration_children_after_their_parent() {
+    // The children's records arrived "earlier" by their clocks than some
+    // of the parent's: lineage order wins over arrival order.
+    let early = |first: u64, tag: &str| {
+        (first..first + 2)
+            .map(|i| {
+                record(
+                    &i.to_string(),
+                    &format!("{tag}{i}"),
+                    1_000 + (i % 100) as i64,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let api = Arc::new(
+        MemoryStream::new("logs")
+            .with_shard("shardId-0", &[], records(100, 3, "p"))
+            .with_shard("shardId-1", &[], records(200, 2, "o"))
+            .with_shard("shardId-2", &["shardId-0"], early(300, "c"))
+            .with_shard("shardId-3", &["shardId-0"], early(400, "d")),
+    );
+    api.close("shardId-0");
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::default());
+    let (first, s) = read(api.clone(), Some(store.clone()), &checkpointed("next"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (s.iteration, s.records, s.fixed_now),
+        (Some(0), 9, 4),
+        "{first}"
+    );
+    let lines: Vec<&str> = first.lines().collect();
+    let last_parent = lines
+        .iter()
+        .rposition(|l| l.starts_with("shardId-0\t"))
+        .unwrap();
+    let first_child = lines
+        .iter()
+        .position(|l| l.starts_with("shardId-2\t") || l.starts_with("shardId-3\t"))
+        .unwrap();
+    assert!(last_parent < first_child, "{first}");
+    let (again, _) = read(api.clone(), Some(store.clone()), &checkpointed("0"))
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    api.put("shardId-2", records(302, 1, "c"));
+    let (next, _) = read(api.clone(), Some(store.clone()), &checkpointed("next"))
+        .await
+        .unwrap();
+    assert_eq!(next, "shardId-2\t302\tc302\n");
+    let ids: Vec<String> = store
+        .shards(&key(), 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.shard_id)
+        .collect();
+    assert_eq!(ids, ["shardId-1", "shardId-2", "shardId-3"]);
+}
+
+/// An iteration timeout stops the parent before its end: its child reads
+/// nothing in that iteration (its end is fixed where it starts), and the
+/// next iteration reads the rest of the family, the child after its parent.
+/// (Pages of one record, a call every 200 ms: the parent's 20 records take
+/// about 4 s, the child's 2 would take 200 ms, the timeout is 1 s.)
+#[tokio::test]
+async fn a_parent_stopped_by_a_timeout_leaves_its_child_unread() {
+    let api = Arc::new(
+        MemoryStream::new("logs")
+            .with_shard("shardId-0", &[], records(100, 20, "p"))
+            .with_shard("shardId-1", &["shardId-0"], records(300, 2, "c")),
+    );
+    api.close("shardId-0");
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::default());
+    let limited = config(&[
+        "--checkpoint-table",
+        "cp-table",
+        "--logical-name",
+        "top",
+        "--iteration",
+        "next",
+        "--until",
+        "timeouts",
+        "--iteration-timeout",
+        "1s",
+        "--batch-size",
+        "1",
+        "--min-call-interval",
+        "200ms",
+    ]);
+    let (first, _) = read(api.clone(), Some(store.clone()), &limited)
+        .await
+        .unwrap();
+    assert!(!first.contains("shardId-1"), "{first}");
+    let fixed = store.shards(&key(), 0).await.unwrap();
+    let child = fixed.iter().find(|s| s.shard_id == "shardId-1").unwrap();
+    let end = child.end.as_ref().unwrap();
+    assert_eq!(
+        (end.records, end.closed, &end.next),
+        (0, false, &child.start)
+    );
+    assert!(
+        !fixed[0].end.as_ref().unwrap().closed,
+        "the parent was stopped early"
+    );
+    let (rest, _) = read(api.clone(), Some(store.clone()), &checkpointed("next"))
+        .await
+        .unwrap();
+    let want: String = (100..120)
+        .map(|i| format!("shardId-0\t{i}\tp{i}\n"))
+        .chain((300..302).map(|i| format!("shardId-1\t{i}\tc{i}\n")))
+        .collect();
+    assert_eq!(format!("{first}{rest}"), want);
 }

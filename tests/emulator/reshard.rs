@@ -669,3 +669,85 @@ async fn map_tasks_read_by_enhanced_fan_out_as_the_plans_consumer() {
     let o = reader_kl(&["deregister-consumer", "efo-map", "--stream", &stream]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// Map mode after a split: `plan` keeps the family (the closed parent and
+/// its children) on one manifest line whatever `--shards-per-line` says, its
+/// task prints the parent's lines before the children's, the tasks together
+/// print exactly the iteration, and a task given a child without its parent
+/// refuses to start.
+#[tokio::test(flavor = "multi_thread")]
+async fn map_mode_keeps_a_family_on_one_line_read_in_lineage_order() {
+    let k = kinesis_local_client().await;
+    let stream = unique("rsmap");
+    create_stream(&k, &stream, 2).await;
+    wait_active(&k, &stream).await;
+    let table = table();
+    let mut put = put_many(&k, &stream, 0, 20).await;
+    let parent = open_shards(&k, &stream).await[0].clone();
+    split(&k, &stream, &parent).await;
+    put.extend(put_many(&k, &stream, 20, 30).await);
+    let plan = [
+        "plan",
+        "--stream",
+        &stream,
+        "--checkpoint-table",
+        &table,
+        "--logical-name",
+        "F",
+        "--shards-per-line",
+        "1",
+    ];
+    let manifest = String::from_utf8(ok(reader_kl(&plan))).unwrap();
+    let lines: Vec<serde_json::Value> = manifest
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let shards: Vec<Vec<&str>> = lines
+        .iter()
+        .map(|l| {
+            l["shards"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(shards.len(), 2, "{manifest}");
+    let family = shards.iter().find(|s| s.len() == 3).expect("a line of 3");
+    assert!(family.contains(&parent.shard_id()), "{family:?}");
+    let kl = [("AWS_ENDPOINT_URL_KINESIS", kinesis_local())];
+    let task_args = [
+        "--shards-from-stdin",
+        "--checkpoint-table",
+        &table,
+        "--fields",
+        "shard_id,sequence_number,partition_key,data",
+    ];
+    // A line that names a child but not its parent is refused.
+    let child = family.iter().find(|s| **s != parent.shard_id()).unwrap();
+    let mut cut = lines[shards.iter().position(|s| s.len() == 3).unwrap()].clone();
+    cut["shards"] = serde_json::json!([child]);
+    let o = reader_input(&task_args, format!("{cut}\n").as_bytes(), &kl);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("after its parent"), "{}", stderr(&o));
+    let mut tasks = Vec::new();
+    for line in manifest.lines() {
+        let o = reader_input(&task_args, format!("{line}\n").as_bytes(), &kl);
+        assert!(o.status.success(), "{}", stderr(&o));
+        tasks.push(parse_lines(&o.stdout));
+    }
+    // In the family's task, the parent's lines come before its children's.
+    let fam = &tasks[shards.iter().position(|s| s.len() == 3).unwrap()];
+    let last_parent = fam.iter().rposition(|l| l.0 == parent.shard_id()).unwrap();
+    let first_child = fam.iter().position(|l| l.0 != parent.shard_id()).unwrap();
+    assert!(last_parent < first_child, "{fam:?}");
+    let mut got: Vec<_> = tasks.into_iter().flatten().collect();
+    let mut want: Vec<_> = put.iter().map(Put::line).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(
+        got, want,
+        "the tasks print exactly the records put before the plan"
+    );
+}
