@@ -134,19 +134,7 @@ pub fn next_shards(
     // them. A parent in it that is not closed yet holds its children back,
     // even when it enters only now (a split, then a merge of one of the
     // split's children, both between two iterations).
-    let mut lineage: BTreeSet<&str> = prev.iter().map(|s| s.shard_id.as_str()).collect();
-    loop {
-        let more: Vec<&str> = listed
-            .iter()
-            .filter(|c| !lineage.contains(c.shard_id.as_str()))
-            .filter(|c| c.parents().iter().any(|p| lineage.contains(p.as_str())))
-            .map(|c| c.shard_id.as_str())
-            .collect();
-        if more.is_empty() {
-            break;
-        }
-        lineage.extend(more);
-    }
+    let lineage = with_descendants(prev, listed);
     for s in prev {
         let end = s.end.as_ref().expect("checked above");
         if !end.closed {
@@ -172,16 +160,7 @@ pub fn next_shards(
                 .all(|p| closed.contains(p.as_str()) || !lineage.contains(p.as_str()));
             if ready {
                 next.entry(c.shard_id.clone())
-                    .or_insert_with(|| ShardCheckpoint {
-                        shard_id: c.shard_id.clone(),
-                        parents: c.parents(),
-                        start: match not_before_ms {
-                            Some(ms) => Position::Timestamp(ms),
-                            None => Position::At(c.starting_sequence_number.clone()),
-                        },
-                        known_until_ms: not_before_ms,
-                        end: None,
-                    });
+                    .or_insert_with(|| entering(c, not_before_ms));
             } else {
                 all_ready = false;
             }
@@ -224,23 +203,8 @@ fn with_family(
         .filter(|s| s.end.as_ref().is_some_and(|e| e.closed))
         .map(|s| s.shard_id.as_str())
         .collect();
-    let mut lineage: BTreeSet<String> = prev
-        .iter()
-        .chain(&shards)
-        .map(|s| s.shard_id.clone())
-        .collect();
-    loop {
-        let more: Vec<String> = listed
-            .iter()
-            .filter(|c| !lineage.contains(&c.shard_id))
-            .filter(|c| c.parents().iter().any(|p| lineage.contains(p)))
-            .map(|c| c.shard_id.clone())
-            .collect();
-        if more.is_empty() {
-            break;
-        }
-        lineage.extend(more);
-    }
+    let all: Vec<ShardCheckpoint> = prev.iter().chain(&shards).cloned().collect();
+    let lineage = with_descendants(&all, listed);
     loop {
         let ids: BTreeSet<String> = shards.iter().map(|s| s.shard_id.clone()).collect();
         let joining: Vec<ShardCheckpoint> = listed
@@ -254,16 +218,7 @@ fn with_family(
                         || !lineage.contains(p)
                 })
             })
-            .map(|c| ShardCheckpoint {
-                shard_id: c.shard_id.clone(),
-                parents: c.parents(),
-                start: match not_before_ms {
-                    Some(ms) => Position::Timestamp(ms),
-                    None => Position::At(c.starting_sequence_number.clone()),
-                },
-                known_until_ms: not_before_ms,
-                end: None,
-            })
+            .map(|c| entering(c, not_before_ms))
             .collect();
         if joining.is_empty() {
             break;
@@ -272,6 +227,38 @@ fn with_family(
     }
     shards.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
     shards
+}
+
+/// The lineage: the ids of `shards` and of every listed descendant of them.
+fn with_descendants(shards: &[ShardCheckpoint], listed: &[ShardInfo]) -> BTreeSet<String> {
+    let mut lineage: BTreeSet<String> = shards.iter().map(|s| s.shard_id.clone()).collect();
+    loop {
+        let more: Vec<String> = listed
+            .iter()
+            .filter(|c| !lineage.contains(&c.shard_id))
+            .filter(|c| c.parents().iter().any(|p| lineage.contains(p)))
+            .map(|c| c.shard_id.clone())
+            .collect();
+        if more.is_empty() {
+            return lineage;
+        }
+        lineage.extend(more);
+    }
+}
+
+/// A child entering an iteration: at its first record, or at
+/// `not_before_ms` when the logical name started at a time.
+fn entering(c: &ShardInfo, not_before_ms: Option<i64>) -> ShardCheckpoint {
+    ShardCheckpoint {
+        shard_id: c.shard_id.clone(),
+        parents: c.parents(),
+        start: match not_before_ms {
+            Some(ms) => Position::Timestamp(ms),
+            None => Position::At(c.starting_sequence_number.clone()),
+        },
+        known_until_ms: not_before_ms,
+        end: None,
+    }
 }
 
 /// An iteration's shards in families: each shard with its parents and

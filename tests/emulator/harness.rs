@@ -411,7 +411,21 @@ pub fn args<'a>(
 
 /// `status --json` of a logical name.
 pub fn status(stream: &str, table: &str, logical: &str) -> serde_json::Value {
-    let out = ok(reader(&[
+    status_with(reader, stream, table, logical)
+}
+
+/// [`status`] of a stream on kinesis-local.
+pub fn status_kl(stream: &str, table: &str, logical: &str) -> serde_json::Value {
+    status_with(reader_kl, stream, table, logical)
+}
+
+fn status_with(
+    run: fn(&[&str]) -> Output,
+    stream: &str,
+    table: &str,
+    logical: &str,
+) -> serde_json::Value {
+    let out = ok(run(&[
         "status",
         "--stream",
         stream,

@@ -72,6 +72,15 @@ async fn merge(k: &Kinesis, stream: &str, a: &str, b: &str) {
     wait_active(k, stream).await;
 }
 
+/// A new stream of `shards` on kinesis-local, active, and a new checkpoint table.
+async fn new_stream(prefix: &str, shards: i32) -> (Kinesis, String, String) {
+    let k = kinesis_local_client().await;
+    let stream = unique(prefix);
+    create_stream(&k, &stream, shards).await;
+    wait_active(&k, &stream).await;
+    (k, stream, table())
+}
+
 /// Parents of every shard, from ListShards.
 async fn lineage(k: &Kinesis, stream: &str) -> BTreeMap<String, Vec<String>> {
     let out = k.list_shards().stream_name(stream).send().await.unwrap();
@@ -150,11 +159,7 @@ pub(crate) fn check(
 /// records before their children's, and every replay is byte-identical.
 #[tokio::test(flavor = "multi_thread")]
 async fn split_then_merge_between_iterations_each_iteration_holds_what_arrived_before_it() {
-    let k = kinesis_local_client().await;
-    let stream = unique("rs");
-    create_stream(&k, &stream, 1).await;
-    wait_active(&k, &stream).await;
-    let table = table();
+    let (k, stream, table) = new_stream("rs", 1).await;
     let mut steps = vec![put_many(&k, &stream, 0, 8).await];
     let mut raw = vec![ok(reader_kl(&args(&stream, &table, "L", "next")))];
     // Split the only shard, then write to both halves.
@@ -198,11 +203,7 @@ async fn split_then_merge_between_iterations_each_iteration_holds_what_arrived_b
 async fn update_shard_count_while_a_producer_writes_delays_no_record() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
-    let k = kinesis_local_client().await;
-    let stream = unique("usc");
-    create_stream(&k, &stream, 2).await;
-    wait_active(&k, &stream).await;
-    let table = table();
+    let (k, stream, table) = new_stream("usc", 2).await;
     let now = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -348,11 +349,7 @@ fn open_shard_ids_before(shard: &str) -> bool {
 /// already fixed), then a rerun: it prints what an undisturbed run prints.
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_while_reading_a_child_then_rerun_gives_the_undisturbed_bytes() {
-    let k = kinesis_local_client().await;
-    let stream = unique("rskill");
-    create_stream(&k, &stream, 1).await;
-    wait_active(&k, &stream).await;
-    let table = table();
+    let (k, stream, table) = new_stream("rskill", 1).await;
     put_many(&k, &stream, 0, 20).await;
     let parent = open_shards(&k, &stream).await[0].shard_id().to_string();
     split(&k, &stream, &open_shards(&k, &stream).await[0]).await;
@@ -371,27 +368,15 @@ async fn kill_9_while_reading_a_child_then_rerun_gives_the_undisturbed_bytes() {
     let undisturbed = read(&run("U"));
     assert_eq!(parse_lines(&undisturbed).len(), 420);
     let fixed = |logical: &str| -> Vec<(String, bool)> {
-        let o = reader_kl(&[
-            "status",
-            "--stream",
-            &stream,
-            "--checkpoint-table",
-            &table,
-            "--logical-name",
-            logical,
-            "--json",
-        ]);
-        let v: serde_json::Value = serde_json::from_slice(&ok(o)).unwrap();
+        let v = status_kl(&stream, &table, logical);
         v.as_array().unwrap().first().map_or(Vec::new(), |i| {
             i["shards"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .map(|s| {
-                    (
-                        s["shard_id"].as_str().unwrap().to_string(),
-                        !s["fixed_by"].is_null(),
-                    )
+                    let id = s["shard_id"].as_str().unwrap().to_string();
+                    (id, !s["fixed_by"].is_null())
                 })
                 .collect()
         })
@@ -425,11 +410,7 @@ async fn kill_9_while_reading_a_child_then_rerun_gives_the_undisturbed_bytes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn five_iterations_with_a_producer_splitting_and_merging_meanwhile() {
-    let k = kinesis_local_client().await;
-    let stream = unique("live");
-    create_stream(&k, &stream, 1).await;
-    wait_active(&k, &stream).await;
-    let table = table();
+    let (k, stream, table) = new_stream("live", 1).await;
     let producer = {
         let (k, stream) = (k.clone(), stream.clone());
         tokio::spawn(async move {
@@ -485,11 +466,7 @@ async fn five_iterations_with_a_producer_splitting_and_merging_meanwhile() {
 /// in shard order, parents before children.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_split_and_a_merge_under_faults_lose_and_duplicate_nothing() {
-    let k = kinesis_local_client().await;
-    let stream = unique("rsf");
-    create_stream(&k, &stream, 1).await;
-    wait_active(&k, &stream).await;
-    let table = table();
+    let (k, stream, table) = new_stream("rsf", 1).await;
     let p = crate::proxy::start(
         kinesis_local(),
         endpoint(),
@@ -566,11 +543,7 @@ async fn a_split_and_a_merge_under_faults_lose_and_duplicate_nothing() {
 /// removed only when asked.
 #[tokio::test(flavor = "multi_thread")]
 async fn enhanced_fan_out_reads_the_same_iterations_as_polling() {
-    let k = kinesis_local_client().await;
-    let stream = unique("efo");
-    create_stream(&k, &stream, 2).await;
-    wait_active(&k, &stream).await;
-    let table = table();
+    let (k, stream, table) = new_stream("efo", 2).await;
     let efo = |logical: &str, it: &str| {
         let mut a = args(&stream, &table, logical, it);
         a.extend(["--efo-consumer", "efo-test"]);
@@ -606,11 +579,7 @@ async fn enhanced_fan_out_reads_the_same_iterations_as_polling() {
 /// they print exactly the records a polling replay of the iteration prints.
 #[tokio::test(flavor = "multi_thread")]
 async fn map_tasks_read_by_enhanced_fan_out_as_the_plans_consumer() {
-    let k = kinesis_local_client().await;
-    let stream = unique("efo-map");
-    create_stream(&k, &stream, 2).await;
-    wait_active(&k, &stream).await;
-    let table = table();
+    let (k, stream, table) = new_stream("efo-map", 2).await;
     put_many(&k, &stream, 0, 40).await;
     let kl = [("AWS_ENDPOINT_URL_KINESIS", kinesis_local())];
     let plan = [
@@ -677,11 +646,7 @@ async fn map_tasks_read_by_enhanced_fan_out_as_the_plans_consumer() {
 /// refuses to start.
 #[tokio::test(flavor = "multi_thread")]
 async fn map_mode_keeps_a_family_on_one_line_read_in_lineage_order() {
-    let k = kinesis_local_client().await;
-    let stream = unique("rsmap");
-    create_stream(&k, &stream, 2).await;
-    wait_active(&k, &stream).await;
-    let table = table();
+    let (k, stream, table) = new_stream("rsmap", 2).await;
     let mut put = put_many(&k, &stream, 0, 20).await;
     let parent = open_shards(&k, &stream).await[0].clone();
     split(&k, &stream, &parent).await;
