@@ -61,7 +61,7 @@ pub enum Command {
     /// Open an iteration for map tasks (its shards and starts are fixed) and print its
     /// manifest: one line per group of shards, for NLineInputFormat or `--shards-from-stdin`.
     Plan {
-        /// Shards per manifest line (per map task).
+        /// Shards per manifest line (per map task); a child and its parents in the iteration stay on one line.
         #[arg(long, default_value_t = 1, allow_negative_numbers = true, value_parser = super::whole::<usize>)]
         shards_per_line: usize,
     },
