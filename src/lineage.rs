@@ -68,7 +68,7 @@ pub fn spec_time(start_spec: &str) -> Option<i64> {
 /// Every start is concrete: a sequence number or a timestamp.
 pub fn first_shards(listed: &[ShardInfo], start: &StartSpec, now_ms: i64) -> Vec<ShardCheckpoint> {
     let ids: BTreeSet<&str> = listed.iter().map(|s| s.shard_id.as_str()).collect();
-    let roots = listed
+    let roots: Vec<ShardCheckpoint> = listed
         .iter()
         .filter(|s| match start {
             StartSpec::Latest => s.ending_sequence_number.is_none(),
@@ -96,7 +96,8 @@ pub fn first_shards(listed: &[ShardInfo], start: &StartSpec, now_ms: i64) -> Vec
         StartSpec::Latest => Some(now_ms),
         StartSpec::AtTimestamp(ms) => Some(*ms),
     };
-    with_family(roots, &[], listed, not_before)
+    let lineage = with_descendants(&roots, listed);
+    with_family(roots, &BTreeSet::new(), &lineage, listed, not_before)
 }
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -175,21 +176,24 @@ pub fn next_shards(
     }
     Ok(with_family(
         next.into_values().collect(),
-        prev,
+        &closed,
+        &lineage,
         listed,
         not_before_ms,
     ))
 }
 
 /// `shards` with their family: every listed descendant whose parents are
-/// each either in the iteration and closed when it was listed, or read to
-/// their end in `prev`, or outside the lineage (never read, or long gone).
+/// each either in the iteration and closed when it was listed, or `ended`
+/// (read to their end in the previous iteration), or outside the `lineage`
+/// (never read, or long gone).
 /// Such a child is read after its parents in the same run, and only if they
 /// are read to their end there (a parent that an iteration timeout stops
 /// early leaves its child unread, to go on from its start next time).
 fn with_family(
     mut shards: Vec<ShardCheckpoint>,
-    prev: &[ShardCheckpoint],
+    ended: &BTreeSet<&str>,
+    lineage: &BTreeSet<String>,
     listed: &[ShardInfo],
     not_before_ms: Option<i64>,
 ) -> Vec<ShardCheckpoint> {
@@ -198,13 +202,6 @@ fn with_family(
         .filter(|s| s.ending_sequence_number.is_some())
         .map(|s| s.shard_id.as_str())
         .collect();
-    let ended: BTreeSet<&str> = prev
-        .iter()
-        .filter(|s| s.end.as_ref().is_some_and(|e| e.closed))
-        .map(|s| s.shard_id.as_str())
-        .collect();
-    let all: Vec<ShardCheckpoint> = prev.iter().chain(&shards).cloned().collect();
-    let lineage = with_descendants(&all, listed);
     loop {
         let ids: BTreeSet<String> = shards.iter().map(|s| s.shard_id.clone()).collect();
         let joining: Vec<ShardCheckpoint> = listed
