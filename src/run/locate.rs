@@ -298,7 +298,9 @@ pub fn select(opened: &mut Opened, m: &MapMode, key: &LogicalKey) -> Result<()> 
             (s.parents.iter()).find(|p| planned.contains(&p.as_str()) && !wanted.contains(*p))
         {
             return Err(ExitError::Usage(format!(
-                "shard {} of iteration {n} of {:?} is read after its parent {p}, which this task                  was not given: a map task reads a shard's whole family (plan keeps each family                  on one manifest line; give the task that line whole)",
+                "shard {} of iteration {n} of {:?} is read after its parent {p}, which this task \
+                 was not given: a map task reads a shard's whole family (plan keeps each family \
+                 on one manifest line; give the task that line whole)",
                 s.shard_id, key.logical_name
             ))
             .into());

@@ -695,7 +695,12 @@ async fn map_mode_keeps_a_family_on_one_line_read_in_lineage_order() {
     cut["shards"] = serde_json::json!([child]);
     let o = reader_input(&task_args, format!("{cut}\n").as_bytes(), &kl);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("after its parent"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("after its parent shardId-")
+            && stderr(&o).contains(", which this task was not given: a map task reads"),
+        "{}",
+        stderr(&o)
+    );
     let mut tasks = Vec::new();
     for line in manifest.lines() {
         let o = reader_input(&task_args, format!("{line}\n").as_bytes(), &kl);
