@@ -279,10 +279,6 @@ async fn on_yarn_a_failed_and_a_speculated_attempt_still_deliver_every_record_on
 
     // The job, with a task timeout far shorter than the waits: only the
     // reader's heartbeat (every 2 s here) keeps a waiting attempt alive.
-    // Reducers start once every map is done: one started early waits on the
-    // held maps in its shuffle, and on a busy machine the short timeout
-    // killed such reducers (and the load they added cost a map attempt its
-    // heartbeat once).
     let bins = PathBuf::from(READER)
         .parent()
         .unwrap()
@@ -297,7 +293,7 @@ async fn on_yarn_a_failed_and_a_speculated_attempt_still_deliver_every_record_on
     let speculate = cluster.work.join("speculate");
     let defines = format!(
         "-D mapreduce.task.timeout={} -D kinesis.hadoop.status.interval=2s \
-         -D mapreduce.map.maxattempts=4 -D mapreduce.job.reduce.slowstart.completedmaps=1.0 \
+         -D mapreduce.map.maxattempts=4 \
          -D yarn.app.mapreduce.am.job.task.estimator.class=CertainSpeculation \
          -D certain.speculation.file={}",
         timeout.as_millis(),
