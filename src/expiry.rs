@@ -145,6 +145,7 @@ mod tests {
             start,
             known_until_ms: known,
             end: None,
+            joined: None,
         }
     }
 

@@ -89,6 +89,7 @@ pub fn first_shards(listed: &[ShardInfo], start: &StartSpec, now_ms: i64) -> Vec
                 StartSpec::AtTimestamp(ms) => Some(*ms),
             },
             end: None,
+            joined: None,
         })
         .collect();
     let not_before = match start {
@@ -243,6 +244,33 @@ fn with_descendants(shards: &[ShardCheckpoint], listed: &[ShardInfo]) -> BTreeSe
     }
 }
 
+/// The children of `parent` that join a run in which `parent` was just read
+/// to its end, having closed after the run's iteration was planned: listed
+/// children not in the run yet (`in_run`) every parent of which is in the
+/// run and read to its end (`ended`). So a child of a merge joins with its
+/// last parent, and a child whose parent is not in the run waits for the
+/// next iteration, as [`next_shards`] then plans it.
+pub fn joining(
+    parent: &str,
+    listed: &[ShardInfo],
+    in_run: &BTreeSet<String>,
+    ended: &BTreeSet<String>,
+    not_before_ms: Option<i64>,
+) -> Vec<ShardCheckpoint> {
+    listed
+        .iter()
+        .filter(|c| !in_run.contains(&c.shard_id))
+        .filter(|c| {
+            let parents = c.parents();
+            parents.iter().any(|p| p == parent)
+                && parents
+                    .iter()
+                    .all(|p| in_run.contains(p) && ended.contains(p))
+        })
+        .map(|c| entering(c, not_before_ms))
+        .collect()
+}
+
 /// A child entering an iteration: at its first record, or at
 /// `not_before_ms` when the logical name started at a time.
 fn entering(c: &ShardInfo, not_before_ms: Option<i64>) -> ShardCheckpoint {
@@ -255,6 +283,7 @@ fn entering(c: &ShardInfo, not_before_ms: Option<i64>) -> ShardCheckpoint {
         },
         known_until_ms: not_before_ms,
         end: None,
+        joined: None,
     }
 }
 
@@ -307,6 +336,7 @@ fn carry(s: &ShardCheckpoint, end: &ShardEnd) -> ShardCheckpoint {
         start: end.next.clone(),
         known_until_ms: end.known_until_ms.or(s.known_until_ms),
         end: None,
+        joined: None,
     }
 }
 
@@ -445,6 +475,7 @@ mod tests {
                     start: Position::At("2".into()),
                     known_until_ms: None,
                     end: None,
+                    joined: None,
                 },
                 Some("15"),
                 false,
@@ -555,5 +586,35 @@ mod tests {
             next_shards(&i0, &listed, None),
             Err(LineageError::Unfinished("s".into()))
         );
+    }
+
+    /// A split's children join as soon as their parent was read to its end;
+    /// a merge's child only with its last parent; a child already in the
+    /// run, or one with a parent outside the run, does not.
+    #[test]
+    fn children_join_a_run_once_every_parent_in_it_was_read_to_its_end() {
+        let listed = [
+            shard_info("a", &[], "1", Some("9")),
+            shard_info("b", &[], "1", Some("9")),
+            shard_info("x", &[], "1", Some("9")),
+            shard_info("a1", &["a"], "10", None),
+            shard_info("a2", &["a"], "20", None),
+            shard_info("ab", &["a1", "b"], "30", None),
+            shard_info("xy", &["x", "y"], "40", None),
+        ];
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        let in_run = set(&["a", "b", "x", "y"]);
+        let joined = joining("a", &listed, &in_run, &set(&["a"]), None);
+        assert_eq!(ids(&joined), ["a1", "a2"]);
+        assert_eq!(joined[0].start, Position::At("10".into()));
+        assert_eq!(joined[0].parents, ["a"]);
+        let in_run = set(&["a", "b", "x", "y", "a1", "a2"]);
+        assert!(joining("a1", &listed, &in_run, &set(&["a", "a1"]), None).is_empty());
+        let ab = joining("b", &listed, &in_run, &set(&["a", "a1", "b"]), Some(5));
+        assert_eq!(ids(&ab), ["ab"]);
+        assert_eq!(ab[0].start, Position::Timestamp(5));
+        let in_run = set(&["a", "b", "x", "a1", "a2", "ab"]);
+        assert!(joining("x", &listed, &in_run, &set(&["x"]), None).is_empty());
+        assert!(joining("a", &listed, &in_run, &set(&["a"]), None).is_empty());
     }
 }

@@ -20,6 +20,13 @@
 //! joins the merge when its last parent has finished: until then it neither
 //! holds the others back nor has its records written. So its records follow
 //! all of its parents', at a point of the output fixed by the records alone.
+//!
+//! A child may also join while the merge runs, when a parent is read to its
+//! end because it closed during the run: `on_done` then answers with the
+//! lanes that join (maybe none), and nothing else is written until they are
+//! in. They take the next lane numbers, so a replay that has them from the
+//! start, after every other lane and waiting for their parents, writes the
+//! same bytes.
 
 use crate::format::Formatter;
 use crate::pages::ShardPages;
@@ -30,7 +37,11 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::io::Write;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+
+/// What `on_done` answers for a finished shard: `Some` when children may
+/// join the merge now; they come through the receiver.
+pub type Joining = Option<oneshot::Receiver<Vec<MergeShard>>>;
 
 #[derive(Debug, PartialEq)]
 enum State {
@@ -76,6 +87,8 @@ pub struct MergeShard {
 pub struct MergeStats {
     pub records: u64,
     pub bytes: u64,
+    /// Shards that joined while the merge ran.
+    pub joined: usize,
 }
 
 /// Runs until every shard is done. Its only wait is for the next shard
@@ -86,7 +99,7 @@ pub async fn merge(
     mut events: mpsc::Receiver<(usize, ShardEvent)>,
     out: &mut impl Write,
     fmt: &Formatter,
-    mut on_done: impl FnMut(usize, Option<Outcome>) -> Result<()>,
+    mut on_done: impl FnMut(usize, Option<Outcome>) -> Result<Joining>,
 ) -> Result<MergeStats> {
     let mut children = vec![Vec::new(); shards.len()];
     for (i, s) in shards.iter().enumerate() {
@@ -145,13 +158,42 @@ pub async fn merge(
     loop {
         // Finish every shard that is done and fully written; its children
         // whose parents are all finished join.
-        for i in 0..lanes.len() {
+        let mut i = 0;
+        while i < lanes.len() {
             let s = &mut lanes[i];
             if !s.finished && s.waiting == 0 && s.state == State::Done && s.is_empty() {
                 s.finished = true;
                 unfinished -= 1;
                 out.flush().context("writing to stdout")?;
-                on_done(i, s.outcome.take())?;
+                let id = s.shard_id.clone();
+                if let Some(joining) = on_done(i, s.outcome.take())? {
+                    let joined = joining.await.map_err(|_| {
+                        anyhow::anyhow!("the children of shard {id} could not join the run")
+                    })?;
+                    stats.joined += joined.len();
+                    for j in joined {
+                        let c = lanes.len();
+                        let waiting: Vec<usize> = j
+                            .parents
+                            .into_iter()
+                            .filter(|p| !lanes[*p].finished)
+                            .collect();
+                        for p in &waiting {
+                            lanes[*p].children.push(c);
+                        }
+                        lanes.push(Lane {
+                            shard_id: j.shard_id,
+                            pages: VecDeque::new(),
+                            state: State::Active,
+                            outcome: None,
+                            finished: false,
+                            page_slots: j.page_slots,
+                            waiting: waiting.len(),
+                            children: Vec::new(),
+                        });
+                        unfinished += 1;
+                    }
+                }
                 for c in lanes[i].children.clone() {
                     let child = &mut lanes[c];
                     child.waiting -= 1;
@@ -162,6 +204,7 @@ pub async fn merge(
                     }
                 }
             }
+            i += 1;
         }
         if unfinished == 0 {
             break;
@@ -297,7 +340,7 @@ mod tests {
             let mut done = Vec::new();
             block_on(merge(shards, rx, &mut out, &fmt, |i, _| {
                 done.push(i);
-                Ok(())
+                Ok(None)
             }))
             .unwrap();
             assert_eq!(done.len(), 2);
@@ -356,7 +399,7 @@ mod tests {
             let mut done = Vec::new();
             block_on(merge(shards, rx, &mut out, &fmt, |i, _| {
                 done.push(i);
-                Ok(())
+                Ok(None)
             }))
             .unwrap();
             let at = |i| done.iter().position(|d| *d == i).unwrap();
@@ -402,8 +445,86 @@ mod tests {
             })
             .collect();
         let mut out = Vec::new();
-        block_on(merge(shards, rx, &mut out, &fmt, |_, _| Ok(()))).unwrap();
+        block_on(merge(shards, rx, &mut out, &fmt, |_, _| Ok(None))).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "k\tr1\no\tr1\n");
+    }
+
+    /// p splits into c1 and c2 while the merge runs: they join when p is
+    /// finished, as lanes 2 and 3. The bytes are those of a merge that had
+    /// them from the start as lanes 2 and 3 waiting for p (a replay), even
+    /// where c1's record has the same arrival time as o's second one.
+    #[test]
+    fn children_that_join_while_the_merge_runs_print_as_a_replay_does() {
+        let fmt = Formatter::new(
+            vec![Field::ShardId, Field::Data],
+            DataEncoding::Escape,
+            OutputFormat::Tsv,
+            "s",
+            None,
+        );
+        let (p, o) = (vec![rec(1, 10), rec(2, 40)], vec![rec(1, 20), rec(2, 50)]);
+        let (c1, c2) = (vec![rec(1, 50), rec(2, 60)], vec![rec(1, 30)]);
+        let lane = |s: &str, parents: Vec<usize>| MergeShard {
+            shard_id: s.to_string(),
+            page_slots: ShardPages::alone(),
+            parents,
+        };
+        let feed = |tx: &mpsc::Sender<(usize, ShardEvent)>, i: usize, recs: &[Record]| {
+            for r in recs {
+                tx.try_send((i, ShardEvent::Page(vec![r.clone()].into())))
+                    .unwrap();
+            }
+            tx.try_send((i, ShardEvent::Done(None))).unwrap();
+        };
+
+        let (tx, rx) = mpsc::channel(64);
+        for (i, recs) in [&p, &o, &c1, &c2].into_iter().enumerate() {
+            feed(&tx, i, recs);
+        }
+        drop(tx);
+        let lanes = vec![
+            lane("p", vec![]),
+            lane("o", vec![]),
+            lane("c1", vec![0]),
+            lane("c2", vec![0]),
+        ];
+        let mut replayed = Vec::new();
+        block_on(merge(lanes, rx, &mut replayed, &fmt, |_, _| Ok(None))).unwrap();
+
+        let (tx, rx) = mpsc::channel(64);
+        feed(&tx, 0, &p);
+        feed(&tx, 1, &o);
+        let mut late = Some(tx.clone());
+        drop(tx);
+        let mut asked = Vec::new();
+        let mut joined = Vec::new();
+        let stats = block_on(merge(
+            vec![lane("p", vec![]), lane("o", vec![])],
+            rx,
+            &mut joined,
+            &fmt,
+            |i, _| {
+                asked.push(i);
+                if i != 0 {
+                    return Ok(None);
+                }
+                // The children's pages come once they have joined.
+                let tx = late.take().unwrap();
+                feed(&tx, 2, &c1);
+                feed(&tx, 3, &c2);
+                let (answer, joining) = oneshot::channel();
+                answer
+                    .send(vec![lane("c1", vec![0]), lane("c2", vec![0])])
+                    .unwrap_or_else(|_| panic!("the merge waits"));
+                Ok(Some(joining))
+            },
+        ))
+        .unwrap();
+        assert_eq!(stats.joined, 2);
+        assert_eq!(asked.len(), 4, "every lane finishes once: {asked:?}");
+        let out = String::from_utf8(joined).unwrap();
+        assert_eq!(out, "p\tr1\no\tr1\np\tr2\nc2\tr1\no\tr2\nc1\tr1\nc1\tr2\n");
+        assert_eq!(out.as_bytes(), replayed);
     }
 
     #[test]
@@ -430,7 +551,7 @@ mod tests {
             .collect();
         let handle = std::thread::spawn(move || {
             let mut out = Vec::new();
-            block_on(merge(shards, rx, &mut out, &fmt, |_, _| Ok(()))).map(|_| out)
+            block_on(merge(shards, rx, &mut out, &fmt, |_, _| Ok(None))).map(|_| out)
         });
         std::thread::sleep(std::time::Duration::from_millis(100));
         // The idle shard then produces a record older than a's second one.

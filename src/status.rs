@@ -75,6 +75,7 @@ fn to_json(it: &Iteration, now_ms: i64) -> serde_json::Value {
         "shards": shards.iter().map(|s| json!({
             "shard_id": s.shard_id,
             "parents": s.parents,
+            "joined": s.joined,
             "start": s.start.to_string(),
             "last_sequence_number": s.end.as_ref().and_then(|e| e.last_sequence.clone()),
             "next": s.end.as_ref().map(|e| e.next.to_string()),

@@ -125,6 +125,11 @@ pub struct ShardCheckpoint {
     /// may have aged out unread. `None`: nothing to check (a shard's beginning).
     pub known_until_ms: Option<i64>,
     pub end: Option<ShardEnd>,
+    /// A child that joined the run that read its parents to their end after
+    /// the iteration was opened (they closed during it): the order it joined
+    /// in, 1 for the first. Its lane in the merge comes after every planned
+    /// shard's, in this order, so that a replay interleaves as the run did.
+    pub joined: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -222,7 +227,9 @@ pub trait CheckpointStore: Send + Sync {
         header: &IterationHeader,
         shards: &[ShardCheckpoint],
     ) -> Result<(), StoreError>;
-    /// Adds shard items that a crashed creator did not get to write.
+    /// Adds shard items under the lease: ones a crashed creator did not get
+    /// to write, or children that join the run (`joined` set; that marks the
+    /// iteration as one an older version must not read).
     async fn add_shards(
         &self,
         key: &LogicalKey,

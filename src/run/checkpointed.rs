@@ -2,6 +2,7 @@
 //! to its end rule (or replayed), each shard's end fixed as soon as its
 //! records are delivered, and the iteration recorded as succeeded or failed.
 
+use super::joins::Joins;
 use super::leases::{lease_lost, record_ends, release, Held, Renewal};
 use super::pump::Pump;
 use super::Summary;
@@ -29,8 +30,8 @@ use tokio::sync::mpsc;
 const FIXES_PER_WRITE: usize = 1_000;
 
 /// What to skip in a shard whose stored position aged out (`--on-expired
-/// skip`): where it now reads from, and what was lost.
-type Skipped = HashMap<usize, (Option<Position>, String)>;
+/// skip`), by shard: where it now reads from, and what was lost.
+type Skipped = HashMap<String, (Option<Position>, String)>;
 
 /// An opened iteration and everything reading it needs.
 pub struct IterationRun<'a> {
@@ -129,6 +130,18 @@ impl IterationRun<'_> {
         };
         let mut settings = self.read.clone();
         settings.record_sizes = Arc::new(self.record_sizes(&read_shards).await);
+        // Children join a run that holds the whole iteration.
+        let joins = (leased && self.lease.task.is_none()).then(|| {
+            Arc::new(Joins::new(
+                self.api.clone(),
+                self.store.clone(),
+                self.key.clone(),
+                n,
+                self.lease.holder(),
+                crate::lineage::spec_time(&self.opened.header.start_spec),
+                &shards,
+            ))
+        });
         let pump = Pump {
             api: self.api.clone(),
             closed: self.closed,
@@ -142,12 +155,13 @@ impl IterationRun<'_> {
                 Some(n),
             ),
             limit: self.cfg.max_concurrent_shards,
+            joins,
         };
         let (ends, fixes) = mpsc::unbounded_channel();
         let reading = async {
             let (stats, ()) = tokio::try_join!(
                 pump.run(&read_shards, out, ends),
-                self.fix_ends(fixes, &shards, &skipped)
+                self.fix_ends(fixes, &skipped)
             )?;
             Ok(stats)
         };
@@ -169,8 +183,8 @@ impl IterationRun<'_> {
                 iteration: Some(n),
                 records: stats.records,
                 bytes: stats.bytes,
-                shards: shards.len(),
-                fixed_now: shards.len() - replayed,
+                shards: shards.len() + stats.joined,
+                fixed_now: shards.len() + stats.joined - replayed,
                 replayed,
                 elapsed: Duration::ZERO,
                 held: Some(Held {
@@ -204,8 +218,12 @@ impl IterationRun<'_> {
             iteration: Some(n),
             records: stats.records,
             bytes: stats.bytes,
-            shards: shards.len(),
-            fixed_now: if leased { shards.len() - replayed } else { 0 },
+            shards: shards.len() + stats.joined,
+            fixed_now: if leased {
+                shards.len() + stats.joined - replayed
+            } else {
+                0
+            },
             replayed,
             elapsed: Duration::ZERO,
             held: None,
@@ -219,8 +237,7 @@ impl IterationRun<'_> {
     /// code 3. A replay fixes nothing.
     async fn fix_ends(
         &self,
-        mut ends: mpsc::UnboundedReceiver<(usize, Outcome)>,
-        shards: &[ShardCheckpoint],
+        mut ends: mpsc::UnboundedReceiver<(String, Outcome)>,
         skipped: &Skipped,
     ) -> Result<()> {
         let n = self.opened.header.number;
@@ -237,13 +254,12 @@ impl IterationRun<'_> {
             }
             let fixes: Vec<ShardFix> = arrived
                 .into_iter()
-                .map(|(i, o)| {
-                    let id = &shards[i].shard_id;
-                    let holder = self.lease.holder_of(id);
-                    let end = end_from(o, &holder.owner, skipped.get(&i));
+                .map(|(id, o)| {
+                    let holder = self.lease.holder_of(&id);
+                    let end = end_from(o, &holder.owner, skipped.get(&id));
                     ShardFix {
                         holder,
-                        shard_id: id.clone(),
+                        shard_id: id,
                         end,
                     }
                 })
@@ -348,7 +364,7 @@ impl IterationRun<'_> {
                     None => s.start = p.clone(),
                 }
             }
-            skipped.insert(e.index, (to, e.missing));
+            skipped.insert(s.shard_id.clone(), (to, e.missing));
         }
         Ok((shards, skipped))
     }

@@ -11,6 +11,7 @@
 //! - `leases`: renewing, releasing and losing leases.
 
 mod checkpointed;
+mod joins;
 mod leases;
 mod locate;
 mod pump;

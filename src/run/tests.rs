@@ -380,9 +380,27 @@ async fn a_run_that_waited_for_a_lease_plans_from_a_fresh_shard_list() {
     let api: Arc<dyn StreamApi> = stream.clone();
     let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::default());
     let cfg = checkpointed("next");
-    let holder = prepare(api.clone(), Some(store.clone()), &cfg, "host:1:1", None)
-        .await
-        .unwrap();
+    // The holder reads a shard at a time, so that the children do not join
+    // its run (groups are cut before the run starts).
+    let one_at_a_time = config(&[
+        "--checkpoint-table",
+        "cp-table",
+        "--logical-name",
+        "top",
+        "--iteration",
+        "next",
+        "--max-concurrent-shards",
+        "1",
+    ]);
+    let holder = prepare(
+        api.clone(),
+        Some(store.clone()),
+        &one_at_a_time,
+        "host:1:1",
+        None,
+    )
+    .await
+    .unwrap();
     // The waiter lists the shards now, then waits for the holder's lease;
     // meanwhile shardId-0 splits, and the holder reads it to its end.
     let waiter = read_as("other:1:1", api.clone(), Some(store.clone()), &cfg);
@@ -397,7 +415,7 @@ async fn a_run_that_waited_for_a_lease_plans_from_a_fresh_shard_list() {
             .with_shard("shardId-3", &["shardId-0"], records(400, 2, "d"));
         let s = run(
             holder,
-            &cfg,
+            &one_at_a_time,
             Box::new(Captured::default()),
             crate::stop::never(),
             false,
@@ -539,4 +557,82 @@ async fn a_parent_stopped_by_a_timeout_leaves_its_child_unread() {
         .chain((300..302).map(|i| format!("shardId-1\t{i}\tc{i}\n")))
         .collect();
     assert_eq!(format!("{first}{rest}"), want);
+}
+
+/// shardId-0 splits after the iteration was planned, before the run has
+/// read it to its end: its children join the run, recorded with the order
+/// they joined in, their records after all of shardId-0's even where their
+/// clocks say earlier; a replay prints the same bytes, and the next
+/// iteration goes on from the children without repeating a record.
+#[tokio::test]
+async fn children_of_a_shard_that_closes_during_the_run_join_it() {
+    let stream = two_shards();
+    let api: Arc<dyn StreamApi> = stream.clone();
+    let store: Arc<dyn CheckpointStore> = Arc::new(MemoryStore::default());
+    let cfg = checkpointed("next");
+    let p = prepare(api.clone(), Some(store.clone()), &cfg, "host:1:1", None)
+        .await
+        .unwrap();
+    assert_eq!(p.shard_count(), 2);
+    stream.close("shardId-0");
+    let early = |first: u64, tag: &str| {
+        (first..first + 2)
+            .map(|i| {
+                record(
+                    &i.to_string(),
+                    &format!("{tag}{i}"),
+                    1_000 + (i % 100) as i64,
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    // A clone of the stream shares its shards: this adds the children.
+    let _ = stream
+        .as_ref()
+        .clone()
+        .with_shard("shardId-2", &["shardId-0"], early(300, "c"))
+        .with_shard("shardId-3", &["shardId-0"], early(400, "d"));
+    let out = Captured::default();
+    let s = run(p, &cfg, Box::new(out.clone()), crate::stop::never(), false)
+        .await
+        .unwrap();
+    let first = out.text();
+    assert_eq!(
+        (s.iteration, s.records, s.shards, s.fixed_now),
+        (Some(0), 14, 4, 4),
+        "{first}"
+    );
+    let lines: Vec<&str> = first.lines().collect();
+    let last_parent = (lines.iter())
+        .rposition(|l| l.starts_with("shardId-0\t"))
+        .unwrap();
+    let first_child = (lines.iter())
+        .position(|l| l.starts_with("shardId-2\t") || l.starts_with("shardId-3\t"))
+        .unwrap();
+    assert!(last_parent < first_child, "{first}");
+    let stored = store.shards(&key(), 0).await.unwrap();
+    let joined: Vec<(&str, Option<u32>, bool)> = (stored.iter())
+        .map(|s| (s.shard_id.as_str(), s.joined, s.end.is_some()))
+        .collect();
+    assert_eq!(
+        joined,
+        [
+            ("shardId-0", None, true),
+            ("shardId-1", None, true),
+            ("shardId-2", Some(1), true),
+            ("shardId-3", Some(2), true),
+        ]
+    );
+    let (again, _) = read(api.clone(), Some(store.clone()), &checkpointed("0"))
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    stream.put("shardId-3", records(402, 1, "d"));
+    let (next, s) = read(api.clone(), Some(store.clone()), &checkpointed("next"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (s.iteration, next.as_str()),
+        (Some(1), "shardId-3\t402\td402\n")
+    );
 }

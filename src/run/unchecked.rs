@@ -37,6 +37,7 @@ pub async fn read(
         settings: read.clone(),
         fmt: Formatter::new(cfg.fields.clone(), cfg.encoding, cfg.format, stream, None),
         limit: cfg.max_concurrent_shards,
+        joins: None,
     };
     loop {
         let (ends_tx, mut ends_rx) = mpsc::unbounded_channel();
@@ -46,15 +47,14 @@ pub async fn read(
         summary.records += stats.records;
         summary.bytes += stats.bytes;
         summary.shards += shards.len();
-        let mut ends: HashMap<usize, Outcome> = HashMap::new();
-        while let Ok((i, o)) = ends_rx.try_recv() {
-            ends.insert(i, o);
+        let mut ends: HashMap<String, Outcome> = HashMap::new();
+        while let Ok((id, o)) = ends_rx.try_recv() {
+            ends.insert(id, o);
         }
         let done: Vec<ShardCheckpoint> = shards
             .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let o = ends.remove(&i).expect("every live shard reports its end");
+            .map(|s| {
+                let o = (ends.remove(&s.shard_id)).expect("every live shard reports its end");
                 ShardCheckpoint {
                     end: Some(end_from(o, "", None)),
                     ..s.clone()

@@ -49,8 +49,10 @@ pub struct Report {
     pub later_records: u64,
     /// Map tasks and `finish` runs that succeeded.
     pub map_mode: (usize, usize),
-    /// Records of split or merged shards' children in succeeded iterations.
+    /// Records of split or merged shards' children in succeeded iterations,
+    /// and of those children that joined a run while it read.
     pub child_records: u64,
+    pub joined_records: u64,
 }
 
 /// How a run was asked to run.
@@ -564,9 +566,13 @@ pub fn simulate(seed: u64, bug: Option<Bug>) -> Report {
             .filter(|h| succeeded(h))
             .map(|h| h.number)
             .collect();
-        let (mut later_records, mut child_records) = (0, 0);
+        let (mut later_records, mut child_records, mut joined_records) = (0, 0, 0);
         for n in &done {
             let ends = shards(&view, *n).await;
+            let joined = ends.iter().filter(|s| s.joined.is_some());
+            joined_records += (joined.filter_map(|s| s.end.as_ref()))
+                .map(|e| e.records)
+                .sum::<u64>();
             let children = ends.iter().filter(|s| !s.parents.is_empty());
             child_records += children
                 .filter_map(|s| s.end.as_ref())
@@ -611,6 +617,7 @@ pub fn simulate(seed: u64, bug: Option<Bug>) -> Report {
             later_records,
             map_mode,
             child_records,
+            joined_records,
         }
     });
     ACTIVE.set(false);

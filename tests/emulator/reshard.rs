@@ -193,6 +193,73 @@ async fn split_then_merge_between_iterations_each_iteration_holds_what_arrived_b
     }
 }
 
+/// A split, then a merge of the two halves, while one run reads (`--until
+/// timeouts`): each child joins that run once its parents are read to their
+/// end, so the iteration holds every record put during it, each parent's
+/// before its children's. `status` names the joined children in the order
+/// they joined, a replay prints the same bytes, and the next iteration
+/// holds only what came after.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_split_and_a_merge_during_a_run_join_that_run() {
+    let (k, stream, table) = new_stream("rsjoin", 1).await;
+    let mut put = put_many(&k, &stream, 0, 10).await;
+    let parent = open_shards(&k, &stream).await[0].shard_id().to_string();
+    let until = ["--until", "timeouts", "--nodata-timeout", "10s"];
+    let mut a = args(&stream, &table, "J", "next");
+    a.extend(until);
+    let run = spawn_reader_kl(&a);
+    tokio::task::block_in_place(|| {
+        wait_until("iteration 0 is open", 30, || {
+            status_kl(&stream, &table, "J")
+                .as_array()
+                .is_some_and(|v| !v.is_empty())
+        })
+    });
+    split(&k, &stream, &open_shards(&k, &stream).await[0]).await;
+    put.extend(put_many(&k, &stream, 10, 20).await);
+    let halves = open_shards(&k, &stream).await;
+    merge(&k, &stream, halves[0].shard_id(), halves[1].shard_id()).await;
+    put.extend(put_many(&k, &stream, 30, 10).await);
+    let first = tokio::task::block_in_place(|| ok(run.wait_with_output().unwrap()));
+    let parents = lineage(&k, &stream).await;
+    check(&[parse_lines(&first)], &put, &parents);
+
+    let st = status_kl(&stream, &table, "J");
+    let mut joined: Vec<(String, Option<u64>)> = st[0]["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["shard_id"].as_str().unwrap().to_string(),
+                s["joined"].as_u64(),
+            )
+        })
+        .collect();
+    let merged = open_shards(&k, &stream).await[0].shard_id().to_string();
+    let mut want = vec![(parent.clone(), None), (merged.clone(), Some(3))];
+    want.extend(halves.iter().map(|h| {
+        let n = if h.shard_id() == halves[0].shard_id() {
+            1
+        } else {
+            2
+        };
+        (h.shard_id().to_string(), Some(n))
+    }));
+    want.sort();
+    joined.sort();
+    assert_eq!(joined, want, "{st}");
+    assert_eq!(st[0]["state"], "succeeded");
+
+    let replay = ok(reader_kl(&args(&stream, &table, "J", "0")));
+    assert_eq!(replay, first, "replay of iteration 0");
+    let later = put_many(&k, &stream, 40, 5).await;
+    let mut a = args(&stream, &table, "J", "next");
+    a.extend(["--until", "timeouts", "--nodata-timeout", "2s"]);
+    let next = parse_lines(&ok(reader_kl(&a)));
+    check(&[next], &later, &parents);
+}
+
 /// UpdateShardCount from 2 to 4, then to 3, between iterations, while a
 /// producer writes all along: each iteration holds exactly the records that
 /// arrived between the previous one's snapshot and its own, on whichever

@@ -110,10 +110,16 @@ pub const SHARDS_PER_PARTITION: usize = 200;
 ///   iteration before layouts were numbered);
 /// - 2: a wide iteration's shard items spread over `shard_partitions` keys;
 /// - 3: besides, a child may be in the same iteration as its parents, to be
-///   read after them (the README's "Iterations: the semantics").
+///   read after them (the README's "Iterations: the semantics");
+/// - 4: besides, a child joined the run after the iteration was opened
+///   (shard items with `joined`), and a replay must put its lane where that
+///   run did. An iteration is created as 3 and becomes 4 when a child joins.
 ///
 /// A header or layout item of a higher layout is refused, not misread.
-pub const LAYOUT: u32 = 3;
+pub const LAYOUT: u32 = 4;
+
+/// The layout an iteration is created with.
+pub const LAYOUT_CREATED: u32 = 3;
 
 /// The range key of a wide iteration's layout item; `!` sorts before every
 /// shard id.
@@ -195,7 +201,7 @@ impl Codec<'_> {
     pub fn header_item(&self, k: &LogicalKey, h: &IterationHeader, parts: u32) -> Item {
         let mut item = self.key(header_pk(k), iteration_sk(h.number));
         item.insert("kind".into(), s("iteration"));
-        item.insert("layout".into(), n(LAYOUT));
+        item.insert("layout".into(), n(LAYOUT_CREATED));
         if parts > 1 {
             item.insert("shard_partitions".into(), n(parts));
         }
@@ -305,6 +311,9 @@ impl Codec<'_> {
         if let Some(k) = sc.known_until_ms {
             item.insert("start_known_until".into(), n(k));
         }
+        if let Some(j) = sc.joined {
+            item.insert("joined".into(), n(j));
+        }
         if let Some(e) = &sc.end {
             item.extend(end_attributes(e));
         }
@@ -352,6 +361,7 @@ impl Codec<'_> {
             start: pos("start")?.ok_or_else(|| bad("start"))?,
             known_until_ms: get_n(item, "start_known_until"),
             end,
+            joined: get_n(item, "joined"),
         })
     }
 }
@@ -467,6 +477,7 @@ mod tests {
             start: Position::Timestamp(5),
             known_until_ms: Some(5),
             end: None,
+            joined: None,
         };
         let item = c.shard_item(&key(), 7, 1, &open);
         assert_eq!(c.parse_shard(&item).unwrap(), open);
@@ -485,6 +496,7 @@ mod tests {
                 first_sequence: Some("40".into()),
                 first_arrival_ms: Some(6_000),
             }),
+            joined: Some(2),
             ..open
         };
         let item = c.shard_item(&key(), 7, 1, &fixed);
@@ -521,6 +533,7 @@ mod tests {
                 start: Position::At("1".into()),
                 known_until_ms: None,
                 end: None,
+                joined: None,
             },
         );
         shard.insert("start".into(), s("somewhere"));
@@ -578,6 +591,7 @@ mod tests {
                 start: Position::At("1".into()),
                 known_until_ms: None,
                 end: None,
+                joined: None,
             },
         );
         assert_eq!(get_s(&shard, "H"), Some("logs/top/0000000007/3"));
@@ -593,7 +607,7 @@ mod tests {
         let t = table();
         let c = Codec { t: &t };
         let wide = c.header_item(&key(), &header(), 5);
-        assert_eq!(get_n::<u32>(&wide, "layout"), Some(LAYOUT));
+        assert_eq!(get_n::<u32>(&wide, "layout"), Some(LAYOUT_CREATED));
         assert_eq!(c.parse_header(&wide).unwrap(), header());
         let mut newer = wide.clone();
         newer.insert("layout".into(), n(LAYOUT + 1));

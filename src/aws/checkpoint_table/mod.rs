@@ -635,12 +635,22 @@ impl CheckpointStore for DynamoStore {
         holder: &Holder,
         shards: &[ShardCheckpoint],
     ) -> Result<(), StoreError> {
-        let what = format!("completing iteration {i}");
+        let joining = shards.iter().any(|s| s.joined.is_some());
+        let what = match joining {
+            true => format!("adding joined children to iteration {i}"),
+            false => format!("completing iteration {i}"),
+        };
         let parts = self.partitions_of(k, i).await?;
         let chunks: Vec<Vec<TransactWriteItem>> = shards
             .chunks(TRANSACTION_ITEMS - 1)
             .map(|chunk| {
-                let mut items = vec![self.lease_check(k, i, holder)];
+                // A joined child raises the header's layout in the same
+                // transaction: an older version then refuses the iteration
+                // rather than replay it in another order.
+                let mut items = vec![match joining {
+                    true => self.lease_check_raising_layout(k, i, holder),
+                    false => self.lease_check(k, i, holder),
+                }];
                 items.extend(
                     chunk
                         .iter()
@@ -651,7 +661,18 @@ impl CheckpointStore for DynamoStore {
             .collect();
         // Each checks the lease item: one after another.
         for items in chunks {
-            self.transact(items, &what).await?;
+            match self.transact(items, &what).await {
+                // As for fixes: a retry that meets the items its lost first
+                // try wrote has succeeded.
+                Err(StoreError::Conflict(c)) if joining => {
+                    let stored = self.shards(k, i).await?;
+                    let ours = |sc: &ShardCheckpoint| stored.iter().any(|x| x == sc);
+                    if !shards.iter().all(ours) {
+                        return Err(StoreError::Conflict(c));
+                    }
+                }
+                r => r?,
+            }
         }
         Ok(())
     }
@@ -933,6 +954,28 @@ impl DynamoStore {
         TransactWriteItem::builder().update(update).build()
     }
 
+    /// [`Self::lease_check`] of a whole iteration's lease (its header) that
+    /// also sets the header's layout to [`LAYOUT`].
+    fn lease_check_raising_layout(
+        &self,
+        k: &LogicalKey,
+        i: u64,
+        holder: &Holder,
+    ) -> TransactWriteItem {
+        let update = Update::builder()
+            .table_name(&self.t.table)
+            .set_key(Some(self.codec().lease_key(k, i, holder)))
+            .update_expression("SET #l = :l")
+            .condition_expression("#o = :me")
+            .expression_attribute_names("#o", "owner")
+            .expression_attribute_names("#l", "layout")
+            .expression_attribute_values(":me", s(&holder.owner))
+            .expression_attribute_values(":l", n(LAYOUT))
+            .build()
+            .expect("complete");
+        TransactWriteItem::builder().update(update).build()
+    }
+
     /// A transaction item that holds only while `owner` has the lease.
     fn lease_check(&self, k: &LogicalKey, i: u64, holder: &Holder) -> TransactWriteItem {
         TransactWriteItem::builder()
@@ -963,6 +1006,7 @@ mod tests {
             start: Position::At("0".into()),
             known_until_ms: None,
             end: None,
+            joined: None,
         };
         let end = ended(&start, Some("1"), false).end.unwrap();
         (0..n)
