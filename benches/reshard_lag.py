@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How many records a reshard holds back by one or more iterations.
 
-    .venv/bin/python benches/reshard_lag.py [--baseline OLD_BIN_DIR] [--records 40]
+    .venv/bin/python benches/reshard_lag.py [--baseline OLD_BIN_DIR] [--records 40] [--during]
 
 Starts moto (checkpoint table) on 127.0.0.1:4613 and kinesis-local (the stream, which
 reshards like the service) on 127.0.0.1:4614 with scripts/emulator.sh. For each build (this
@@ -20,8 +20,14 @@ Every record written in step k arrived before iteration k was opened, so the sna
 puts it in iteration k. A record that comes out in iteration k + d is held back d iterations.
 The script reports, per build and step, the records written and how many came out late
 (d >= 1), and checks that every record came out exactly once.
+
+With --during, the reshard comes while the run reads: each step writes, starts the run with
+`--until timeouts --nodata-timeout 5s`, waits until it has opened its iteration, reshards and
+writes the second half while the run reads. Every record of step k was written before run k
+ended, into a shard it was reading or into a child of one.
 """
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -89,7 +95,17 @@ def reshard(k, stream: str, step: int) -> None:
     wait_active(k, stream)
 
 
-def measure(label: str, reader: str, per_shard: int) -> list[tuple[int, int, int]]:
+def opened(reader: str, stream: str, table: str, n: int) -> bool:
+    """Whether iteration `n` exists (its run has opened it), from `status --json`."""
+    out = subprocess.run([reader, "status", "--stream", stream, "--checkpoint-table", table,
+                          "--logical-name", "L", "--json"], env=ENV, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL)
+    if out.returncode != 0:
+        return False
+    return any(i.get("iteration") == n for i in json.loads(out.stdout or b"[]"))
+
+
+def measure(label: str, reader: str, per_shard: int, during: bool) -> list[tuple[int, int, int]]:
     k = kinesis()
     stream = f"lag-{label.replace(' ', '-')}-{os.getpid()}"
     k.create_stream(StreamName=stream, ShardCount=2)
@@ -99,15 +115,30 @@ def measure(label: str, reader: str, per_shard: int) -> list[tuple[int, int, int
                    stderr=subprocess.DEVNULL)
     run = [reader, "--stream", stream, "--checkpoint-table", table, "--logical-name", "L",
            "--iteration", "next", "--fields", "data"]
+    if during:
+        run += ["--until", "timeouts", "--nodata-timeout", "5s"]
     written: dict[str, int] = {}
     seen: dict[str, int] = {}
     # Up to three more iterations after the last step, for records held back.
     for it in range(len(STEPS) + 3):
-        if it < len(STEPS) and STEPS[it] != "catch up":
+        stepping = it < len(STEPS) and STEPS[it] != "catch up"
+        if stepping:
             write(k, stream, it, "a", per_shard, written)
+        if stepping and during:
+            proc = subprocess.Popen(run, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for _ in range(600):
+                if opened(reader, stream, table, it):
+                    break
+                time.sleep(0.05)
             reshard(k, stream, it)
             write(k, stream, it, "b", per_shard, written)
-        out = subprocess.run(run, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            stdout, stderr = proc.communicate()
+            out = subprocess.CompletedProcess(run, proc.returncode, stdout, stderr)
+        else:
+            if stepping:
+                reshard(k, stream, it)
+                write(k, stream, it, "b", per_shard, written)
+            out = subprocess.run(run, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         if out.returncode != 0:
             sys.exit(f"{label}: iteration {it} failed:\n{out.stderr.decode()}")
         for line in out.stdout.decode().splitlines():
@@ -129,6 +160,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--baseline", help="directory with another build's kinesis-reader")
     ap.add_argument("--records", type=int, default=40, help="records per open shard, per half step")
+    ap.add_argument("--during", action="store_true", help="reshard while each run reads")
     a = ap.parse_args()
     builds = [("this build", os.path.join(ROOT, "target", "release", "kinesis-reader"))]
     if a.baseline:
@@ -137,7 +169,7 @@ def main() -> None:
     subprocess.run(["scripts/emulator.sh", "start-kinesis-local", str(KL_PORT)], cwd=ROOT,
                    check=True)
     try:
-        results = {label: measure(label, reader, a.records) for label, reader in builds}
+        results = {label: measure(label, reader, a.records, a.during) for label, reader in builds}
         print("| step | what | " + " | ".join(f"{b} written | {b} late" for b, _ in builds) + " |")
         print("|---:|---|" + "---:|---:|" * len(builds))
         for step, what in enumerate(STEPS):

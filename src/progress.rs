@@ -174,9 +174,11 @@ impl Shards {
             .done = true;
     }
     /// The display: a total line, then the shards still reading, the most
-    /// behind first (at most `rows`).
+    /// behind first (at most `rows`). The total counts children that joined
+    /// the run after it started, beyond the `total_shards` it began with.
     pub fn render(&self, total_shards: usize, rows: usize) -> String {
         let m = self.inner.lock().unwrap();
+        let total_shards = total_shards.max(m.len());
         let done = m.values().filter(|s| s.done).count();
         let (records, bytes) = m
             .values()
@@ -327,6 +329,12 @@ mod tests {
         assert_eq!(lines[0], "shards 1/4 done, 27 records, 4.0 MB read");
         assert_eq!(lines[1], "  shardId-2: 10 records, 2.0 MB, 1m 5s behind");
         assert_eq!(lines[2], "  … and 1 more shard reading");
+        // A run that began with 2 shards, and a child that joined it.
+        assert!(
+            s.render(2, 1).starts_with("shards 1/3 done"),
+            "{}",
+            s.render(2, 1)
+        );
     }
 
     #[test]

@@ -98,6 +98,21 @@ async fn lineage(k: &Kinesis, stream: &str) -> BTreeMap<String, Vec<String>> {
         .collect()
 }
 
+/// A number in the header item of iteration `i` of a logical name.
+async fn header_number(table: &str, stream: &str, logical: &str, i: usize, attr: &str) -> i64 {
+    let s = aws_sdk_dynamodb::types::AttributeValue::S;
+    let h = dynamo()
+        .await
+        .get_item()
+        .table_name(table)
+        .key("HashKey", s(format!("{stream}/{logical}")))
+        .key("RangeKey", s(format!("{i:010}")))
+        .send()
+        .await
+        .unwrap();
+    h.item().unwrap()[attr].as_n().unwrap().parse().unwrap()
+}
+
 /// Checks a run of iterations against what was put: each record exactly once,
 /// shard order kept, and every parent's records before any of its
 /// children's (in an earlier iteration, or earlier in the same one).
@@ -250,6 +265,9 @@ async fn a_split_and_a_merge_during_a_run_join_that_run() {
     joined.sort();
     assert_eq!(joined, want, "{st}");
     assert_eq!(st[0]["state"], "succeeded");
+    // Raised when the first child joined: a binary that knows only layout
+    // 3 refuses the iteration rather than replay it in another order.
+    assert_eq!(header_number(&table, &stream, "J", 0, "layout").await, 4);
 
     let replay = ok(reader_kl(&args(&stream, &table, "J", "0")));
     assert_eq!(replay, first, "replay of iteration 0");
@@ -258,6 +276,7 @@ async fn a_split_and_a_merge_during_a_run_join_that_run() {
     a.extend(["--until", "timeouts", "--nodata-timeout", "2s"]);
     let next = parse_lines(&ok(reader_kl(&a)));
     check(&[next], &later, &parents);
+    assert_eq!(header_number(&table, &stream, "J", 1, "layout").await, 3);
 }
 
 /// UpdateShardCount from 2 to 4, then to 3, between iterations, while a
@@ -332,25 +351,10 @@ async fn update_shard_count_while_a_producer_writes_delays_no_record() {
     iterations.push(next().await.unwrap());
 
     // Each iteration's snapshot, from its header.
-    let d = dynamo().await;
     let mut snapshot = Vec::new();
     for i in 0..iterations.len() {
-        let h = d
-            .get_item()
-            .table_name(&table)
-            .key(
-                "HashKey",
-                aws_sdk_dynamodb::types::AttributeValue::S(format!("{stream}/U")),
-            )
-            .key(
-                "RangeKey",
-                aws_sdk_dynamodb::types::AttributeValue::S(format!("{i:010}")),
-            )
-            .send()
-            .await
-            .unwrap();
-        let item = h.item().unwrap();
-        snapshot.push(item["opened_at"].as_n().unwrap().parse::<i64>().unwrap());
+        let opened_at = header_number(&table, &stream, "U", i, "opened_at").await;
+        snapshot.push(opened_at);
     }
     let in_iteration: BTreeMap<(String, String, String, String), usize> = iterations
         .iter()
