@@ -287,6 +287,17 @@ mod tests {
         rt.unwrap().block_on(f)
     }
 
+    /// Lines of the shard id and the data.
+    fn shard_and_data() -> Formatter {
+        Formatter::new(
+            vec![Field::ShardId, Field::Data],
+            DataEncoding::Escape,
+            OutputFormat::Tsv,
+            "s",
+            None,
+        )
+    }
+
     fn rec(seq: u32, ts: i64) -> Record {
         Record {
             sequence_number: seq.to_string(),
@@ -303,13 +314,7 @@ mod tests {
     fn output_order_depends_only_on_records() {
         let a = vec![rec(1, 10), rec(2, 30), rec(3, 30), rec(4, 50)];
         let b = vec![rec(1, 20), rec(2, 30), rec(3, 40)];
-        let fmt = Formatter::new(
-            vec![Field::ShardId, Field::Data],
-            DataEncoding::Escape,
-            OutputFormat::Tsv,
-            "s",
-            None,
-        );
+        let fmt = shard_and_data();
         let run = |split: usize, b_first: bool| {
             let (tx, rx) = mpsc::channel(64);
             let mut evs = Vec::new();
@@ -364,13 +369,7 @@ mod tests {
         let c1 = vec![rec(1, 20), rec(2, 80)];
         let c2 = vec![rec(1, 30)];
         let o = vec![rec(1, 15), rec(2, 50), rec(3, 90)];
-        let fmt = Formatter::new(
-            vec![Field::ShardId, Field::Data],
-            DataEncoding::Escape,
-            OutputFormat::Tsv,
-            "s",
-            None,
-        );
+        let fmt = shard_and_data();
         let run = |order: &[usize]| {
             let (tx, rx) = mpsc::channel(64);
             let lanes = [&p, &c1, &c2, &o];
@@ -420,13 +419,7 @@ mod tests {
     /// child k joins before o's later record can go out.
     #[test]
     fn a_parent_done_at_once_lets_its_child_join_before_anything_else() {
-        let fmt = Formatter::new(
-            vec![Field::ShardId, Field::Data],
-            DataEncoding::Escape,
-            OutputFormat::Tsv,
-            "s",
-            None,
-        );
+        let fmt = shard_and_data();
         let (tx, rx) = mpsc::channel(64);
         tx.try_send((2, ShardEvent::Page(vec![rec(1, 50)].into())))
             .unwrap();
@@ -455,13 +448,7 @@ mod tests {
     /// where c1's record has the same arrival time as o's second one.
     #[test]
     fn children_that_join_while_the_merge_runs_print_as_a_replay_does() {
-        let fmt = Formatter::new(
-            vec![Field::ShardId, Field::Data],
-            DataEncoding::Escape,
-            OutputFormat::Tsv,
-            "s",
-            None,
-        );
+        let fmt = shard_and_data();
         let (p, o) = (vec![rec(1, 10), rec(2, 40)], vec![rec(1, 20), rec(2, 50)]);
         let (c1, c2) = (vec![rec(1, 50), rec(2, 60)], vec![rec(1, 30)]);
         let lane = |s: &str, parents: Vec<usize>| MergeShard {

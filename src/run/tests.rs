@@ -69,6 +69,34 @@ fn records(first: u64, n: u64, tag: &str) -> Vec<crate::records::Record> {
         .collect()
 }
 
+/// Two records of a child, `first` and `first + 1`, that arrived "earlier"
+/// by their clocks than some of [`records`]: lineage order must win over
+/// arrival order.
+fn early(first: u64, tag: &str) -> Vec<crate::records::Record> {
+    (first..first + 2)
+        .map(|i| {
+            record(
+                &i.to_string(),
+                &format!("{tag}{i}"),
+                1_000 + (i % 100) as i64,
+            )
+        })
+        .collect()
+}
+
+/// Asserts that every line of shardId-0 comes before any of its children
+/// shardId-2 and shardId-3.
+fn children_after_parent(out: &str) {
+    let lines: Vec<&str> = out.lines().collect();
+    let last_parent = (lines.iter())
+        .rposition(|l| l.starts_with("shardId-0\t"))
+        .unwrap();
+    let first_child = (lines.iter())
+        .position(|l| l.starts_with("shardId-2\t") || l.starts_with("shardId-3\t"))
+        .unwrap();
+    assert!(last_parent < first_child, "{out}");
+}
+
 fn two_shards() -> Arc<MemoryStream> {
     Arc::new(
         MemoryStream::new("logs")
@@ -445,19 +473,6 @@ async fn a_run_that_waited_for_a_lease_plans_from_a_fresh_shard_list() {
 /// same bytes; the next iteration goes on from the children alone.
 #[tokio::test]
 async fn a_split_family_is_read_in_one_iteration_children_after_their_parent() {
-    // The children's records arrived "earlier" by their clocks than some
-    // of the parent's: lineage order wins over arrival order.
-    let early = |first: u64, tag: &str| {
-        (first..first + 2)
-            .map(|i| {
-                record(
-                    &i.to_string(),
-                    &format!("{tag}{i}"),
-                    1_000 + (i % 100) as i64,
-                )
-            })
-            .collect::<Vec<_>>()
-    };
     let api = Arc::new(
         MemoryStream::new("logs")
             .with_shard("shardId-0", &[], records(100, 3, "p"))
@@ -475,16 +490,7 @@ async fn a_split_family_is_read_in_one_iteration_children_after_their_parent() {
         (Some(0), 9, 4),
         "{first}"
     );
-    let lines: Vec<&str> = first.lines().collect();
-    let last_parent = lines
-        .iter()
-        .rposition(|l| l.starts_with("shardId-0\t"))
-        .unwrap();
-    let first_child = lines
-        .iter()
-        .position(|l| l.starts_with("shardId-2\t") || l.starts_with("shardId-3\t"))
-        .unwrap();
-    assert!(last_parent < first_child, "{first}");
+    children_after_parent(&first);
     let (again, _) = read(api.clone(), Some(store.clone()), &checkpointed("0"))
         .await
         .unwrap();
@@ -575,17 +581,6 @@ async fn children_of_a_shard_that_closes_during_the_run_join_it() {
         .unwrap();
     assert_eq!(p.shard_count(), 2);
     stream.close("shardId-0");
-    let early = |first: u64, tag: &str| {
-        (first..first + 2)
-            .map(|i| {
-                record(
-                    &i.to_string(),
-                    &format!("{tag}{i}"),
-                    1_000 + (i % 100) as i64,
-                )
-            })
-            .collect::<Vec<_>>()
-    };
     // A clone of the stream shares its shards: this adds the children.
     let _ = stream
         .as_ref()
@@ -602,14 +597,7 @@ async fn children_of_a_shard_that_closes_during_the_run_join_it() {
         (Some(0), 14, 4, 4),
         "{first}"
     );
-    let lines: Vec<&str> = first.lines().collect();
-    let last_parent = (lines.iter())
-        .rposition(|l| l.starts_with("shardId-0\t"))
-        .unwrap();
-    let first_child = (lines.iter())
-        .position(|l| l.starts_with("shardId-2\t") || l.starts_with("shardId-3\t"))
-        .unwrap();
-    assert!(last_parent < first_child, "{first}");
+    children_after_parent(&first);
     let stored = store.shards(&key(), 0).await.unwrap();
     let joined: Vec<(&str, Option<u32>, bool)> = (stored.iter())
         .map(|s| (s.shard_id.as_str(), s.joined, s.end.is_some()))
