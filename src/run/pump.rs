@@ -199,23 +199,6 @@ impl Pump<'_> {
         Ok(total)
     }
 
-    /// How a shard is read: its fixed range when replayed, else live to the
-    /// end rules (or to `ending_sequence`, its last record when closed).
-    fn extent(&self, s: &ShardCheckpoint, ending_sequence: Option<String>) -> Extent {
-        match &s.end {
-            Some(e) => Extent::Replay {
-                start: e.read_from.clone().unwrap_or_else(|| s.start.clone()),
-                last: e.last_sequence.clone(),
-            },
-            None => Extent::Live {
-                start: s.start.clone(),
-                ending_sequence,
-                rules: self.rules.clone(),
-                known_until_ms: s.known_until_ms,
-            },
-        }
-    }
-
     /// Reads the shards at `members` (indices into `all`) at once and merges
     /// them onto `out`, letting children join with `joins`.
     async fn group(
@@ -261,7 +244,7 @@ impl Pump<'_> {
             let task = ShardTask {
                 index,
                 shard_id: s.shard_id.clone(),
-                extent: self.extent(s, self.closed.get(&s.shard_id).cloned()),
+                extent: extent(s, self.closed.get(&s.shard_id).cloned(), &self.rules),
                 settings: settings.clone(),
                 page_slots,
                 events: readers.events().expect("the group runs"),
@@ -326,6 +309,23 @@ impl Pump<'_> {
     }
 }
 
+/// How a shard is read: its fixed range when replayed, else live to the
+/// end `rules` (or to `ending_sequence`, its last record when closed).
+fn extent(s: &ShardCheckpoint, ending_sequence: Option<String>, rules: &EndRules) -> Extent {
+    match &s.end {
+        Some(e) => Extent::Replay {
+            start: e.read_from.clone().unwrap_or_else(|| s.start.clone()),
+            last: e.last_sequence.clone(),
+        },
+        None => Extent::Live {
+            start: s.start.clone(),
+            ending_sequence,
+            rules: rules.clone(),
+            known_until_ms: s.known_until_ms,
+        },
+    }
+}
+
 /// Stops a group's readers when dropped.
 struct OnDrop(Readers);
 
@@ -383,12 +383,7 @@ impl Joiner {
                     index,
                     shard_id: s.shard_id.clone(),
                     events: events.clone(),
-                    extent: Extent::Live {
-                        start: s.start.clone(),
-                        ending_sequence: c.ending_sequence,
-                        rules: rules.clone(),
-                        known_until_ms: s.known_until_ms,
-                    },
+                    extent: extent(&s, c.ending_sequence, &rules),
                     settings,
                     page_slots: page_slots.clone(),
                 };
