@@ -66,6 +66,24 @@ struct Lane {
 }
 
 impl Lane {
+    /// A lane with nothing read yet, waiting for `waiting` parents.
+    fn new(
+        shard_id: String,
+        page_slots: Arc<ShardPages>,
+        waiting: usize,
+        children: Vec<usize>,
+    ) -> Lane {
+        Lane {
+            shard_id,
+            pages: VecDeque::new(),
+            state: State::Active,
+            outcome: None,
+            finished: false,
+            page_slots,
+            waiting,
+            children,
+        }
+    }
     fn head(&self) -> Option<RecordRef<'_>> {
         self.pages.front().map(|(p, next)| p.get(*next))
     }
@@ -110,16 +128,7 @@ pub async fn merge(
     let mut lanes: Vec<Lane> = shards
         .into_iter()
         .zip(children)
-        .map(|(s, children)| Lane {
-            shard_id: s.shard_id,
-            pages: VecDeque::new(),
-            state: State::Active,
-            outcome: None,
-            finished: false,
-            page_slots: s.page_slots,
-            waiting: s.parents.len(),
-            children,
-        })
+        .map(|(s, children)| Lane::new(s.shard_id, s.page_slots, s.parents.len(), children))
         .collect();
     let mut heap: BinaryHeap<Reverse<(i64, usize)>> = BinaryHeap::new();
     let mut stats = MergeStats::default();
@@ -181,16 +190,12 @@ pub async fn merge(
                         for p in &waiting {
                             lanes[*p].children.push(c);
                         }
-                        lanes.push(Lane {
-                            shard_id: j.shard_id,
-                            pages: VecDeque::new(),
-                            state: State::Active,
-                            outcome: None,
-                            finished: false,
-                            page_slots: j.page_slots,
-                            waiting: waiting.len(),
-                            children: Vec::new(),
-                        });
+                        lanes.push(Lane::new(
+                            j.shard_id,
+                            j.page_slots,
+                            waiting.len(),
+                            Vec::new(),
+                        ));
                         unfinished += 1;
                     }
                 }
