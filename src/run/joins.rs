@@ -39,8 +39,6 @@ struct State {
     /// The stream's shards as last listed (listed again when a closed
     /// shard's children are not in it).
     listed: Vec<ShardInfo>,
-    /// Every shard in the run, joined ones included.
-    in_run: BTreeSet<String>,
     /// The last `joined` number given.
     joined: u32,
 }
@@ -72,24 +70,28 @@ impl Joins {
             not_before_ms,
             state: tokio::sync::Mutex::new(State {
                 listed: Vec::new(),
-                in_run: shards.iter().map(|s| s.shard_id.clone()).collect(),
                 joined: shards.iter().filter_map(|s| s.joined).max().unwrap_or(0),
             }),
         }
     }
 
     /// The children that join now that `parent` has been read to its end;
-    /// `ended`: every shard of the run read to its end so far. They are
-    /// recorded in the iteration before this returns.
-    pub async fn children_of(&self, parent: &str, ended: &BTreeSet<String>) -> Result<Vec<Child>> {
+    /// `in_run`: every shard of the run, joined ones included; `ended`:
+    /// those read to their end so far. They are recorded in the iteration
+    /// before this returns.
+    pub async fn children_of(
+        &self,
+        parent: &str,
+        in_run: &BTreeSet<String>,
+        ended: &BTreeSet<String>,
+    ) -> Result<Vec<Child>> {
         let mut st = self.state.lock().await;
         let listed_children =
             |l: &[ShardInfo]| l.iter().any(|c| c.parents().iter().any(|p| p == parent));
         if !listed_children(&st.listed) {
             st.listed = self.api.list_shards().await.map_err(stream_error)?;
         }
-        let mut joining =
-            lineage::joining(parent, &st.listed, &st.in_run, ended, self.not_before_ms);
+        let mut joining = lineage::joining(parent, &st.listed, in_run, ended, self.not_before_ms);
         if joining.is_empty() {
             return Ok(Vec::new());
         }
@@ -124,7 +126,6 @@ impl Joins {
         let children = joining
             .into_iter()
             .map(|c| {
-                st.in_run.insert(c.shard_id.clone());
                 let ending_sequence = (st.listed.iter())
                     .find(|l| l.shard_id == c.shard_id)
                     .and_then(|l| l.ending_sequence_number.clone());

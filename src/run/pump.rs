@@ -79,9 +79,7 @@ impl Finished {
             changed.await;
         }
     }
-}
 
-impl Finished {
     /// The shards read to their end so far.
     fn ended(&self) -> BTreeSet<String> {
         let f = self.shards.lock().unwrap_or_else(|p| p.into_inner());
@@ -116,25 +114,20 @@ impl Readers {
     /// all read to their end (else the shard is fixed unread, where it starts).
     /// A reader that fails, or panics, stops the merge.
     fn start(&self, task: ShardTask, parents: Vec<String>) {
-        let Readers {
-            api,
-            failure,
-            finished,
-            ..
-        } = self.clone();
+        let readers = self.clone();
         let events = task.events.clone();
         self.spawn(async move {
-            if !parents.is_empty() && !finished.wait(&parents).await {
+            if !parents.is_empty() && !readers.finished.wait(&parents).await {
                 return task.unread().await;
             }
             let index = task.index;
-            let read = std::panic::AssertUnwindSafe(task.run(api)).catch_unwind();
+            let read = std::panic::AssertUnwindSafe(task.run(readers.api.clone())).catch_unwind();
             let failed = match read.await {
                 Ok(r) => r.err(),
                 Err(_) => Some(anyhow!("the reader of a shard panicked")),
             };
             if let Some(e) = failed {
-                failure.lock().unwrap().get_or_insert(e);
+                readers.fail(e);
                 // Wake the merge so it stops.
                 let _ = events.send((index, ShardEvent::Failed)).await;
             }
@@ -358,8 +351,12 @@ impl Joiner {
         );
         let (settings, rules) = (self.settings.clone(), self.rules.clone());
         self.readers.spawn(async move {
+            let in_run: BTreeSet<String> = {
+                let lanes = lanes.lock().unwrap_or_else(|p| p.into_inner());
+                lanes.iter().map(|l| l.0.clone()).collect()
+            };
             let ended = readers.finished.ended();
-            let children = match joins.children_of(&parent, &ended).await {
+            let children = match joins.children_of(&parent, &in_run, &ended).await {
                 Ok(c) => c,
                 // Dropping `answer` stops the merge; the error is the run's.
                 Err(e) => return readers.fail(e),

@@ -49,9 +49,9 @@ pub struct Report {
     pub later_records: u64,
     /// Map tasks and `finish` runs that succeeded.
     pub map_mode: (usize, usize),
-    /// Records of split or merged shards' children in succeeded iterations,
-    /// and of those children that joined a run while it read.
+    /// Records of split or merged shards' children in succeeded iterations.
     pub child_records: u64,
+    /// Of those, records of children that joined a run while it read.
     pub joined_records: u64,
 }
 
