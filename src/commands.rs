@@ -6,15 +6,16 @@ use crate::aws::{self, checkpoint_table::DynamoStore, kinesis::KinesisStream};
 use crate::config::{AwsSettings, ReaderCommand, ReaderConfig, TableSettings};
 use crate::error::{exit_for, Exit, ExitError};
 use crate::exec;
+use crate::exec::Running;
+use crate::feed::Feed;
 use crate::ports::checkpoint::{CheckpointStore, IterationState, LogicalKey};
-use crate::ports::stream::{stream_name, StreamApi};
+use crate::ports::stream::{stream_name, StreamApi, StreamError};
 use crate::progress::{self, Progress};
 use crate::run;
 use crate::stop::{self, Stop};
 use crate::words::count;
 use anyhow::Result;
 use std::io::{IsTerminal, Write};
-use std::process::Child;
 use std::sync::Arc;
 
 /// How the person or scheduler running us watches stderr.
@@ -84,11 +85,22 @@ async fn status(
     let mut out = std::io::stdout().lock();
     let now = crate::clock::now_ms();
     let n = crate::status::status(&store, &key, last, json, now, &mut out).await?;
-    if n == 0 && !json {
-        eprintln!(
-            "kinesis-reader: logical name {:?} of stream {} has no iterations yet",
-            key.logical_name, key.stream
-        );
+    if n == 0 {
+        // A typo in the stream's name looks the same as a logical name that
+        // has not run yet: the stream says which.
+        let api = KinesisStream::new(&sdk, &key.stream);
+        if let Err(StreamError::NotFound(why)) = api.describe().await {
+            return Err(
+                ExitError::Usage(format!("no iterations: {why} (a typo in --stream?)")).into(),
+            );
+        }
+        if !json {
+            eprintln!(
+                "kinesis-reader: logical name {:?} of stream {} has no iterations yet (check the \
+                 logical name, or run it)",
+                key.logical_name, key.stream
+            );
+        }
     }
     Ok(0)
 }
@@ -188,6 +200,14 @@ async fn read(cfg: ReaderConfig, watch: Watch) -> Result<u8> {
             .into());
         }
     }
+    if cfg.command.is_empty() && crate::descriptors::closed_at_start(1) {
+        return Err(ExitError::Usage(
+            "standard output is closed (>&-), so the records would go nowhere and still count \
+             as delivered: send them to a file or a pipe, or give a command after --"
+                .into(),
+        )
+        .into());
+    }
     let sdk = aws::sdk_config(&cfg.aws).await?;
     let api = Arc::new(KinesisStream::new(&sdk, &cfg.stream).named_by(&cfg.stream_from));
     let dynamo = match &cfg.checkpoint {
@@ -209,16 +229,21 @@ async fn read(cfg: ReaderConfig, watch: Watch) -> Result<u8> {
     });
     // Open the iteration first: a child is told which one it gets.
     let prepared = run::prepare(api, store, &cfg, &owner_id(), meter.clone()).await?;
-    let (out, child, stop): (Box<dyn Write + Send>, Option<Child>, Stop) =
+    let (out, child, stop): (Box<dyn Write + Send>, Option<Started>, Stop) =
         match cfg.command.split_first() {
             // The reader buffers its output in large blocks itself (and
             // flushes before any wait), so stdout gets whole blocks.
             None => (Box::new(std::io::stdout()), None, stop::on_signal()),
-            Some((program, args)) => match exec::spawn(program, args, &prepared.context()) {
-                Ok(mut c) => {
-                    let stdin = c.stdin.take().expect("piped");
-                    let pid = c.id() as i32;
-                    (Box::new(stdin), Some(c), stop::forwarding_to(pid))
+            Some((program, args)) => match start_command(program, args, &prepared) {
+                Ok((mut c, feed)) => {
+                    // The run's copy is the only one: its end is the command's end of input.
+                    let stdin = c.stdin.take().expect("taken once");
+                    let out: Box<dyn Write + Send> = match &feed {
+                        Some(f) => Box::new(f.output(stdin)),
+                        None => Box::new(stdin),
+                    };
+                    let stop = stop::forwarding_to(c.pid);
+                    (out, Some((c, feed)), stop)
                 }
                 Err(e) => {
                     // Nothing was read: give the iteration back at once.
@@ -252,7 +277,7 @@ async fn read(cfg: ReaderConfig, watch: Watch) -> Result<u8> {
             }
             s => (s?, 0),
         },
-        Some(c) => match after_command(c, summary, &cfg, recorded).await? {
+        Some((c, feed)) => match after_command(c, feed, summary, &cfg, recorded).await? {
             Ok(done) => done,
             Err(code) => return Ok(code),
         },
@@ -261,20 +286,81 @@ async fn read(cfg: ReaderConfig, watch: Watch) -> Result<u8> {
     Ok(code)
 }
 
+/// The command after `--`, running, and the feed a writer in it asks.
+type Started = (Running, Option<Feed>);
+
+/// Starts the command after `--`, with a feed socket for a writer in it to
+/// ask whether its input is whole.
+fn start_command(
+    program: &str,
+    args: &[String],
+    prepared: &run::Prepared,
+) -> std::io::Result<Started> {
+    // The feed needs the pipe, and the command needs the feed's name:
+    // the socket is bound first, and learns of the pipe once it exists.
+    let pipe: Arc<std::sync::OnceLock<Arc<exec::Pipe>>> = Arc::default();
+    let seen = pipe.clone();
+    let feed = Feed::serve(move || seen.get().and_then(|p| p.unread()));
+    let c = exec::spawn(
+        program,
+        args,
+        &prepared.context(),
+        feed.as_ref().map(Feed::name),
+    )?;
+    let _ = pipe.set(c.pipe.clone());
+    Ok((c, feed))
+}
+
 /// Exec mode, once the reader's end of the pipe is closed: waits for the
 /// command and records the iteration by its exit status. `Ok(Err(code))`
 /// is a run that ends with the command's code and no summary.
 async fn after_command(
-    c: Child,
+    c: Running,
+    feed: Option<Feed>,
     summary: Result<run::Summary>,
     cfg: &ReaderConfig,
     recorded: Option<(u64, bool)>,
 ) -> Result<Result<(run::Summary, u8), u8>> {
-    let status = tokio::task::spawn_blocking(move || exec::wait(c)).await??;
+    // A writer in the command may be waiting to hear whether its input is whole.
+    if let Some(f) = &feed {
+        f.decide(match &summary {
+            Ok(_) => Ok(()),
+            Err(e) if exit_for(e) == Exit::Ok => {
+                Err("the command stopped reading before the end of the iteration".into())
+            }
+            Err(e) => Err(format!("the reader failed: {e:#}")),
+        });
+    }
+    let exited = tokio::task::spawn_blocking(move || c.wait()).await??;
+    let status = exited.status;
+    let undrained = |what: String| {
+        Err(ExitError::Undrained(format!(
+            "the command exited 0 without reading all of its input{}: {what}",
+            match exited.unread {
+                0 => String::new(),
+                n => format!(" ({} left in its pipe)", count(n, "byte")),
+            }
+        ))
+        .into())
+    };
     match summary {
         Ok(mut s) => {
+            // A command that exits 0 with records still in its pipe did
+            // not read them, however well every write went.
+            let read_all = exited.unread == 0;
             if let Some(h) = s.held.take() {
-                h.finish(status == 0).await?;
+                h.finish(status == 0 && read_all).await?;
+            }
+            if status == 0 && !read_all {
+                return undrained(match recorded {
+                    Some((n, true)) => format!(
+                        "this task's share of iteration {n} failed; its shards' fixed ends \
+                         stay, so a retry replays exactly the same records"
+                    ),
+                    r => {
+                        exec::incomplete(r).unwrap_or_else(|| "it did not get every record".into())
+                    }
+                });
             }
             if status != 0 && cfg.map.is_some() {
                 log::warn!(
@@ -294,10 +380,7 @@ async fn after_command(
             let what =
                 exec::incomplete(recorded).unwrap_or_else(|| "it did not get every record".into());
             if status == 0 {
-                return Err(ExitError::Undrained(format!(
-                    "the command exited 0 without reading all of its input: {what}"
-                ))
-                .into());
+                return undrained(what);
             }
             log::warn!("the command exited with {status} before reading all of its input: {what}");
             Ok(Err(status))

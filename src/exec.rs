@@ -4,19 +4,84 @@
 
 use crate::clock::fmt_ms;
 use crate::config::{exported, mangle, names};
-use std::process::{Child, Command, Stdio};
+use crate::descriptors;
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
 
 /// Where a run is, as its command is told: the stream, and with checkpoints
 /// the logical name, iteration number and opening time (epoch ms).
 pub type RunContext = (String, Option<(String, u64, i64)>);
 
+/// The command, started: the write end of its stdin, and a thread that
+/// waits for it to exit.
+pub struct Running {
+    pub stdin: Option<std::io::PipeWriter>,
+    pub pid: i32,
+    /// The reader's own copy of the pipe's read end (see [`Exited::unread`]).
+    pub pipe: Arc<Pipe>,
+    exited: std::thread::JoinHandle<std::io::Result<Exited>>,
+}
+
+/// How the command ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exited {
+    /// Its exit status as a shell reports it (128 + signal if killed).
+    pub status: u8,
+    /// What it left unread in its stdin pipe when it exited. A pipe holds
+    /// 64 KiB, so a command can exit 0 without reading while every write
+    /// before that succeeded: only this tells.
+    pub unread: usize,
+}
+
+/// The reader's copy of the read end of the command's stdin. Holding it
+/// keeps the pipe's contents countable after the command exits; it is closed
+/// then, so that a write still under way fails as a closed pipe would.
+pub struct Pipe(Mutex<Option<std::io::PipeReader>>);
+
+impl Pipe {
+    /// Bytes in the pipe that no one has read, while the command runs.
+    pub fn unread(&self) -> Option<usize> {
+        let held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        held.as_ref().and_then(|r| descriptors::unread(r).ok())
+    }
+
+    /// Counts what is left, then lets go of the read end.
+    fn close(&self) -> usize {
+        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let left = held
+            .as_ref()
+            .and_then(|r| descriptors::unread(r).ok())
+            .unwrap_or(0);
+        *held = None;
+        left
+    }
+}
+
+impl Running {
+    /// Waits for the command to exit.
+    pub fn wait(self) -> std::io::Result<Exited> {
+        self.exited.join().unwrap_or_else(|_| {
+            Err(std::io::Error::other(
+                "the thread waiting for the command panicked",
+            ))
+        })
+    }
+}
+
 /// Starts `program` with `args`, its stdin a pipe, and the run's context in
 /// its environment under both the `KINESIS_*` names and the EMR names as
-/// Hadoop would pass them.
-pub fn spawn(program: &str, args: &[String], ctx: &RunContext) -> std::io::Result<Child> {
+/// Hadoop would pass them; `feed` is the socket a writer in it asks.
+pub fn spawn(
+    program: &str,
+    args: &[String],
+    ctx: &RunContext,
+    feed: Option<&str>,
+) -> std::io::Result<Running> {
     let (stream, it) = ctx;
+    let (read_end, stdin) = std::io::pipe()?;
+    let pipe = Arc::new(Pipe(Mutex::new(Some(read_end.try_clone()?))));
     let mut cmd = Command::new(program);
-    cmd.args(args).stdin(Stdio::piped());
+    cmd.args(args).stdin(read_end);
     cmd.env(exported::STREAM, stream)
         .env(mangle(names::STREAM), stream);
     if let Some((logical, n, opened_ms)) = it {
@@ -26,11 +91,33 @@ pub fn spawn(program: &str, args: &[String], ctx: &RunContext) -> std::io::Resul
             .env(mangle(names::ITERATION), n.to_string())
             .env(exported::ITERATION_START, fmt_ms(*opened_ms));
     }
-    cmd.spawn()
+    match feed {
+        Some(name) => cmd.env(crate::feed::VARIABLE, name),
+        // An outer reader's socket is not this run's.
+        None => cmd.env_remove(crate::feed::VARIABLE),
+    };
+    let mut child = cmd.spawn()?;
+    // The command's copy of the read end goes with `cmd`.
+    drop(cmd);
+    let pid = child.id() as i32;
+    let watched = pipe.clone();
+    let exited = std::thread::spawn(move || {
+        let status = wait(&mut child)?;
+        Ok(Exited {
+            status,
+            unread: watched.close(),
+        })
+    });
+    Ok(Running {
+        stdin: Some(stdin),
+        pid,
+        pipe,
+        exited,
+    })
 }
 
 /// The child's exit status as a shell reports it (128 + signal if killed).
-pub fn wait(mut c: Child) -> std::io::Result<u8> {
+fn wait(c: &mut Child) -> std::io::Result<u8> {
     use std::os::unix::process::ExitStatusExt;
     let s = c.wait()?;
     Ok(match (s.code(), s.signal()) {

@@ -5,6 +5,7 @@
 
 use crate::clock::fmt_ms;
 use crate::error::ExitError;
+use crate::integrity;
 use crate::lineage::{first_shards, next_shards, spec_time, StartSpec};
 use crate::ports::checkpoint::{
     CheckpointStore, Holder, IterationHeader, IterationState, Lease, LogicalKey, ShardCheckpoint,
@@ -166,16 +167,23 @@ impl Opening<'_> {
             None => match self.create(start).await? {
                 Some(opened) => return Ok(opened),
                 // Another run created it first: fall through to the lease.
-                None => store
-                    .header(key, n)
-                    .await?
-                    .ok_or_else(|| anyhow!("iteration {n} vanished after it was created"))?,
+                None => store.header(key, n).await?.ok_or_else(|| {
+                    ExitError::Usage(format!(
+                        "iteration {n} of logical name {:?} has shard items under {} but no \
+                         header (deleted by hand?): restore the header, or delete those items \
+                         too, which rewinds the logical name to iteration {}'s ends",
+                        key.logical_name,
+                        integrity::shard_items_key(key, n),
+                        n.saturating_sub(1)
+                    ))
+                })?,
             },
         };
         check_same_stream(&header, stream, key)?;
         if header.state == IterationState::Succeeded {
             // Finished for good: a replay needs no lease (and no write).
             let shards = store.shards(key, n).await?;
+            self.check(&header, &shards).await?;
             return Ok(Opened {
                 header,
                 shards,
@@ -199,6 +207,7 @@ impl Opening<'_> {
                 _ => {
                     let header = store.header(key, n).await?.unwrap_or(header);
                     let shards = store.shards(key, n).await?;
+                    self.check(&header, &shards).await?;
                     return Ok(Opened {
                         header,
                         shards,
@@ -209,14 +218,44 @@ impl Opening<'_> {
         }
         let header = store.header(key, n).await?.unwrap_or(header);
         let mut shards = store.shards(key, n).await?;
-        if shards.len() < header.shard_count as usize {
+        let planned = shards.iter().filter(|s| s.joined.is_none()).count();
+        if planned < header.shard_count as usize && integrity::may_be_unfinished(&shards) {
             shards = self.complete_plan(&header, shards).await?;
+        }
+        if let Err(e) = self.check(&header, &shards).await {
+            // Nothing was read: give the leases back as they were.
+            for h in &holders {
+                if let Err(e) = store.finish(key, n, h, header.state, now()).await {
+                    log::warn!("iteration {n}: could not release its lease: {e:#}");
+                }
+            }
+            return Err(e);
         }
         Ok(Opened {
             header,
             shards,
             leased: true,
         })
+    }
+
+    /// The table checked before it is relied on (see `integrity`): the
+    /// iteration's items against its header and themselves, and, for a run
+    /// of the whole iteration, its starts against the previous one's ends
+    /// (one more Query; map tasks leave that to `plan`, which checks once).
+    async fn check(self, header: &IterationHeader, shards: &[ShardCheckpoint]) -> Result<()> {
+        let Opening {
+            store,
+            key,
+            n,
+            lease,
+            ..
+        } = self;
+        let prev = match n > 0 && lease.task.is_none() {
+            true => Some(store.shards(key, n - 1).await?),
+            false => None,
+        };
+        integrity::iteration(key, header, shards, prev.as_deref())?;
+        Ok(())
     }
 
     /// Takes one lease, waiting (up to `lease.wait`) while another run holds
@@ -416,6 +455,7 @@ impl Opening<'_> {
             Some(p) => {
                 check_same_stream(p, stream, key)?;
                 let prev_shards = store.shards(key, p.number).await?;
+                integrity::iteration(key, p, &prev_shards, None)?;
                 let shards =
                     next_shards(&prev_shards, listed, spec_time(&p.start_spec)).map_err(|e| {
                         anyhow!(ExitError::Usage(format!(
@@ -650,10 +690,12 @@ mod tests {
     }
 
     async fn finish_all(store: &MemoryStore, o: &Opened, owner: &str, state: IterationState) {
+        // Iteration n reads up to 5, 15, 25, …: after where n − 1 ended.
+        let last = (5 + 10 * o.header.number).to_string();
         for s in &o.shards {
             let end = ShardEnd {
                 fixed_by: owner.into(),
-                ..ended(s, Some("5"), false).end.unwrap()
+                ..ended(s, Some(&last), false).end.unwrap()
             };
             store
                 .fix_shards(
@@ -668,6 +710,32 @@ mod tests {
             .finish(&key(), o.header.number, &Holder::whole(owner), state, 2_000)
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_creation_cut_short_is_completed_but_a_read_iteration_missing_an_item_is_refused() {
+        let planned = open_as(&MemoryStore::default(), 0, "a", false)
+            .await
+            .unwrap();
+        // The creator died after its first transaction: a header for two
+        // shards and one item, nothing read yet. The next run completes it.
+        let cut = MemoryStore::default();
+        cut.create(&key(), &planned.header, &planned.shards[..1])
+            .await
+            .unwrap();
+        let completed = open_as(&cut, 0, "a", false).await.unwrap();
+        assert_eq!(completed.shards, planned.shards);
+        // An item missing beside one that was read is no creation cut short:
+        // it was deleted, and re-planning it would read its range again.
+        let deleted = MemoryStore::default();
+        let read = ended(&planned.shards[0], Some("5"), false);
+        deleted
+            .create(&key(), &planned.header, &[read])
+            .await
+            .unwrap();
+        let e = open_as(&deleted, 0, "a", false).await.unwrap_err();
+        assert!(e.to_string().contains("2 planned shards"), "{e}");
+        assert_eq!(deleted.shards(&key(), 0).await.unwrap().len(), 1);
     }
 
     #[tokio::test]

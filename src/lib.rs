@@ -10,12 +10,15 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod descriptors;
 pub mod error;
 pub mod exec;
+pub mod feed;
 pub mod stop;
 
 // The reader's run logic: which shards, opening an iteration, reading it.
 pub mod expiry;
+pub mod integrity;
 pub mod iteration;
 pub mod lineage;
 pub mod manifest;

@@ -9,6 +9,7 @@
 use crate::ports::stream::{Page, StreamApi, StreamError, Subscription};
 use crate::position::{seq_cmp, Position};
 use crate::records::Records;
+use crate::words::count;
 use anyhow::{anyhow, Context, Result};
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -64,7 +65,18 @@ pub enum Extent {
     Replay {
         start: Position,
         last: Option<String>,
+        /// What the range recorded of itself; its replay must yield it again.
+        recorded: Option<Recorded>,
     },
+}
+
+/// A fixed range's own facts, as its item records them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    pub records: u64,
+    pub bytes: u64,
+    /// The first record's sequence number (items of old versions lack it).
+    pub first: Option<String>,
 }
 
 /// Where a live read ended: the boundary to fix.
@@ -162,7 +174,14 @@ impl ShardTask {
                 self.live(api.as_ref(), start, ending_sequence, rules, known_until_ms)
                     .await
             }
-            Extent::Replay { start, last } => self.replay(api.as_ref(), start, last).await,
+            Extent::Replay {
+                start,
+                last,
+                recorded,
+            } => {
+                self.replay(api.as_ref(), start, last, recorded.as_ref())
+                    .await
+            }
         };
         r.with_context(|| format!("reading shard {id}"))
     }
@@ -340,12 +359,14 @@ impl ShardTask {
         api: &dyn StreamApi,
         start: Position,
         last: Option<String>,
+        recorded: Option<&Recorded>,
     ) -> Result<()> {
         let Some(last) = last else {
             self.send(ShardEvent::Done(None)).await;
             return Ok(());
         };
         let mut emitted: Option<String> = None;
+        let (mut records, mut bytes) = (0u64, 0u64);
         let mut src = Source::open(api, &self.shard_id, &start, &self.settings).await?;
         loop {
             if !src.more() {
@@ -376,6 +397,18 @@ impl ShardTask {
                     Ordering::Equal => done = true,
                     Ordering::Less => {}
                 }
+                // The first record is checked before anything of it is sent.
+                if let Some(want) = recorded.and_then(|r| r.first.as_deref()) {
+                    if prev.is_none() && r.sequence_number != want {
+                        return Err(not_as_recorded(format!(
+                            "its replay begins with record {}, but its item records first_seq \
+                             {want}",
+                            r.sequence_number
+                        )));
+                    }
+                }
+                records += 1;
+                bytes += r.data.len() as u64;
                 prev = Some(r.sequence_number);
                 keep.push(true);
                 if done {
@@ -391,6 +424,16 @@ impl ShardTask {
                 return Ok(());
             }
             if done {
+                if let Some(want) = recorded.filter(|w| (w.records, w.bytes) != (records, bytes)) {
+                    return Err(not_as_recorded(format!(
+                        "its replay yields {} ({}) up to its last_seq {last}, but its item \
+                         records {} ({})",
+                        count(records, "record"),
+                        count(bytes, "byte"),
+                        count(want.records, "record"),
+                        count(want.bytes, "byte")
+                    )));
+                }
                 self.send(ShardEvent::Done(None)).await;
                 return Ok(());
             }
@@ -593,6 +636,18 @@ impl Source {
     }
 }
 
+/// A replay that does not yield what its range recorded: the item was
+/// edited by hand (see `integrity`), and what was printed is not the
+/// iteration's output.
+fn not_as_recorded(what: String) -> anyhow::Error {
+    crate::error::ExitError::Usage(format!(
+        "{what}: the item was edited by hand, so this output is not the iteration's (discard \
+         it); restore the item's records, bytes and first_seq as they were, or rewind the \
+         logical name (README: The checkpoint table)"
+    ))
+    .into()
+}
+
 fn missing(last: &str, emitted: &Option<String>) -> anyhow::Error {
     anyhow!(
         "the iteration's fixed last record {last} is no longer in the shard (read up to {}); \
@@ -788,6 +843,62 @@ mod tests {
         assert_eq!(o.next, Position::After("70".into()));
     }
 
+    /// Runs a shard task to its end, consuming its pages: its result, and
+    /// how many records it sent.
+    async fn run_result(api: Arc<dyn StreamApi>, extent: Extent) -> (Result<()>, usize) {
+        let (tx, mut rx) = mpsc::channel(4);
+        let page_slots = ShardPages::alone();
+        let task = ShardTask {
+            index: 0,
+            shard_id: "s".into(),
+            extent,
+            settings: ReadSettings::default(),
+            page_slots: page_slots.clone(),
+            events: tx,
+        };
+        let h = tokio::spawn(task.run(api));
+        let mut sent = 0;
+        while let Some((_, ev)) = rx.recv().await {
+            if let ShardEvent::Page(p) = ev {
+                sent += p.len();
+                page_slots.release();
+            }
+        }
+        (h.await.unwrap(), sent)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_replay_that_does_not_yield_what_its_range_recorded_is_refused() {
+        // Records 60 to 220 (r6 … r22): 17 records, 47 bytes, the first 60.
+        let replay = |records, bytes, first: &str| Extent::Replay {
+            start: Position::After("50".into()),
+            last: Some("220".into()),
+            recorded: Some(Recorded {
+                records,
+                bytes,
+                first: Some(first.into()),
+            }),
+        };
+        let (r, sent) = run_result(fake(30, 7, &[]), replay(17, 47, "60")).await;
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(sent, 17);
+        // `records` edited: found at the end, after the records were sent.
+        let (r, _) = run_result(fake(30, 7, &[]), replay(5, 47, "60")).await;
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(
+            e.contains("yields 17 records") && e.contains("records 5 records"),
+            "{e}"
+        );
+        // A first record other than the recorded one stops before it is sent.
+        let (r, sent) = run_result(fake(30, 7, &[]), replay(17, 47, "90")).await;
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(
+            e.contains("begins with record 60") && e.contains("first_seq 90"),
+            "{e}"
+        );
+        assert_eq!(sent, 0);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn replay_reads_exactly_the_fixed_range() {
         let api = fake(30, 7, &[4]);
@@ -796,6 +907,7 @@ mod tests {
             Extent::Replay {
                 start: Position::After("50".into()),
                 last: Some("220".into()),
+                recorded: None,
             },
         )
         .await;
@@ -806,6 +918,7 @@ mod tests {
             Extent::Replay {
                 start: Position::At("10".into()),
                 last: None,
+                recorded: None,
             },
         )
         .await;

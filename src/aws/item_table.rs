@@ -83,10 +83,7 @@ impl ItemTable for DynamoItems {
         {
             Ok(o) => o,
             Err(SdkError::ServiceError(se)) if code(se.err()) == "ResourceNotFoundException" => {
-                return Err(SinkError::NotUsable(format!(
-                    "table {} does not exist; create it with the key your first --columns name",
-                    self.table
-                )))
+                return Err(SinkError::NoSuchTable(self.table.clone()))
             }
             Err(e) => {
                 return Err(full(e)

@@ -100,9 +100,19 @@ impl KinesisStream {
             _ => String::new(),
         };
         match c.as_str() {
+            // A shard's call names the shard: its stream was looked at already.
+            "ResourceNotFoundException"
+                if matches!(what, "GetShardIterator" | "GetRecords" | "SubscribeToShard") =>
+            {
+                StreamError::NotFound(format!(
+                    "{what}: stream {:?} in region {} has no such shard (or is gone): a shard \
+                     that the checkpoint table names but the stream does not have was edited \
+                     in by hand, or the stream was deleted",
+                    self.stream, self.region
+                ))
+            }
             "ResourceNotFoundException" => StreamError::NotFound(format!(
-                "{what}: stream {:?} (or its shard) does not exist in region {}; check {} and \
-                 the region",
+                "{what}: stream {:?} does not exist in region {}; check {} and the region",
                 self.stream, self.region, self.named_by
             )),
             "ExpiredIteratorException" => StreamError::IteratorExpired,

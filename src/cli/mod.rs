@@ -28,14 +28,22 @@ pub fn whole<T: std::str::FromStr>(s: &str) -> Result<T, String> {
     }
 }
 
+/// A count that must be at least 1, with the tool's own message otherwise.
+pub fn positive<T: std::str::FromStr + PartialOrd + From<u8>>(s: &str) -> Result<T, String> {
+    match whole::<T>(s) {
+        Ok(n) if n >= T::from(1) => Ok(n),
+        _ => Err("expected a whole number ≥ 1".into()),
+    }
+}
+
 /// `-q` / `-v`: how much the binaries say on stderr.
 #[derive(Args, Debug, Default, Clone, Copy)]
 pub struct Verbosity {
     /// Only warnings and errors on stderr: no progress, no summary.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
-    /// More on stderr: -v adds debug detail (e.g. checkpoint-table requests), -vv traces the AWS
-    /// SDK's requests too.
+    /// More on stderr: -v adds debug detail (the requests made and their retries), -vv traces
+    /// the AWS SDK's requests too.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
 }

@@ -83,7 +83,16 @@ pub enum Command {
 /// What each subcommand does not use, by argument id: hidden from its
 /// `--help`, and refused when given (`config/reader.rs`), so that nothing
 /// given is silently ignored.
-pub const NOT_FOR: [(&str, &[&str]); 3] = [
+pub const NOT_FOR: [(&str, &[&str]); 4] = [
+    (
+        "finish",
+        &[
+            "rerun_without_wait",
+            "start_position",
+            "lease_duration",
+            "efo_consumer",
+        ],
+    ),
     (
         "create-table",
         &[
@@ -213,7 +222,12 @@ pub struct ReadArgs {
     /// The most memory the pages being read may take, whatever the number of shards: each
     /// shard's GetRecords Limit is sized so that its pages fit its share (enhanced fan-out's
     /// pushed pages are not limited) [default: 512MiB].
-    #[arg(help_heading = "Stream", long, value_name = "SIZE")]
+    #[arg(
+        help_heading = "Stream",
+        long,
+        value_name = "SIZE",
+        allow_hyphen_values = true
+    )]
     pub max_memory: Option<String>,
     /// Print KPL aggregated records as they are, instead of their sub-records.
     #[arg(help_heading = "Stream", long)]
@@ -221,9 +235,9 @@ pub struct ReadArgs {
     /// Output fields, comma-separated (default partition_key,data).
     #[arg(help_heading = "Output", long)]
     pub fields: Option<String>,
-    /// How record data (and partition keys) are written in TSV.
-    #[arg(help_heading = "Output", long, value_enum, default_value_t = DataEncoding::Escape)]
-    pub data_encoding: DataEncoding,
+    /// How record data (and partition keys) are written in TSV [default: escape].
+    #[arg(help_heading = "Output", long, value_enum)]
+    pub data_encoding: Option<DataEncoding>,
     /// Output format.
     #[arg(help_heading = "Output", long, value_enum, default_value_t = OutputFormat::Tsv)]
     pub format: OutputFormat,
@@ -260,7 +274,7 @@ pub struct ReadArgs {
     pub efo_consumer: Option<String>,
     /// Read at most N shards at a time (default: all at once): shards are read in groups of N
     /// in shard-id order, and the output is group after group.
-    #[arg(help_heading = "Stream", long, value_name = "N", allow_negative_numbers = true, value_parser = super::whole::<usize>)]
+    #[arg(help_heading = "Stream", long, value_name = "N", allow_negative_numbers = true, value_parser = super::positive::<usize>)]
     pub max_concurrent_shards: Option<usize>,
     /// Exec mode: run this command with the records on its stdin (after `--`); the iteration
     /// succeeds only if it exits 0, and its exit status is the reader's.

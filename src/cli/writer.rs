@@ -73,8 +73,9 @@ pub struct WriterCli {
     /// {partition} {stream} {date} {hour} [default: iteration={iteration}/part-{partition}].
     #[arg(help_heading = "S3", long)]
     pub key_template: Option<String>,
-    /// S3: part size (at least 5MiB; doubles after every 1,000 parts) [default: 8MiB].
-    #[arg(help_heading = "S3", long)]
+    /// S3: part size (5MiB to 5GiB; doubles after every 1,000 parts, up to 5GiB) [default:
+    /// 8MiB].
+    #[arg(help_heading = "S3", long, allow_hyphen_values = true)]
     pub part_size: Option<String>,
     /// S3: parts uploaded at once, 1 to 64 [default: 4].
     #[arg(help_heading = "S3", long, allow_negative_numbers = true, value_parser = super::whole::<usize>)]

@@ -21,6 +21,22 @@ pub fn check_stream_name(stream: &str, src: &str) -> Result<(), ExitError> {
     Ok(())
 }
 
+/// An enhanced fan-out consumer's name, as Kinesis accepts it: refused here,
+/// before `plan` registers (and the account is billed for) anything.
+pub fn check_consumer_name(name: &str) -> Result<(), ExitError> {
+    let ok = (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+    if !ok {
+        return Err(ExitError::Usage(format!(
+            "--efo-consumer {name:?}: a consumer name is 1 to 128 characters of A-Z, a-z, 0-9, \
+             '_', '-' and '.'"
+        )));
+    }
+    Ok(())
+}
+
 /// A logical name is part of the checkpoint table's keys (`<stream>/<logical
 /// name>/<iteration>`): a '/' in it could make one logical name's header
 /// collide with another's shard items, so it is refused.

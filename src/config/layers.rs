@@ -277,12 +277,15 @@ pub mod exported {
 
 /// `8MiB`, `5MB`, `16777216`.
 pub fn parse_size(s: &str) -> Result<usize, String> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: usize = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size like 8MiB"))?;
-    let mult = match unit.trim() {
+    let n: f64 = match num.parse() {
+        Ok(n) if !num.is_empty() => n,
+        _ => return Err(format!("{s:?} is not a size like 8MiB or 1.5GiB")),
+    };
+    let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "K" | "KiB" => 1 << 10,
         "KB" => 1_000,
@@ -292,13 +295,30 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         "GB" => 1_000_000_000,
         u => return Err(format!("{s:?}: unknown unit {u:?} (use KiB, MiB, GiB)")),
     };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
+    let bytes = (n * mult as f64).round();
+    match bytes < usize::MAX as f64 {
+        true => Ok(bytes as usize),
+        false => Err(format!("{s:?} is too large")),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_take_fractions_and_refuse_signs() {
+        assert_eq!(parse_size("8MiB").unwrap(), 8 << 20);
+        assert_eq!(parse_size("1.5GiB").unwrap(), 3 << 29);
+        assert_eq!(parse_size("512").unwrap(), 512);
+        for bad in ["-5MiB", ".", "MiB", "1.5.2GiB"] {
+            assert!(
+                parse_size(bad).unwrap_err().contains("is not a size"),
+                "{bad}"
+            );
+        }
+        assert!(parse_size("3XB").unwrap_err().contains("unknown unit"));
+    }
 
     fn reader(d: &str) -> String {
         let none = |_: &str| None;

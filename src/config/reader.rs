@@ -3,8 +3,8 @@
 //! sub-command needs). No I/O here: the environment comes in as a lookup.
 
 use super::aws::{aws_settings, AwsSettings};
-use super::checks::{check_logical_name, check_stream_name, check_table_name};
-use super::layers::{names, parse_bool, parse_duration, usage, Layers};
+use super::checks::{check_consumer_name, check_logical_name, check_stream_name, check_table_name};
+use super::layers::{mangle, names, parse_bool, parse_duration, usage, Layers};
 use crate::cli::reader::NOT_FOR;
 use crate::cli::{Command, CommonArgs, ReadArgs, ReaderCli};
 use crate::error::ExitError;
@@ -32,6 +32,8 @@ pub enum MapMode {
 /// (current, then Hadoop 1).
 const TASK_PARTITION: [&str; 2] = ["mapreduce.task.partition", "mapred.task.partition"];
 const JOB_MAPS: [&str; 2] = ["mapreduce.job.maps", "mapred.map.tasks"];
+/// The task attempt's id: Hadoop sets it (or its Hadoop 1 name) for every task.
+const TASK_ATTEMPT: [&str; 2] = ["mapreduce.task.attempt.id", "mapred.task.id"];
 
 /// The arguments with a manifest's stream, logical name and iteration as the
 /// settings of this run; one that is also set otherwise must agree with it.
@@ -164,9 +166,28 @@ fn map_mode(
     // Inside a Hadoop task the run is always a map task, even the only one:
     // a task attempt can be retried or speculated, and the job's reducers
     // have not run yet, so only `finish` may mark the iteration succeeded.
-    match (number(&JOB_MAPS)?, number(&TASK_PARTITION)?) {
+    // Any one of the task's variables makes it a task: with the others
+    // missing or wrong it must stop, not fall back to reading (and
+    // committing) the whole iteration.
+    let attempt = l.get("", None, &TASK_ATTEMPT)?;
+    let (count, index) = (number(&JOB_MAPS)?, number(&TASK_PARTITION)?);
+    match (count, index) {
         (Some(count), Some(index)) if index < count => Ok(Some(MapMode::Task { index, count })),
-        _ => Ok(None),
+        (None, None) if attempt.is_none() => Ok(None),
+        _ => {
+            let seen = |v: Option<usize>, name: &str| match v {
+                Some(v) => format!("{}={v}", mangle(name)),
+                None => format!("no {}", mangle(name)),
+            };
+            let task = attempt.map_or(String::new(), |(_, src)| format!(" ({src})"));
+            Err(usage(format!(
+                "this is a Hadoop task{task} without a valid share of the iteration ({}, {}): \
+                 a task reads only its share — give it a manifest line from `kinesis-reader \
+                 plan` (--shards-from-stdin) or --task I/N",
+                seen(index, TASK_PARTITION[0]),
+                seen(count, JOB_MAPS[0]),
+            )))
+        }
     }
 }
 
@@ -310,6 +331,17 @@ impl ReaderConfig {
                         names::TABLE
                     )));
                 }
+                let leases = [
+                    (rerun == Some(true), "--rerun-without-wait"),
+                    (r.lease_wait.is_some(), "--lease-wait"),
+                    (r.lease_duration.is_some(), "--lease-duration"),
+                ];
+                if let Some((_, flag)) = leases.iter().find(|(given, _)| *given) {
+                    return Err(usage(format!(
+                        "{flag} is about the lease on an iteration, and without a checkpoint \
+                         table nothing is leased: add --checkpoint-table T, or leave it out"
+                    )));
+                }
                 None
             }
         };
@@ -414,7 +446,13 @@ impl ReaderConfig {
                 efo: None,
                 meter: None,
             },
-            efo_consumer: r.efo_consumer.clone(),
+            efo_consumer: match &r.efo_consumer {
+                Some(c) => {
+                    check_consumer_name(c)?;
+                    Some(c.clone())
+                }
+                None => None,
+            },
             max_concurrent_shards: match r.max_concurrent_shards {
                 Some(0) => return Err(usage("--max-concurrent-shards must be at least 1".into())),
                 n => n,
@@ -422,7 +460,26 @@ impl ReaderConfig {
             on_expired: r.on_expired,
             command: r.command.clone(),
             fields,
-            encoding: r.data_encoding,
+            encoding: match (r.data_encoding, r.format) {
+                (None, _) => DataEncoding::Escape,
+                (Some(e), OutputFormat::Tsv) => e,
+                (Some(_), f) => {
+                    return Err(usage(format!(
+                        "--data-encoding applies to --format tsv; {} writes data its own way \
+                         ({})",
+                        match f {
+                            OutputFormat::Jsonl => "jsonl",
+                            _ => "typedbytes",
+                        },
+                        match f {
+                            OutputFormat::Jsonl =>
+                                "as a JSON string, or base64 with a \
+                                                    data_encoding key when it is not UTF-8",
+                            _ => "as the bytes they are",
+                        }
+                    )))
+                }
+            },
             format: r.format,
             map,
         })
@@ -440,6 +497,12 @@ fn refuse_what_does_not_apply(cli: &ReaderCli) -> Result<(), ExitError> {
         Some(Command::Status { .. }) => (
             "status",
             "it shows the latest iterations of the logical name (--last N says how many)",
+        ),
+        Some(Command::Finish { .. }) => (
+            "finish",
+            "it marks a planned iteration succeeded once every shard has a fixed end, reading \
+             nothing and taking nothing over (--lease-wait still says how long it waits for a \
+             running task)",
         ),
         Some(Command::DeregisterConsumer { .. }) => (
             "deregister-consumer",
@@ -597,6 +660,124 @@ mod tests {
         let lookup = move |k: &str| env.get(k).cloned();
         let layers = Layers::new(&cli.common.define, &lookup)?;
         ReaderConfig::resolve(&cli.common, &cli.read, &layers, None)
+    }
+
+    #[test]
+    fn options_that_would_do_nothing_are_refused() {
+        let e = |args: &[&str]| resolve(args, &[]).unwrap_err().to_string();
+        for (flag, value) in [
+            ("--rerun-without-wait", None),
+            ("--lease-wait", Some("1m")),
+            ("--lease-duration", Some("1m")),
+        ] {
+            let mut a = vec!["--stream", "s", flag];
+            a.extend(value);
+            let text = e(&a);
+            assert!(
+                text.contains(flag) && text.contains("without a checkpoint table"),
+                "{text}"
+            );
+        }
+        for format in ["jsonl", "typedbytes"] {
+            let text = e(&[
+                "--stream",
+                "s",
+                "--format",
+                format,
+                "--data-encoding",
+                "hex",
+            ]);
+            assert!(
+                text.contains("--data-encoding applies to --format tsv"),
+                "{text}"
+            );
+        }
+        let hex = resolve(&["--stream", "s", "--data-encoding", "hex"], &[]).unwrap();
+        assert_eq!(hex.encoding, DataEncoding::Hex);
+        let json = resolve(&["--stream", "s", "--format", "jsonl"], &[]).unwrap();
+        assert_eq!(json.format, OutputFormat::Jsonl);
+    }
+
+    #[test]
+    fn a_consumer_name_kinesis_would_refuse_is_refused_before_registering() {
+        let a = ["--stream", "s", "--efo-consumer"];
+        for bad in ["", "has space", "a/b", &"x".repeat(129)] {
+            let e = resolve(&[&a[..], &[bad]].concat(), &[]).unwrap_err();
+            assert!(
+                e.to_string().contains("consumer name is 1 to 128"),
+                "{bad}: {e}"
+            );
+        }
+        assert!(resolve(&[&a[..], &["top-errors_1.v2"]].concat(), &[]).is_ok());
+    }
+
+    #[test]
+    fn a_hadoop_task_without_a_valid_share_is_refused_not_read_whole() {
+        let args = [
+            "--stream",
+            "s",
+            "--checkpoint-table",
+            "cpt",
+            "--logical-name",
+            "l",
+            "--iteration",
+            "0",
+        ];
+        let attempt = ("mapreduce_task_attempt_id", "attempt_1_0001_m_000001_0");
+        let refused: &[&[(&str, &str)]] = &[
+            &[
+                attempt,
+                ("mapreduce_task_partition", "5"),
+                ("mapreduce_job_maps", "3"),
+            ],
+            &[
+                attempt,
+                ("mapreduce_task_partition", "3"),
+                ("mapreduce_job_maps", "3"),
+            ],
+            &[
+                attempt,
+                ("mapreduce_task_partition", "0"),
+                ("mapreduce_job_maps", "0"),
+            ],
+            &[attempt, ("mapreduce_task_partition", "1")],
+            &[attempt, ("mapreduce_job_maps", "3")],
+            &[("mapreduce_task_partition", "1")],
+            &[("mapreduce_job_maps", "3")],
+            &[attempt],
+            &[("mapred_task_id", "attempt_1_0001_m_000001_0")],
+        ];
+        for env in refused {
+            let e = resolve(&args, env).unwrap_err();
+            assert!(matches!(e, ExitError::Usage(_)), "{env:?}: {e}");
+            assert!(e.to_string().contains("Hadoop task"), "{env:?}: {e}");
+        }
+        let e = resolve(&args, refused[0]).unwrap_err().to_string();
+        assert!(
+            e.contains("mapreduce_task_partition=5") && e.contains("mapreduce_job_maps=3"),
+            "{e}"
+        );
+        let task = resolve(
+            &args,
+            &[
+                attempt,
+                ("mapreduce_task_partition", "2"),
+                ("mapreduce_job_maps", "3"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(task.map, Some(MapMode::Task { index: 2, count: 3 }));
+        // Old names alone, as Hadoop 1 sets them, are a task too.
+        let old = resolve(
+            &args,
+            &[("mapred_task_partition", "0"), ("mapred_map_tasks", "1")],
+        )
+        .unwrap();
+        assert_eq!(old.map, Some(MapMode::Task { index: 0, count: 1 }));
+        // An explicit --task wins over a broken environment.
+        let given = resolve(&[&args[..], &["--task", "1/2"]].concat(), refused[0]).unwrap();
+        assert_eq!(given.map, Some(MapMode::Task { index: 1, count: 2 }));
+        assert_eq!(resolve(&args, &[]).unwrap().map, None);
     }
 
     #[test]

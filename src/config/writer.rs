@@ -11,7 +11,7 @@ use crate::error::ExitError;
 use crate::sink::columns::parse_columns;
 use crate::sink::dynamodb::Mode;
 use crate::sink::lines::BadLinePolicy;
-use crate::sink::s3::{Compression, MIN_PART_SIZE};
+use crate::sink::s3::{Compression, MAX_PART_SIZE, MIN_PART_SIZE};
 use crate::sink::{Destination, S3Output, TableOutput, WriteRate};
 
 /// Everything a write needs, validated.
@@ -78,12 +78,13 @@ fn s3_output(
     };
     check_object_key(&key)?;
     check_extension(&key, compression)?;
+    check_partitions_differ(cli, ctx, &bucket, &key)?;
     let part_size_text = cli.part_size.as_deref().unwrap_or("8MiB");
     let part_size =
         parse_size(part_size_text).map_err(|e| ExitError::Usage(format!("--part-size {e}")))?;
-    if part_size < MIN_PART_SIZE {
+    if !(MIN_PART_SIZE..=MAX_PART_SIZE).contains(&part_size) {
         return Err(ExitError::Usage(format!(
-            "--part-size {part_size_text}: S3 parts are at least 5MiB"
+            "--part-size {part_size_text}: S3 parts are 5MiB to 5GiB"
         )));
     }
     Ok(S3Output {
@@ -96,6 +97,42 @@ fn s3_output(
         skip_empty: cli.skip_empty,
         success_marker: cli.success_marker,
     })
+}
+
+/// Several partitions writing one key overwrite each other, and only the
+/// last to finish would be left: a key that cannot differ between partitions
+/// is refused where partitions differ (a partition other than 0, or a job
+/// that says it has more than one).
+fn check_partitions_differ(
+    cli: &WriterCli,
+    ctx: &IterationContext,
+    bucket: &str,
+    key: &str,
+) -> Result<(), ExitError> {
+    let per_partition = cli.target.ends_with('/')
+        && cli
+            .key_template
+            .as_deref()
+            .unwrap_or(DEFAULT_KEY_TEMPLATE)
+            .contains("{partition}");
+    let several = ctx.partition != 0 || ctx.partitions.is_some_and(|n| n > 1);
+    if per_partition || !several {
+        return Ok(());
+    }
+    let job = match ctx.partitions {
+        Some(n) => format!(" of {n}"),
+        None => String::new(),
+    };
+    let fix = if cli.target.ends_with('/') {
+        format!("put {{partition}} in --key-template (the default is {DEFAULT_KEY_TEMPLATE})")
+    } else {
+        "end the target with '/' to name one object per partition".to_string()
+    };
+    Err(ExitError::Usage(format!(
+        "partition {}{job} would write s3://{bucket}/{key}, the key every partition writes, \
+         and the partitions would overwrite each other: {fix}, or run a single reducer",
+        ctx.partition
+    )))
 }
 
 fn table_output(
@@ -213,6 +250,9 @@ pub struct IterationContext {
     pub stream: Option<String>,
     /// Hadoop's task partition (`mapreduce_task_partition`): which reducer's part.
     pub partition: u32,
+    /// How many partitions the job writes (its reducers, or its maps in a
+    /// map-only job), when Hadoop says.
+    pub partitions: Option<u32>,
     /// When the iteration was opened (epoch ms), for `{date}` / `{hour}`.
     pub opened_ms: Option<i64>,
 }
@@ -328,6 +368,16 @@ fn iteration_context(
         )?
         .unwrap_or(0),
     };
+    // Only a Hadoop task has partitions: its job says how many it writes.
+    let count = |vars: &[&str]| {
+        vars.iter()
+            .find_map(|v| env(v))
+            .and_then(|x| x.parse::<u32>().ok())
+    };
+    let partitions = match count(&["mapreduce_job_reduces", "mapred_reduce_tasks"]) {
+        Some(0) => count(&["mapreduce_job_maps", "mapred_map_tasks"]),
+        n => n,
+    };
     let start = c
         .iteration_start
         .clone()
@@ -354,6 +404,7 @@ fn iteration_context(
         iteration,
         stream,
         partition,
+        partitions,
         opened_ms,
     })
 }
@@ -469,6 +520,71 @@ mod tests {
         }
     }
 
+    fn resolve(args: &[&str], env: &[(&str, &str)]) -> Result<WriterConfig, ExitError> {
+        use clap::Parser;
+        let mut argv = vec!["kinesis-writer"];
+        argv.extend_from_slice(args);
+        let cli = WriterCli::try_parse_from(argv).unwrap();
+        let env: std::collections::BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = move |k: &str| env.get(k).cloned();
+        let layers = Layers::for_writer(&cli.define, &lookup)?;
+        WriterConfig::resolve(&cli, &layers, &lookup)
+    }
+
+    #[test]
+    fn partitions_that_would_write_one_key_are_refused() {
+        let same = [
+            "s3://bkt/kt/",
+            "--iteration",
+            "1",
+            "--logical-name",
+            "L",
+            "--key-template",
+            "iteration={iteration}/out.tsv",
+        ];
+        // Partition 1 (by flag or by Hadoop) cannot be the only one.
+        let e = resolve(&[&same[..], &["--partition", "1"]].concat(), &[]).unwrap_err();
+        assert!(matches!(e, ExitError::Usage(_)), "{e}");
+        let e = e.to_string();
+        assert!(
+            e.contains("partition 1")
+                && e.contains("{partition}")
+                && e.contains("kt/iteration=1/out.tsv"),
+            "{e}"
+        );
+        let env1 = [("mapreduce_task_partition", "1")];
+        assert!(resolve(&same, &env1).is_err());
+        assert!(resolve(&["s3://bkt/kt/out.tsv"], &env1).is_err());
+        // Partition 0 of a job with two reducers would be overwritten as well.
+        let env0 = [
+            ("mapreduce_task_partition", "0"),
+            ("mapreduce_job_reduces", "2"),
+        ];
+        let e = resolve(&same, &env0).unwrap_err().to_string();
+        assert!(e.contains("partition 0 of 2"), "{e}");
+        // A map-only job counts its maps.
+        let maps = [
+            ("mapreduce_task_partition", "0"),
+            ("mapreduce_job_reduces", "0"),
+            ("mapreduce_job_maps", "4"),
+        ];
+        assert!(resolve(&same, &maps).is_err());
+        // One writer, or a key per partition, is fine.
+        assert!(resolve(&same, &[]).is_ok());
+        let one = [
+            ("mapreduce_task_partition", "0"),
+            ("mapreduce_job_reduces", "1"),
+        ];
+        assert!(resolve(&same, &one).is_ok());
+        assert!(resolve(&["s3://bkt/kt/out.tsv"], &one).is_ok());
+        let per = ["s3://bkt/kt/", "--iteration", "1", "--logical-name", "L"];
+        assert!(resolve(&per, &env1).is_ok());
+        assert!(resolve(&per, &env0).is_ok());
+    }
+
     #[test]
     fn keys_are_deterministic_per_iteration_and_partition() {
         let ctx = IterationContext {
@@ -476,6 +592,7 @@ mod tests {
             iteration: Some(7),
             stream: Some("logs".into()),
             partition: 3,
+            partitions: None,
             opened_ms: Some(1_764_165_900_000), // 2025-11-26T14:05:00Z
         };
         assert_eq!(

@@ -24,6 +24,9 @@ pub enum SinkError {
     /// it: a usage error (exit code 2).
     #[error("{0}")]
     NotUsable(String),
+    /// The table is not there (the writer says how to create it, from its columns).
+    #[error("table {0} does not exist")]
+    NoSuchTable(String),
     /// The service refused these items themselves as invalid (DynamoDB's
     /// ValidationException, say an item over 400 KB): the same request
     /// would fail again, but the other items can go on.

@@ -3,7 +3,7 @@
 //! records are delivered, and the iteration recorded as succeeded or failed.
 
 use super::joins::Joins;
-use super::leases::{lease_lost, record_ends, release, Held, Renewal};
+use super::leases::{lease_lost, printed_whole, record_ends, release, Held, Renewal};
 use super::pump::Pump;
 use super::Summary;
 use crate::config::ReaderConfig;
@@ -208,7 +208,9 @@ impl IterationRun<'_> {
             match &result {
                 Ok(_) => {
                     let holders = self.lease.holders();
-                    record_ends(store, &self.key, n, &holders, IterationState::Succeeded).await?
+                    let recorded =
+                        record_ends(store, &self.key, n, &holders, IterationState::Succeeded).await;
+                    printed_whole(recorded, &self.key, n, self.lease.task.as_deref())?
                 }
                 Err(_) => release(store, &self.key, n, &self.lease, IterationState::Failed).await,
             }

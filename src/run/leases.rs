@@ -1,7 +1,7 @@
 //! The leases a run holds while it reads: kept renewed, given back with the
 //! iteration's outcome, and noticed when another run took one over.
 
-use crate::error::ExitError;
+use crate::error::{exit_for, Exit, ExitError};
 use crate::iteration::LeaseOptions;
 use crate::ports::checkpoint::{CheckpointStore, Holder, IterationState, LogicalKey, StoreError};
 use anyhow::{anyhow, Result};
@@ -36,6 +36,41 @@ pub fn lease_lost(key: &LogicalKey, n: u64, holder: &Holder) -> anyhow::Error {
          output is incomplete (discard it); the other run delivers the iteration"
     ))
     .into()
+}
+
+/// What a run that printed its whole share does when recording its success
+/// finds its lease taken over (it lapsed under a slow table, and another run
+/// took it): every shard it printed has a fixed end, so what it printed is
+/// exactly the iteration's, whoever records it. A map task (`task`) records
+/// nothing anyway, and succeeds; a run of the whole iteration leaves the
+/// outcome to the run that took it over, and says so with exit 3, since that
+/// run delivers the same records again.
+pub fn printed_whole(
+    recorded: Result<()>,
+    key: &LogicalKey,
+    n: u64,
+    task: Option<&str>,
+) -> Result<()> {
+    match (recorded, task) {
+        (Err(e), Some(task)) if exit_for(&e) == Exit::IterationOwned => {
+            log::warn!(
+                "task {task} of iteration {n}: another attempt took its lease over after this one \
+                 printed its share whole; every shard of it has a fixed end, so both print the \
+                 same records"
+            );
+            Ok(())
+        }
+        (Err(e), None) if exit_for(&e) == Exit::IterationOwned => {
+            Err(ExitError::IterationOwned(format!(
+                "iteration {n} of {:?}: this run printed it whole, but another run took the \
+                 iteration over before this one could record it succeeded; that run records it \
+                 and delivers the same records, so deliver only one of the two outputs",
+                key.logical_name
+            ))
+            .into())
+        }
+        (r, _) => r,
+    }
 }
 
 /// Records the end of our lease; a lease no longer ours is [`lease_lost`].
@@ -165,6 +200,48 @@ impl Held {
         } else {
             IterationState::Failed
         };
-        record_ends(self.store.as_ref(), &self.key, self.n, &self.holders, state).await
+        let recorded =
+            record_ends(self.store.as_ref(), &self.key, self.n, &self.holders, state).await;
+        match succeeded {
+            true => {
+                let task = self.holders.first().and_then(|h| h.task.as_deref());
+                printed_whole(recorded, &self.key, self.n, task)
+            }
+            false => recorded,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_lost_after_the_whole_share_was_printed_is_true_to_what_was_printed() {
+        let key = LogicalKey {
+            stream: "s".into(),
+            logical_name: "l".into(),
+        };
+        let taken = |task: Option<&str>| {
+            let holder = Holder {
+                owner: "me".into(),
+                task: task.map(str::to_string),
+            };
+            Err(lease_lost(&key, 4, &holder))
+        };
+        // A map task's share was printed whole: it succeeds.
+        assert!(printed_whole(taken(Some("t0")), &key, 4, Some("t0")).is_ok());
+        // A whole iteration's run leaves the outcome to the taker, and says
+        // that it printed everything (not that its output is incomplete).
+        let e = printed_whole(taken(None), &key, 4, None).unwrap_err();
+        assert_eq!(exit_for(&e), Exit::IterationOwned);
+        let text = e.to_string();
+        assert!(
+            text.contains("printed it whole") && !text.contains("incomplete"),
+            "{text}"
+        );
+        // Any other failure to record stays what it is.
+        let other = printed_whole(Err(anyhow!("table gone")), &key, 4, Some("t0"));
+        assert_eq!(exit_for(&other.unwrap_err()), Exit::Failure);
     }
 }

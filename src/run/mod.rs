@@ -195,11 +195,14 @@ pub async fn prepare(
 /// `plan` named the same consumer.
 async fn read_settings(api: &dyn StreamApi, cfg: &ReaderConfig) -> Result<ReadSettings> {
     let mut read = cfg.read.clone();
-    if let Some(name) = &cfg.efo_consumer {
-        let planned = match &cfg.map {
-            Some(MapMode::Manifest { facts: Some(f), .. }) => f.efo.as_ref(),
-            _ => None,
-        };
+    let planned = match &cfg.map {
+        Some(MapMode::Manifest { facts: Some(f), .. }) => f.efo.as_ref(),
+        _ => None,
+    };
+    // A task without --efo-consumer reads as the plan's consumer: it was
+    // registered (and is billed) for the job's tasks.
+    let name = cfg.efo_consumer.as_ref().or(planned.map(|c| &c.name));
+    if let Some(name) = name {
         let arn = match planned.filter(|c| &c.name == name) {
             Some(c) => c.arn.clone(),
             None => api.consumer(name).await.map_err(stream_error)?,

@@ -309,6 +309,11 @@ fn extent(s: &ShardCheckpoint, ending_sequence: Option<String>, rules: &EndRules
         Some(e) => Extent::Replay {
             start: e.read_from.clone().unwrap_or_else(|| s.start.clone()),
             last: e.last_sequence.clone(),
+            recorded: Some(crate::shard::Recorded {
+                records: e.records,
+                bytes: e.bytes,
+                first: e.first_sequence.clone(),
+            }),
         },
         None => Extent::Live {
             start: s.start.clone(),

@@ -370,9 +370,17 @@ async fn map_tasks_take_the_plans_efo_consumer_from_the_manifest() {
         .await
         .unwrap();
     assert_eq!(api.calls("consumer"), 1);
-    for (line, shard) in planned.lines.iter().zip(["shardId-0", "shardId-1"]) {
+    // The second task is run as the README's Hadoop example runs it, with
+    // no --efo-consumer: it reads as the plan's consumer all the same.
+    let flags: [&[&str]; 2] = [&["--efo-consumer", "top"], &[]];
+    for ((line, shard), flags) in planned
+        .lines
+        .iter()
+        .zip(["shardId-0", "shardId-1"])
+        .zip(flags)
+    {
         let a = crate::manifest::assignment(&line.to_line()).unwrap();
-        let task = map_task(&["--efo-consumer", "top"], &a);
+        let task = map_task(flags, &a);
         let (out, s) = read(api.clone(), Some(store.clone()), &task).await.unwrap();
         assert_eq!(s.records, 5, "{out}");
         assert!(out.lines().all(|l| l.starts_with(&format!("{shard}\t"))));

@@ -170,13 +170,20 @@ async fn load_all(
     let (columns, key_len, escaped) = (opts.columns.clone(), opts.key_len, opts.escaped);
     let progress = opts.progress.clone();
     let bad_lines = bad.clone();
+    let whole = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let read_whole = whole.clone();
     let reading = tokio::task::spawn_blocking(move || {
-        read_rows(input, &columns, key_len, escaped, tx, &bad_lines, &progress)
+        let r = read_rows(
+            input, &columns, key_len, escaped, &tx, &bad_lines, &progress,
+        );
+        read_whole.store(r.is_ok(), std::sync::atomic::Ordering::SeqCst);
+        r
     });
+    let rows = Rows { rx, whole };
     let mut summary = LoadSummary::default();
     let written = match opts.mode {
-        Mode::Put => put_rows(&table, rx, opts, &bad, &mut summary).await,
-        Mode::Add => add_rows(&table, rx, opts, &bad, &mut summary).await,
+        Mode::Put => put_rows(&table, rows, opts, &bad, &mut summary).await,
+        Mode::Add => add_rows(&table, rows, opts, &bad, &mut summary).await,
     };
     let read = reading.await.context("the input thread panicked")?;
     let lines = match (written, read) {
@@ -194,12 +201,33 @@ async fn load_all(
     Ok((summary, bad.into_inner().expect("not poisoned")))
 }
 
+/// The rows as they are read, and how the input ended.
+struct Rows {
+    rx: mpsc::Receiver<Row>,
+    /// Set before the sender goes: the input was read to its end.
+    whole: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Rows {
+    /// The next row; `None` at the end of the input. An input that failed
+    /// (a read error, or a reader upstream that did not deliver everything)
+    /// has no end: the rows not yet sent are dropped, never applied as if
+    /// they were the last batch of a whole input, and its error is reported.
+    async fn next(&mut self) -> Option<Row> {
+        self.rx.recv().await
+    }
+
+    fn ended_whole(&self) -> bool {
+        self.whole.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 fn read_rows(
     mut input: impl BufRead,
     columns: &[Column],
     key_len: usize,
     escaped: bool,
-    tx: mpsc::Sender<Row>,
+    tx: &mpsc::Sender<Row>,
     bad: &SharedBadLines,
     progress: &crate::progress::Progress,
 ) -> Result<u64> {
@@ -249,7 +277,7 @@ type BatchResult = Result<(Vec<String>, u64, u64)>;
 
 async fn put_rows(
     table: &Arc<dyn ItemTable>,
-    mut rx: mpsc::Receiver<Row>,
+    mut rows: Rows,
     opts: &LoadOptions,
     bad: &SharedBadLines,
     summary: &mut LoadSummary,
@@ -266,7 +294,7 @@ async fn put_rows(
     let mut items: HashMap<String, Row> = HashMap::new();
     let mut done = false;
     while !done {
-        match rx.recv().await {
+        match rows.next().await {
             Some(row) => {
                 let key = row.key.clone();
                 if items.insert(row.key.clone(), row).is_some() {
@@ -278,7 +306,12 @@ async fn put_rows(
                     continue;
                 }
             }
-            None => done = true,
+            None => {
+                done = true;
+                if !rows.ended_whole() {
+                    order.clear();
+                }
+            }
         }
         if order.is_empty() {
             continue;
@@ -403,7 +436,7 @@ pub(crate) fn add_numbers(a: &str, b: &str) -> String {
 
 async fn add_rows(
     table: &Arc<dyn ItemTable>,
-    mut rx: mpsc::Receiver<Row>,
+    mut rows: Rows,
     opts: &LoadOptions,
     bad: &SharedBadLines,
     summary: &mut LoadSummary,
@@ -469,7 +502,10 @@ async fn add_rows(
         });
     };
     loop {
-        let next = rx.recv().await;
+        let next = rows.next().await;
+        if next.is_none() && !rows.ended_whole() {
+            break;
+        }
         match (&mut current, next) {
             (Some(cur), Some(row)) if cur.key == row.key => {
                 summary.collapsed += 1;

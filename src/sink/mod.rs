@@ -167,13 +167,38 @@ async fn to_s3(
     ])
 }
 
+/// A missing table, and the command that creates it with the first column
+/// as its key, as `--columns` names it.
+fn no_such_table(table: &str, columns: &[Column]) -> String {
+    let Some(key) = columns.first() else {
+        return format!("table {table} does not exist");
+    };
+    let kind = match key.ty {
+        columns::ColumnType::N => "N",
+        columns::ColumnType::B => "B",
+        _ => "S",
+    };
+    format!(
+        "table {table} does not exist; create it with its key as --columns' first column, e.g. \
+         aws dynamodb create-table --table-name {table} --billing-mode PAY_PER_REQUEST \
+         --attribute-definitions AttributeName={name},AttributeType={kind} --key-schema \
+         AttributeName={name},KeyType=HASH (a second column can be its sort key: add it as RANGE)",
+        name = key.name
+    )
+}
+
 async fn to_table(
     out: &TableOutput,
     items: Arc<dyn ItemTable>,
     lines: Lines<impl Read + Send + 'static>,
 ) -> Result<Counters> {
     let table = &out.table;
-    let info = items.describe().await?;
+    let info = match items.describe().await {
+        Err(crate::ports::SinkError::NoSuchTable(t)) => {
+            return Err(ExitError::Usage(no_such_table(&t, &out.columns)).into())
+        }
+        r => r?,
+    };
     let key_len = columns::key_columns(&out.columns, &info, table)?;
     let rate = match out.rate {
         None => None,
@@ -206,11 +231,15 @@ async fn to_table(
     let (s, mut bad) = dynamodb::load(items, input, &opts, lines.bad, lines.stop).await?;
     bad.finish()?;
     log::info!(
-        "dynamodb://{table}: {}, {} written, {} collapsed into later lines, \
+        "dynamodb://{table}: {}, {} written, {} {}, \
          {} already applied{}, {}, {} skipped, {:.1}s",
         count(s.lines, "line"),
         count(s.items_written, "item"),
         s.collapsed,
+        match out.mode {
+            Mode::Put => "collapsed into later lines (the last of a key wins)",
+            Mode::Add => "summed into the line before (same key)",
+        },
         s.already_applied,
         match s.applied_after_retry {
             0 => String::new(),
@@ -227,4 +256,20 @@ async fn to_table(
         ("retries", s.retries),
         ("skipped_lines", bad.skipped),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_missing_table_is_named_with_the_command_that_creates_it() {
+        let cols = super::columns::parse_columns("k:S,v:N").unwrap();
+        let e = super::no_such_table("nosuch", &cols);
+        assert!(
+            e.starts_with("table nosuch does not exist; create it")
+                && e.contains("--table-name nosuch")
+                && e.contains("AttributeName=k,AttributeType=S")
+                && e.contains("AttributeName=k,KeyType=HASH"),
+            "{e}"
+        );
+    }
 }

@@ -18,6 +18,8 @@ use tokio::sync::{mpsc, Semaphore};
 
 /// S3's smallest part (all but the last).
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+/// S3's largest part.
+pub const MAX_PART_SIZE: usize = 5 << 30;
 pub const MAX_PARTS: u32 = 10_000;
 /// After this many parts the part size doubles, so that any object up to
 /// S3's 5 TiB limit fits in 10,000 parts without guessing its size up front.
@@ -103,6 +105,9 @@ impl Drop for Chunk {
     }
 }
 
+/// A part buffer's first reservation; it doubles up to the part size.
+const FIRST_RESERVATION: usize = 1 << 20;
+
 /// Cuts the byte stream into parts (a `Write` the compressor writes into).
 struct PartCutter {
     buf: Vec<u8>,
@@ -114,7 +119,7 @@ struct PartCutter {
 
 impl PartCutter {
     fn target(&self) -> usize {
-        self.base << (self.parts_cut / PARTS_PER_SIZE_STEP).min(20)
+        (self.base << (self.parts_cut / PARTS_PER_SIZE_STEP).min(20)).min(MAX_PART_SIZE)
     }
     fn cut(&mut self, last: bool) -> std::io::Result<()> {
         let data = Bytes::from(std::mem::take(&mut self.buf));
@@ -136,16 +141,20 @@ impl Write for PartCutter {
     fn write(&mut self, mut data: &[u8]) -> std::io::Result<usize> {
         let n = data.len();
         while !data.is_empty() {
-            if self.buf.capacity() == 0 {
-                let t = self.target();
-                self.buf.reserve_exact(t);
-                self.accounting.add(t);
+            let t = self.target();
+            if self.buf.len() == self.buf.capacity() {
+                // Grown towards the part size as data comes, so that a small
+                // input holds (and "peak buffers" reports) little.
+                let had = self.buf.capacity();
+                let want = (had * 2).clamp(FIRST_RESERVATION.min(t), t);
+                self.buf.reserve_exact(want - self.buf.len());
+                self.accounting.add(self.buf.capacity() - had);
             }
-            let room = self.target() - self.buf.len();
+            let room = self.buf.capacity().min(t) - self.buf.len();
             let take = room.min(data.len());
             self.buf.extend_from_slice(&data[..take]);
             data = &data[take..];
-            if self.buf.len() == self.target() {
+            if self.buf.len() == t {
                 // The accounted capacity becomes the chunk's length.
                 let cap = self.buf.capacity();
                 self.accounting.sub(cap - self.buf.len());
@@ -629,6 +638,20 @@ mod tests {
             s.peak_buffered
         );
         assert!(store.object("k").unwrap() == input);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_small_input_holds_little_whatever_the_part_size() {
+        let store = Arc::new(bucket());
+        let mut o = opts(2);
+        o.part_size = 1 << 30;
+        let s = run(store.clone(), b"abc\n".to_vec(), o).await.unwrap();
+        assert!(
+            s.peak_buffered <= FIRST_RESERVATION,
+            "peak {}",
+            s.peak_buffered
+        );
+        assert_eq!(store.object("k").unwrap(), b"abc\n");
     }
 
     #[tokio::test(flavor = "multi_thread")]

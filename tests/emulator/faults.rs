@@ -366,7 +366,10 @@ async fn simultaneous_attempts_fix_one_set_of_boundaries_and_print_the_same() {
     let env = via(&p);
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut a = args(&stream, &table, "S", "0");
-    a.extend(["--batch-size", "20", "--lease-duration", "3s"]);
+    // A lease that outlasts the injected faults (a 3 s one lapsed under
+    // them in a soak, and another attempt took it over): this test is of
+    // the protocol, not of the clock. A lapsed lease has its own test.
+    a.extend(["--batch-size", "20", "--lease-duration", "20s"]);
     let outs: Vec<Output> = std::thread::scope(|s| {
         let runs: Vec<_> = (0..4).map(|_| s.spawn(|| reader_env(&a, &env))).collect();
         runs.into_iter().map(|r| r.join().unwrap()).collect()
@@ -411,7 +414,7 @@ async fn simultaneous_attempts_fix_one_set_of_boundaries_and_print_the_same() {
         "--fields",
         "shard_id,sequence_number,partition_key,data",
         "--lease-duration",
-        "3s",
+        "20s",
     ];
     let outs: Vec<Output> = std::thread::scope(|s| {
         let runs: Vec<_> = (0..3)
@@ -483,6 +486,29 @@ async fn s3_objects_are_whole_or_absent_under_faults_and_kill_9() {
         "uploads left behind; faults {:?}",
         p.injected()
     );
+    // A completion that landed but whose answer was lost: the object is
+    // checked, found whole, and the writer says so.
+    let completes = proxy::start(
+        endpoint(),
+        endpoint(),
+        // Every attempt's answer lost: the SDK's own retry of one lost
+        // answer finds the upload completed and answers success.
+        FaultPlan {
+            lost_answer: 1.0,
+            only: vec!["S3 CompleteMultipartUpload"],
+            ..FaultPlan::quiet()
+        },
+    );
+    let target = format!("s3://{bucket}/completes/0");
+    let a = [target.as_str(), "--part-size", "5MiB"];
+    let o = tokio::task::block_in_place(|| writer_via(&completes, &a, &input));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("answer was lost, but completes/0 is complete"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(get(&s3c, &bucket, "completes/0").await == input[..]);
     // Lost CreateMultipartUpload answers start uploads the writer never hears
     // of; it finds and aborts them, whether its own create succeeded or not.
     let creates = proxy::start(
@@ -722,9 +748,16 @@ async fn the_readmes_iam_policies_cover_exactly_the_calls_made() {
     create_stream(&k, &stream, 2).await;
     put_many(&k, &stream, 0, 10).await;
     let quiet = FaultPlan::quiet();
+    // Every completion's answer is lost for the writer, so that the check
+    // made after a lost answer (HeadObject: s3:GetObject) is among its calls.
+    let lost_completions = FaultPlan {
+        lost_answer: 1.0,
+        only: vec!["S3 CompleteMultipartUpload"],
+        ..FaultPlan::quiet()
+    };
     let (r, w) = (
-        proxy::start(endpoint(), endpoint(), quiet.clone()),
         proxy::start(endpoint(), endpoint(), quiet),
+        proxy::start(endpoint(), endpoint(), lost_completions),
     );
     let table = unique("iam-cp");
     let cp = [

@@ -6,6 +6,7 @@ mod faults;
 mod harness;
 mod mapmode;
 mod newuser;
+mod promises;
 mod proxy;
 mod reader;
 mod reshard;

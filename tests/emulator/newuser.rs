@@ -682,8 +682,8 @@ async fn aws_trouble_is_one_line_that_says_what_to_do() {
             ),
             1,
             format!(
-                "kinesis-reader: DescribeStreamSummary: stream \"no-such-stream\" (or its shard) \
-                 does not exist in region {REGION}; check environment \
+                "kinesis-reader: DescribeStreamSummary: stream \"no-such-stream\" does not \
+                 exist in region {REGION}; check environment \
                  kinesis_stream_name=no-such-stream and the region"
             ),
         ),
@@ -769,42 +769,64 @@ async fn overlapping_manifest_lines_never_read_one_shard_at_once() {
     std::fs::remove_dir_all(dir).ok();
 }
 
-/// A map task whose shard lease another attempt took over exits 3, even
-/// when the taker has already finished and released that lease.
+/// A map task whose shard lease another attempt took over while it read
+/// exits 3, even when the taker has already finished and released that
+/// lease; one whose lease was taken only after it printed its share whole
+/// (its command still running) succeeds, saying so.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_map_task_whose_lease_is_taken_over_exits_3() {
+async fn a_map_task_whose_lease_is_taken_over_exits_3_unless_it_printed_everything() {
     let k = kinesis().await;
     let stream = unique("losttask");
     create_stream(&k, &stream, 1).await;
     let table = table();
-    put_many(&k, &stream, 0, 5).await;
+    // 200 KB: more than the pipe holds, so a reader whose command waits
+    // before reading is still writing when its lease is taken.
+    let big = "x".repeat(1000);
+    for i in 0..200 {
+        put(&k, &stream, "p", format!("{i} {big}").as_bytes()).await;
+    }
     let manifest = ok(run_plan(&stream, &table, "M4", "0"));
     let dir = std::env::temp_dir().join(unique("losttask"));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("manifest"), &manifest).unwrap();
-    // The first attempt holds its lease while its command sleeps; a second
-    // attempt takes it over and finishes first.
-    let script = "kinesis-reader --shards-from-stdin --checkpoint-table \"$T\" \
-          -- sh -c 'cat >/dev/null; sleep 4' < \"$D/manifest\" 2> \"$D/first.err\" & pid=$!; \
-        sleep 1.5; \
-        kinesis-reader --shards-from-stdin --checkpoint-table \"$T\" --rerun-without-wait \
-          < \"$D/manifest\" > /dev/null 2> \"$D/second.err\"; b=$?; \
-        wait $pid; a=$?; echo \"$a $b\"";
-    let o = shell(script, &[("T", &table), ("D", dir.to_str().unwrap())]);
     let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
-    assert_eq!(
-        String::from_utf8_lossy(&o.stdout).trim(),
-        "3 0",
-        "{}\n--- first:\n{}\n--- second:\n{}",
-        stderr(&o),
-        read("first.err"),
-        read("second.err")
-    );
-    assert!(
-        read("first.err").contains("another run took the iteration over"),
-        "{}",
-        read("first.err")
-    );
+    // First: taken over while it reads (its 3 s lease is renewed each
+    // second, so it hears of the takeover at once): exit 3, incomplete.
+    // Then: taken over after it printed its share whole, while its command
+    // still runs: what it printed is the iteration's, and it succeeds.
+    for (command, lease, expected, said) in [
+        (
+            "sleep 4; cat >/dev/null",
+            "3s",
+            "3 0",
+            "another run took the iteration over while this run read it",
+        ),
+        (
+            "cat >/dev/null; sleep 4",
+            "30s",
+            "0 0",
+            "after this one printed its share whole",
+        ),
+    ] {
+        let script = format!(
+            "kinesis-reader --shards-from-stdin --checkpoint-table \"$T\" --lease-duration {lease} \
+               -- sh -c '{command}' < \"$D/manifest\" 2> \"$D/first.err\" & pid=$!; \
+             sleep 1.5; \
+             kinesis-reader --shards-from-stdin --checkpoint-table \"$T\" --rerun-without-wait \
+               < \"$D/manifest\" > /dev/null 2> \"$D/second.err\"; b=$?; \
+             wait $pid; a=$?; echo \"$a $b\""
+        );
+        let o = shell(&script, &[("T", &table), ("D", dir.to_str().unwrap())]);
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            expected,
+            "{command}: {}\n--- first:\n{}\n--- second:\n{}",
+            stderr(&o),
+            read("first.err"),
+            read("second.err")
+        );
+        assert!(read("first.err").contains(said), "{}", read("first.err"));
+    }
     std::fs::remove_dir_all(dir).ok();
 }
 
@@ -881,7 +903,21 @@ async fn each_bad_input_gives_its_exact_first_line() {
         ),
         (
             &["--stream", "s", "--max-concurrent-shards", "0"],
-            "kinesis-reader: --max-concurrent-shards must be at least 1",
+            "kinesis-reader: --max-concurrent-shards 0: expected a whole number ≥ 1",
+        ),
+        (
+            &["--stream", "s", "--max-concurrent-shards", "-1"],
+            "kinesis-reader: --max-concurrent-shards -1: expected a whole number ≥ 1",
+        ),
+        (
+            &["--stream", "s", "--max-memory", "-5MiB"],
+            "kinesis-reader: --max-memory -5MiB: \"-5MiB\" is not a size like 8MiB or 1.5GiB",
+        ),
+        (
+            &["--stream", "s", "--rerun-without-wait"],
+            "kinesis-reader: --rerun-without-wait is about the lease on an iteration, and \
+             without a checkpoint table nothing is leased: add --checkpoint-table T, or leave \
+             it out",
         ),
         (
             &["--stream", "s", "--max-memory", "10MiB"],
@@ -931,7 +967,11 @@ async fn each_bad_input_gives_its_exact_first_line() {
         ),
         (
             &["s3://b/x/", "--iteration", "0", "--part-size", "1MiB"],
-            "kinesis-writer: --part-size 1MiB: S3 parts are at least 5MiB",
+            "kinesis-writer: --part-size 1MiB: S3 parts are 5MiB to 5GiB",
+        ),
+        (
+            &["s3://b/x/", "--iteration", "0", "--part-size", "6GiB"],
+            "kinesis-writer: --part-size 6GiB: S3 parts are 5MiB to 5GiB",
         ),
         (
             &[

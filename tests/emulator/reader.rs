@@ -313,9 +313,8 @@ async fn emr_names_as_defines_and_as_env_match_the_flags() {
         })
         .collect();
     let env: Vec<(&str, &str)> = env.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
-    let mut env = env;
-    env.push(("mapred_task_id", "attempt_1_m_000000_0"));
-    let run = reader_env(&[], &env);
+    // A whole iteration outside Hadoop; its counters as a task's would be.
+    let run = reader_env(&["--hadoop-reporter"], &env);
     assert!(
         stderr(&run).contains("reporter:counter:KinesisReader,records,15\n"),
         "{}",
@@ -617,9 +616,16 @@ async fn an_aged_out_start_fails_with_code_4_or_is_skipped_loudly_and_recorded()
         .table_name(&table)
         .key("HashKey", AV::S(format!("{stream}/E/0000000000")))
         .key("RangeKey", AV::S("shardId-000000000000".into()))
-        .update_expression("SET #n = :n, known_until = :k, first_seq = :f, first_arrival = :k")
+        // A whole range that agrees with itself (the table checks that),
+        // as if iteration 0 had read one record, 0, two days ago.
+        .update_expression(
+            "SET #n = :n, #s = :s, last_seq = :f, known_until = :k, first_seq = :f, \
+             first_arrival = :k",
+        )
         .expression_attribute_names("#n", "next")
+        .expression_attribute_names("#s", "start")
         .expression_attribute_values(":n", AV::S("after:0".into()))
+        .expression_attribute_values(":s", AV::S("at:0".into()))
         .expression_attribute_values(":f", AV::S("0".into()))
         .expression_attribute_values(":k", AV::N(old))
         .send()

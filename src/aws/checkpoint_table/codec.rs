@@ -221,24 +221,40 @@ impl Codec<'_> {
     }
 
     pub fn parse_header(&self, item: &Item) -> Result<IterationHeader, StoreError> {
-        let bad = || {
+        // The one attribute that cannot be read, named with its value.
+        let bad = |attribute: &str| {
+            let has = match item.get(attribute) {
+                None => format!("no {attribute}"),
+                Some(v) => format!("{attribute} = {v:?}"),
+            };
             StoreError::Other(anyhow!(
-                "checkpoint table {:?} has an iteration item that this version cannot read: {:?}",
+                "checkpoint table {:?}: the iteration header {}/{} has {has}, which this version \
+                 cannot read{}: restore it, or rewind the logical name (README: The checkpoint \
+                 table)",
                 self.t.table,
-                item.keys().collect::<Vec<_>>()
+                get_s(item, &self.t.hash_key).unwrap_or("?"),
+                get_s(item, &self.t.range_key).unwrap_or("?"),
+                match attribute {
+                    "state" => " (it is open, succeeded or failed)",
+                    _ => "",
+                }
             ))
         };
-        let number = get_s(item, &self.t.range_key)
+        let range_key = self.t.range_key.as_str();
+        let number = get_s(item, range_key)
             .and_then(|v| v.parse().ok())
-            .ok_or_else(bad)?;
+            .ok_or_else(|| bad(range_key))?;
         self.check_layout(item, &format!("iteration {number}"))?;
         Ok(IterationHeader {
             number,
             state: get_s(item, "state")
                 .and_then(IterationState::parse)
-                .ok_or_else(bad)?,
-            stream_arn: get_s(item, "stream_arn").ok_or_else(bad)?.to_string(),
-            stream_created_ms: get_n(item, "stream_created").ok_or_else(bad)?,
+                .ok_or_else(|| bad("state"))?,
+            stream_arn: get_s(item, "stream_arn")
+                .ok_or_else(|| bad("stream_arn"))?
+                .to_string(),
+            stream_created_ms: get_n(item, "stream_created")
+                .ok_or_else(|| bad("stream_created"))?,
             start_spec: get_s(item, "start_spec").unwrap_or_default().to_string(),
             opened_ms: get_n(item, "opened_at").unwrap_or(0),
             opened_by: get_s(item, "opened_by").unwrap_or_default().to_string(),
@@ -523,6 +539,9 @@ mod tests {
         item.insert("state".into(), s("half-done"));
         let e = c.parse_header(&item).unwrap_err().to_string();
         assert!(e.contains("cannot read"), "{e}");
+        // The bad attribute is named, with its value, not every attribute.
+        assert!(e.contains("has state = S(\"half-done\")"), "{e}");
+        assert!(!e.contains("stream_arn"), "{e}");
         let mut shard = c.shard_item(
             &key(),
             7,
