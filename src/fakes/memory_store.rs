@@ -29,6 +29,29 @@ impl MemoryStore {
         f(&mut self.inner.lock().unwrap())
     }
 
+    /// A person's hand edit of one shard item, unconditional as the console's
+    /// is: `f` gets the item (`None` when absent) and may change, add or
+    /// delete it. Returns the item as it was.
+    pub fn edit_shard(
+        &self,
+        key: &LogicalKey,
+        n: u64,
+        shard_id: &str,
+        f: impl FnOnce(&mut Option<ShardCheckpoint>),
+    ) -> Option<ShardCheckpoint> {
+        self.with(|m| {
+            let it = m.get_mut(&(key.clone(), n))?;
+            let was = it.shards.get(shard_id).cloned();
+            let mut item = was.clone();
+            f(&mut item);
+            match item {
+                Some(sc) => it.shards.insert(shard_id.to_string(), sc),
+                None => it.shards.remove(shard_id),
+            };
+            was
+        })
+    }
+
     /// Runs `f` on iteration `n` while `holder` holds its lease; `Conflict` otherwise.
     fn leased<T>(
         &self,

@@ -11,8 +11,11 @@ use crate::clock::simulated;
 use crate::config::{Layers, ReaderConfig};
 use crate::error::{exit_for, Exit};
 use crate::fakes::{Fault, Faulty, Gate, MemoryStore, MemoryStream};
-use crate::ports::checkpoint::{CheckpointStore, IterationState, LogicalKey};
+use crate::ports::checkpoint::{
+    CheckpointStore, IterationState, LogicalKey, ShardCheckpoint, ShardEnd,
+};
 use crate::ports::stream::{Record, StreamApi};
+use crate::position::Position;
 use crate::run::{prepare, run, Summary};
 use async_trait::async_trait;
 use clap::Parser;
@@ -53,6 +56,8 @@ pub struct Report {
     pub child_records: u64,
     /// Of those, records of children that joined a run while it read.
     pub joined_records: u64,
+    /// Hand edits of the table made after the runs (0 or 1).
+    pub hand_edits: usize,
 }
 
 /// How a run was asked to run.
@@ -559,7 +564,16 @@ pub fn simulate(seed: u64, bug: Option<Bug>) -> Report {
         }
         let stuck = step > MAX_STEPS;
         let view = w.view();
-        let violations = super::tests::invariants(&view, stuck).await;
+        let mut violations = super::tests::invariants(&view, stuck).await;
+        let mut hand_edits = 0;
+        if !stuck {
+            let (what, refused) = hand_edit(&view, &mut w.rng).await;
+            if let Some(what) = what {
+                w.log(step, what);
+                hand_edits = 1;
+            }
+            violations.extend(refused);
+        }
         let done: Vec<u64> = headers(&view)
             .await
             .iter()
@@ -618,11 +632,134 @@ pub fn simulate(seed: u64, bug: Option<Bug>) -> Report {
             map_mode,
             child_records,
             joined_records,
+            hand_edits,
         }
     });
     ACTIVE.set(false);
     BUG.set(None);
     report
+}
+
+/// The ways a person edits a fixed range by hand that the table's checks
+/// refuse (`integrity`; README: "Checked, not trusted").
+#[derive(Clone, Copy, Debug)]
+enum Edit {
+    Deleted,
+    LastSeqRemoved,
+    NextRewound,
+    StartPastFirst,
+    RecordsChanged,
+    StartIntoPrevious,
+}
+
+/// After the runs, a person edits one fixed range of a succeeded iteration
+/// by hand. A replay of that iteration must refuse it (exit 2) rather than
+/// print it as truth, and so must `next` when the edit changes where the
+/// next iteration would start. The edit is undone after. Returns what was
+/// edited, and the violations.
+async fn hand_edit(v: &View, rng: &mut Rng) -> (Option<String>, Vec<String>) {
+    let headers = headers(v).await;
+    let mut candidates = Vec::new();
+    for h in headers.iter().filter(|h| succeeded(h)) {
+        for s in shards(v, h.number).await {
+            if s.joined.is_none() && s.end.as_ref().is_some_and(|e| e.records > 0) {
+                candidates.push((h.number, s));
+            }
+        }
+    }
+    if candidates.is_empty() {
+        return (None, Vec::new());
+    }
+    let (n, item) = candidates.swap_remove(rng.below(candidates.len()));
+    let prev_start = match n {
+        0 => None,
+        _ => shards(v, n - 1)
+            .await
+            .into_iter()
+            .find(|p| p.shard_id == item.shard_id && p.end.is_some() && p.start != item.start)
+            .map(|p| p.start),
+    };
+    let kinds = [
+        Edit::Deleted,
+        Edit::LastSeqRemoved,
+        Edit::NextRewound,
+        Edit::StartPastFirst,
+        Edit::RecordsChanged,
+        Edit::StartIntoPrevious,
+    ];
+    let edit = kinds[rng.below(kinds.len())];
+    let end = item.end.clone().expect("a fixed range");
+    let last = end.last_sequence.clone().expect("records > 0");
+    let edited = match edit {
+        Edit::Deleted => None,
+        Edit::LastSeqRemoved => Some(ShardCheckpoint {
+            end: Some(ShardEnd {
+                last_sequence: None,
+                ..end.clone()
+            }),
+            ..item.clone()
+        }),
+        Edit::NextRewound => Some(ShardCheckpoint {
+            end: Some(ShardEnd {
+                next: Position::At(last.clone()),
+                ..end.clone()
+            }),
+            ..item.clone()
+        }),
+        Edit::StartPastFirst => Some(ShardCheckpoint {
+            start: Position::After(end.first_sequence.clone().unwrap_or(last.clone())),
+            ..item.clone()
+        }),
+        Edit::RecordsChanged => Some(ShardCheckpoint {
+            end: Some(ShardEnd {
+                records: end.records + 1,
+                ..end.clone()
+            }),
+            ..item.clone()
+        }),
+        Edit::StartIntoPrevious => match prev_start {
+            Some(start) => Some(ShardCheckpoint {
+                start,
+                ..item.clone()
+            }),
+            None => return (None, Vec::new()),
+        },
+    };
+    let what = format!(
+        "a HAND EDIT of iteration {n}, shard {}: {edit:?}",
+        item.shard_id
+    );
+    v.store
+        .edit_shard(&key(), n, &item.shard_id, |i| *i = edited);
+    let mut violations = Vec::new();
+    let refused = |kind: Kind| async {
+        let ask = Ask { kind, waits: true };
+        let api: Arc<dyn StreamApi> = Arc::new(v.stream.clone());
+        let store: Arc<dyn CheckpointStore> = Arc::new(v.store.clone());
+        match perform(ask, api, store, "editor:1:0".into(), Captured::default()).await {
+            Ok(_) => Err("ended well".to_string()),
+            Err(e) if exit_for(&e) == Exit::Usage => Ok(()),
+            Err(e) => Err(format!("failed with {:?}: {e:#}", exit_for(&e))),
+        }
+    };
+    if let Err(e) = refused(Kind::Number(n)).await {
+        violations.push(format!("{what}: its replay {e}, where it must be refused"));
+    }
+    // `next` plans from the latest iteration's ends, when every iteration succeeded.
+    let plans_from_it =
+        headers.iter().all(succeeded) && headers.last().map(|h| h.number) == Some(n);
+    let moves_next = matches!(
+        edit,
+        Edit::Deleted | Edit::LastSeqRemoved | Edit::NextRewound | Edit::StartPastFirst
+    );
+    if plans_from_it && moves_next {
+        if let Err(e) = refused(Kind::Next).await {
+            violations.push(format!("{what}: `next` {e}, where it must be refused"));
+        }
+    }
+    v.store
+        .edit_shard(&key(), n, &item.shard_id, |i| *i = Some(item.clone()));
+    (Some(what), violations)
 }
 
 /// What the invariants look at once the runs have ended.

@@ -26,6 +26,9 @@ pub enum Bug {
     /// A run waiting for another run's lease gave up at its first failed
     /// poll, though the next poll might have ended the wait.
     PollGivesUp,
+    /// The checkpoint table read as truth: a deleted item or a hand-edited
+    /// range replayed, or continued from, without a word.
+    TableTrusted,
 }
 
 #[cfg(test)]

@@ -335,7 +335,7 @@ fn every_seed_keeps_every_invariant() {
     let first = env_u64("KINESIS_SIM_FIRST").unwrap_or(1);
     let count = env_u64("KINESIS_SIM_SEEDS").unwrap_or(200);
     let (mut steps, mut outcomes, mut iterations, mut later) = (0, (0, 0, 0), 0, 0);
-    let (mut map_mode, mut children, mut joined) = ((0, 0), 0, 0);
+    let (mut map_mode, mut children, mut joined, mut edits) = ((0, 0), 0, 0, 0);
     for seed in first..first + count {
         let r = simulate(seed, None);
         assert!(r.violations.is_empty(), "{}", failure(seed, &r));
@@ -345,6 +345,7 @@ fn every_seed_keeps_every_invariant() {
         map_mode = (map_mode.0 + r.map_mode.0, map_mode.1 + r.map_mode.1);
         children += r.child_records;
         joined += r.joined_records;
+        edits += r.hand_edits;
         outcomes = (
             outcomes.0 + r.outcomes.0,
             outcomes.1 + r.outcomes.1,
@@ -355,7 +356,8 @@ fn every_seed_keeps_every_invariant() {
         "{count} seeds from {first}: {steps} scheduling steps; runs {} succeeded, {} failed, {} \
          killed; {iterations} iterations succeeded, {later} records in those after the first; \
          {} map tasks and {} finishes succeeded; {children} records of split or merged shards' \
-         children, {joined} of them in children that joined a run",
+         children, {joined} of them in children that joined a run; {edits} hand edits of the \
+         table, each refused",
         outcomes.0, outcomes.1, outcomes.2, map_mode.0, map_mode.1
     );
     // The seeds must exercise the protocol, not only fail: runs of every
@@ -376,6 +378,7 @@ fn every_seed_keeps_every_invariant() {
         children > count as u64 / 4 && joined > 0,
         "{children} records of children, {joined} of joined children"
     );
+    assert!(edits > count / 2, "{edits} hand edits");
 }
 
 /// One seed, one schedule: the trace is the same every time.
@@ -396,6 +399,7 @@ fn bugs_found_before_are_found_again() {
         Bug::NextReplaysASuccess,
         Bug::OwnLeaseIsARival,
         Bug::PollGivesUp,
+        Bug::TableTrusted,
     ] {
         let found = (1..=300u64).find_map(|s| {
             let broke = simulate(s, Some(bug)).violations;

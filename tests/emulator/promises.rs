@@ -459,3 +459,35 @@ async fn hand_edits_of_the_checkpoint_table_are_refused_by_name() {
     );
     assert_eq!(status(&stream, &t, "gone")[1]["state"], "succeeded");
 }
+
+/// What a new user met with a typo: status of a stream that does not exist,
+/// and a writer's table that does not exist.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_stream_or_table_is_named_with_what_to_do() {
+    let t = table();
+    let o = reader(&[
+        "status",
+        "--stream",
+        "no-such-stream-typo",
+        "--checkpoint-table",
+        &t,
+        "--logical-name",
+        "x",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("\"no-such-stream-typo\" does not exist")
+            && stderr(&o).contains("typo"),
+        "{}",
+        stderr(&o)
+    );
+    let o = writer(&["dynamodb://nosuch", "--columns", "k:S,v:N"], b"a\t1\n");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("table nosuch does not exist")
+            && e.contains("aws dynamodb create-table --table-name nosuch")
+            && e.contains("AttributeName=k,KeyType=HASH"),
+        "{e}"
+    );
+}
