@@ -117,9 +117,10 @@ pub fn items(
 }
 
 /// Fewer planned items than the header says can be a creation cut short
-/// only while no shard of it has been read.
+/// only while no shard of it has been read, and only with some items: the
+/// header is created in one transaction with the first shard items.
 pub fn may_be_unfinished(shards: &[ShardCheckpoint]) -> bool {
-    shards.iter().all(|s| s.end.is_none() && s.joined.is_none())
+    !shards.is_empty() && shards.iter().all(|s| s.end.is_none() && s.joined.is_none())
 }
 
 /// One shard's fixed range against its own facts.
@@ -346,6 +347,8 @@ mod tests {
         let mut unread = fixed("s-0", 10, None);
         unread.end = None;
         assert!(items(&key(), &header(1, 2), &[unread]).is_ok());
+        // But never none at all: the header is written with the first items.
+        refused(items(&key(), &header(1, 2), &[]), &["holds 0 planned shard items"]);
         // Joined children: 1, 2, … without a gap.
         let mut j = fixed("s-2", 1, None);
         j.joined = Some(2);
