@@ -348,7 +348,10 @@ mod tests {
         unread.end = None;
         assert!(items(&key(), &header(1, 2), &[unread]).is_ok());
         // But never none at all: the header is written with the first items.
-        refused(items(&key(), &header(1, 2), &[]), &["holds 0 planned shard items"]);
+        refused(
+            items(&key(), &header(1, 2), &[]),
+            &["holds 0 planned shard items"],
+        );
         // Joined children: 1, 2, … without a gap.
         let mut j = fixed("s-2", 1, None);
         j.joined = Some(2);

@@ -729,13 +729,16 @@ mod tests {
         (pages.concat(), outcome)
     }
 
-    /// As [`run_with`], page by page.
-    async fn run_pages(
-        api: Arc<dyn StreamApi>,
+    /// Shard "s" read alone: its task, its page slots, and its events.
+    fn lone_task(
         extent: Extent,
         settings: ReadSettings,
-    ) -> (Vec<Vec<String>>, Option<Outcome>) {
-        let (tx, mut rx) = mpsc::channel(4);
+    ) -> (
+        ShardTask,
+        Arc<ShardPages>,
+        mpsc::Receiver<(usize, ShardEvent)>,
+    ) {
+        let (tx, rx) = mpsc::channel(4);
         let page_slots = ShardPages::alone();
         let task = ShardTask {
             index: 0,
@@ -745,6 +748,16 @@ mod tests {
             page_slots: page_slots.clone(),
             events: tx,
         };
+        (task, page_slots, rx)
+    }
+
+    /// As [`run_with`], page by page.
+    async fn run_pages(
+        api: Arc<dyn StreamApi>,
+        extent: Extent,
+        settings: ReadSettings,
+    ) -> (Vec<Vec<String>>, Option<Outcome>) {
+        let (task, page_slots, mut rx) = lone_task(extent, settings);
         let h = tokio::spawn(task.run(api));
         let mut seqs = Vec::new();
         let outcome = loop {
@@ -846,16 +859,7 @@ mod tests {
     /// Runs a shard task to its end, consuming its pages: its result, and
     /// how many records it sent.
     async fn run_result(api: Arc<dyn StreamApi>, extent: Extent) -> (Result<()>, usize) {
-        let (tx, mut rx) = mpsc::channel(4);
-        let page_slots = ShardPages::alone();
-        let task = ShardTask {
-            index: 0,
-            shard_id: "s".into(),
-            extent,
-            settings: ReadSettings::default(),
-            page_slots: page_slots.clone(),
-            events: tx,
-        };
+        let (task, page_slots, mut rx) = lone_task(extent, ReadSettings::default());
         let h = tokio::spawn(task.run(api));
         let mut sent = 0;
         while let Some((_, ev)) = rx.recv().await {

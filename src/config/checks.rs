@@ -6,13 +6,17 @@ use crate::sink::s3::Compression;
 
 /// A stream name, or an ARN ending in `stream/NAME`: names are Kinesis's
 /// 1 to 128 of `A-Z a-z 0-9 _ - .`. `src` says where the value came from.
-pub fn check_stream_name(stream: &str, src: &str) -> Result<(), ExitError> {
-    let name = crate::ports::stream::stream_name(stream);
-    let ok = (1..=128).contains(&name.len())
+/// Kinesis's rule for stream and consumer names: 1 to 128 characters of
+/// A-Z, a-z, 0-9, '_', '-' and '.'.
+fn kinesis_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
-    if !ok {
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b))
+}
+
+pub fn check_stream_name(stream: &str, src: &str) -> Result<(), ExitError> {
+    if !kinesis_name(crate::ports::stream::stream_name(stream)) {
         return Err(ExitError::Usage(format!(
             "{src}: a stream name is 1 to 128 characters of A-Z, a-z, 0-9, '_', '-' and '.' \
              (or give the stream's ARN)"
@@ -24,11 +28,7 @@ pub fn check_stream_name(stream: &str, src: &str) -> Result<(), ExitError> {
 /// An enhanced fan-out consumer's name, as Kinesis accepts it: refused here,
 /// before `plan` registers (and the account is billed for) anything.
 pub fn check_consumer_name(name: &str) -> Result<(), ExitError> {
-    let ok = (1..=128).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
-    if !ok {
+    if !kinesis_name(name) {
         return Err(ExitError::Usage(format!(
             "--efo-consumer {name:?}: a consumer name is 1 to 128 characters of A-Z, a-z, 0-9, \
              '_', '-' and '.'"
