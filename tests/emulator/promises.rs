@@ -138,10 +138,13 @@ async fn a_closed_stdout_or_stdin_is_refused_before_anything_counts() {
     let o = shell(&format!("kinesis-reader {a} >/dev/full"), &[]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert_eq!(state(&stream, &t, "c", 0), "failed");
-    // A deliberate /dev/null is the user's choice, and works.
-    let o = shell(&format!("kinesis-reader {a} >/dev/null"), &[]);
+    // A deliberate /dev/null is the user's choice, and works, opened either
+    // way (Python's subprocess.DEVNULL opens it for reading and writing).
+    let o = shell(&format!("kinesis-reader {a} 1<>/dev/null"), &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(state(&stream, &t, "c", 0), "succeeded");
+    let o = shell(&format!("kinesis-reader {a} >/dev/null"), &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
 
     let s3c = s3().await;
     let b = bucket(&s3c).await;
