@@ -79,12 +79,14 @@ async fn status(
     last: usize,
     json: bool,
 ) -> Result<u8> {
+    stdout_open("the status would go nowhere")?;
     let sdk = aws::sdk_config(aws).await?;
     let store = DynamoStore::new(&sdk, table);
     store.check_table().await?;
-    let mut out = std::io::stdout().lock();
+    // Printed once it is known to be about a stream that exists.
+    let mut shown = Vec::new();
     let now = crate::clock::now_ms();
-    let n = crate::status::status(&store, &key, last, json, now, &mut out).await?;
+    let n = crate::status::status(&store, &key, last, json, now, &mut shown).await?;
     if n == 0 {
         // A typo in the stream's name looks the same as a logical name that
         // has not run yet: the stream says which.
@@ -102,10 +104,14 @@ async fn status(
             );
         }
     }
+    let mut out = std::io::stdout().lock();
+    out.write_all(&shown)?;
+    out.flush()?;
     Ok(0)
 }
 
 async fn plan(cfg: &ReaderConfig, shards_per_line: usize) -> Result<u8> {
+    stdout_open("the manifest would go nowhere: send it to a file")?;
     let (api, store) = clients(cfg).await?;
     let p = run::plan(
         api.as_ref(),
@@ -171,6 +177,15 @@ async fn deregister_consumer(aws: &AwsSettings, stream: &str, name: &str) -> Res
     Ok(0)
 }
 
+/// Refuses a stdout that was closed when we started (`>&-`): Rust's runtime
+/// would have opened it as /dev/null, and `why` says what would be lost.
+fn stdout_open(why: &str) -> Result<()> {
+    match crate::descriptors::closed_at_start(1) {
+        true => Err(ExitError::Usage(format!("standard output is closed (>&-), so {why}")).into()),
+        false => Ok(()),
+    }
+}
+
 /// The stream and the checkpoint table (checked) for `plan` and `finish`.
 async fn clients(cfg: &ReaderConfig) -> Result<(Arc<KinesisStream>, Arc<DynamoStore>)> {
     let cp = cfg
@@ -200,13 +215,11 @@ async fn read(cfg: ReaderConfig, watch: Watch) -> Result<u8> {
             .into());
         }
     }
-    if cfg.command.is_empty() && crate::descriptors::closed_at_start(1) {
-        return Err(ExitError::Usage(
-            "standard output is closed (>&-), so the records would go nowhere and still count \
-             as delivered: send them to a file or a pipe, or give a command after --"
-                .into(),
-        )
-        .into());
+    if cfg.command.is_empty() {
+        stdout_open(
+            "the records would go nowhere and still count as delivered: send them to a file or \
+             a pipe, or give a command after --",
+        )?;
     }
     let sdk = aws::sdk_config(&cfg.aws).await?;
     let api = Arc::new(KinesisStream::new(&sdk, &cfg.stream).named_by(&cfg.stream_from));

@@ -61,6 +61,11 @@ pub fn exit_for(err: &anyhow::Error) -> Exit {
         if let Some(crate::ports::SinkError::NotUsable(_)) = cause.downcast_ref() {
             return Exit::Usage;
         }
+        // A store's error wraps its cause transparently, which hides the
+        // cause from the chain: look inside.
+        if let Some(crate::ports::checkpoint::StoreError::Other(inner)) = cause.downcast_ref() {
+            return exit_for(inner);
+        }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::BrokenPipe {
                 return Exit::Ok;

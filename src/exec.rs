@@ -91,6 +91,26 @@ pub fn spawn(
             .env(mangle(names::ITERATION), n.to_string())
             .env(exported::ITERATION_START, fmt_ms(*opened_ms));
     }
+    // A stdout or stderr closed when we started (`>&-`) is closed for the
+    // command too, as the person asked; the runtime's stand-in /dev/null
+    // would swallow the command's output without a word.
+    let closed: Vec<libc::c_int> = [1, 2]
+        .into_iter()
+        .filter(|fd| descriptors::closed_at_start(*fd as usize))
+        .collect();
+    if !closed.is_empty() {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: between fork and exec only close(2), which is
+        // async-signal-safe, runs.
+        unsafe {
+            cmd.pre_exec(move || {
+                for fd in &closed {
+                    libc::close(*fd);
+                }
+                Ok(())
+            });
+        }
+    }
     match feed {
         Some(name) => cmd.env(crate::feed::VARIABLE, name),
         // An outer reader's socket is not this run's.

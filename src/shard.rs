@@ -407,6 +407,14 @@ impl ShardTask {
                         )));
                     }
                 }
+                // More records than the range recorded: stop before printing one.
+                if let Some(want) = recorded.filter(|w| records == w.records) {
+                    return Err(not_as_recorded(format!(
+                        "its replay reaches a record past the {} its item records, before its \
+                         last_seq {last}",
+                        count(want.records, "record")
+                    )));
+                }
                 records += 1;
                 bytes += r.data.len() as u64;
                 prev = Some(r.sequence_number);
@@ -651,7 +659,8 @@ fn not_as_recorded(what: String) -> anyhow::Error {
 fn missing(last: &str, emitted: &Option<String>) -> anyhow::Error {
     anyhow!(
         "the iteration's fixed last record {last} is no longer in the shard (read up to {}); \
-         the stream no longer holds this iteration's records",
+         the stream no longer holds this iteration's records (or its item's last_seq was edited \
+         by hand)",
         emitted.as_deref().unwrap_or("nothing")
     )
 }
@@ -886,13 +895,20 @@ mod tests {
         let (r, sent) = run_result(fake(30, 7, &[]), replay(17, 47, "60")).await;
         assert!(r.is_ok(), "{r:?}");
         assert_eq!(sent, 17);
-        // `records` edited: found at the end, after the records were sent.
-        let (r, _) = run_result(fake(30, 7, &[]), replay(5, 47, "60")).await;
+        // `records` raised: found at the end, after the records were sent.
+        let (r, sent) = run_result(fake(30, 7, &[]), replay(18, 47, "60")).await;
         let e = format!("{:#}", r.unwrap_err());
         assert!(
-            e.contains("yields 17 records") && e.contains("records 5 records"),
+            e.contains("yields 17 records") && e.contains("records 18 records"),
             "{e}"
         );
+        assert_eq!(sent, 17);
+        // Lowered (or last_seq moved on): it stops at the first record past
+        // the count, before the page holding it is sent.
+        let (r, sent) = run_result(fake(30, 7, &[]), replay(5, 47, "60")).await;
+        let e = format!("{:#}", r.unwrap_err());
+        assert!(e.contains("past the 5 records its item records"), "{e}");
+        assert_eq!(sent, 0);
         // A first record other than the recorded one stops before it is sent.
         let (r, sent) = run_result(fake(30, 7, &[]), replay(17, 47, "90")).await;
         let e = format!("{:#}", r.unwrap_err());

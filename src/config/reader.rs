@@ -139,6 +139,14 @@ pub struct ReaderConfig {
     pub max_concurrent_shards: Option<usize>,
 }
 
+/// What a command line's settings are for: a run that reads (perhaps a map
+/// task's share), or `plan` / `finish`, which drive a job.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Reader,
+    Driver,
+}
+
 /// Which part of an iteration this run reads: the manifest's shards, `--task`,
 /// or Hadoop's task partition when the job has more than one map task.
 fn map_mode(
@@ -269,6 +277,23 @@ impl ReaderConfig {
         r: &ReadArgs,
         l: &Layers,
         assignment: Option<&crate::manifest::Assignment>,
+    ) -> Result<Self, ExitError> {
+        Self::resolve_as(c, r, l, assignment, Role::Reader)
+    }
+
+    /// The settings of `plan` or `finish`: they drive a job, never read a
+    /// task's share, so Hadoop's task variables (a driver started inside a
+    /// launcher task, as Oozie's shell action does) say nothing to them.
+    fn resolve_driver(c: &CommonArgs, r: &ReadArgs, l: &Layers) -> Result<Self, ExitError> {
+        Self::resolve_as(c, r, l, None, Role::Driver)
+    }
+
+    fn resolve_as(
+        c: &CommonArgs,
+        r: &ReadArgs,
+        l: &Layers,
+        assignment: Option<&crate::manifest::Assignment>,
+        role: Role,
     ) -> Result<Self, ExitError> {
         let manifest_args = assignment.map(|a| with_manifest(c, r, l, a)).transpose()?;
         let (c, r) = match &manifest_args {
@@ -412,7 +437,10 @@ impl ReaderConfig {
                 Err(e) => return Err(usage(format!("--max-memory {v}: {e}"))),
             },
         };
-        let map = map_mode(r, l, assignment)?;
+        let map = match role {
+            Role::Reader => map_mode(r, l, assignment)?,
+            Role::Driver => None,
+        };
         if map.is_some() && checkpoint.is_none() {
             return Err(usage(
                 "map mode (--shards-from-stdin, --task, or Hadoop's task partition) reads a \
@@ -607,12 +635,12 @@ impl ReaderCommand {
                     return Err(usage("--shards-per-line must be at least 1".into()));
                 }
                 ReaderCommand::Plan {
-                    cfg: ReaderConfig::resolve(c, &cli.read, l, None)?,
+                    cfg: ReaderConfig::resolve_driver(c, &cli.read, l)?,
                     shards_per_line: *shards_per_line,
                 }
             }
             Some(Command::Finish { force }) => {
-                let cfg = ReaderConfig::resolve(c, &cli.read, l, None)?;
+                let cfg = ReaderConfig::resolve_driver(c, &cli.read, l)?;
                 if !matches!(
                     cfg.checkpoint.as_ref().map(|c| c.iteration),
                     Some(IterationRequest::Number(_))
@@ -778,6 +806,16 @@ mod tests {
         let given = resolve(&[&args[..], &["--task", "1/2"]].concat(), refused[0]).unwrap();
         assert_eq!(given.map, Some(MapMode::Task { index: 1, count: 2 }));
         assert_eq!(resolve(&args, &[]).unwrap().map, None);
+        // `plan` and `finish` drive the job: a launcher task may run them.
+        for sub in ["plan", "finish"] {
+            let mut argv = vec!["kinesis-reader", sub];
+            argv.extend(args);
+            let cli = crate::cli::ReaderCli::try_parse_from(argv).unwrap();
+            let env = |k: &str| (k == "mapreduce_task_attempt_id").then(|| "attempt_1".to_string());
+            let layers = Layers::new(&cli.common.define, &env).unwrap();
+            let cmd = ReaderCommand::resolve(&cli, &layers, None);
+            assert!(cmd.is_ok(), "{sub}: {:?}", cmd.err());
+        }
     }
 
     #[test]

@@ -116,6 +116,16 @@ fn check_partitions_differ(
             .unwrap_or(DEFAULT_KEY_TEMPLATE)
             .contains("{partition}");
     let several = ctx.partition != 0 || ctx.partitions.is_some_and(|n| n > 1);
+    if several && cli.success_marker {
+        // Hadoop writes _SUCCESS once, when the whole job has committed;
+        // no one of several reducers knows that.
+        return Err(ExitError::Usage(format!(
+            "--success-marker says every part is there, but partition {} is one of several \
+             and cannot know that the others have finished: let the job's driver write \
+             _SUCCESS after the job (as Hadoop does), or run a single reducer",
+            ctx.partition
+        )));
+    }
     if per_partition || !several {
         return Ok(());
     }
@@ -185,6 +195,7 @@ fn table_output(
         batches_in_flight: in_range("--batches-in-flight", cli.batches_in_flight, 4)?,
         rate,
         tag,
+        hold_until_whole: mode == Mode::Add && ctx.fed_by_reader,
     })
 }
 
@@ -255,6 +266,8 @@ pub struct IterationContext {
     pub partitions: Option<u32>,
     /// When the iteration was opened (epoch ms), for `{date}` / `{hour}`.
     pub opened_ms: Option<i64>,
+    /// The input comes from an exec-mode reader that says when it is whole.
+    pub fed_by_reader: bool,
 }
 
 /// The default object name under a prefix: one object per iteration and
@@ -406,6 +419,7 @@ fn iteration_context(
         partition,
         partitions,
         opened_ms,
+        fed_by_reader: env(crate::feed::VARIABLE).is_some_and(|v| !v.is_empty()),
     })
 }
 
@@ -583,6 +597,14 @@ mod tests {
         let per = ["s3://bkt/kt/", "--iteration", "1", "--logical-name", "L"];
         assert!(resolve(&per, &env1).is_ok());
         assert!(resolve(&per, &env0).is_ok());
+        // Nor may one of several partitions say the whole output is there.
+        let marker = [&per[..], &["--success-marker"]].concat();
+        let e = resolve(&marker, &env1).unwrap_err().to_string();
+        assert!(
+            e.contains("--success-marker") && e.contains("one of several"),
+            "{e}"
+        );
+        assert!(resolve(&marker, &one).is_ok());
     }
 
     #[test]
@@ -594,6 +616,7 @@ mod tests {
             partition: 3,
             partitions: None,
             opened_ms: Some(1_764_165_900_000), // 2025-11-26T14:05:00Z
+            fed_by_reader: false,
         };
         assert_eq!(
             expand_key(DEFAULT_KEY_TEMPLATE, &ctx).unwrap(),

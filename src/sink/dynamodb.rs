@@ -46,6 +46,10 @@ pub struct LoadOptions {
     pub tag: Option<String>,
     pub max_attempts: u32,
     pub progress: Arc<crate::progress::Progress>,
+    /// `add` mode: apply nothing until the input has ended whole. An add is
+    /// recorded under its tag, so a rerun skips it: one applied from an
+    /// input cut short (its reader killed) would stay short for good.
+    pub hold_until_whole: bool,
 }
 
 impl LoadOptions {
@@ -149,8 +153,15 @@ pub async fn load(
     tokio::select! {
         r = load_all(table, input, opts, bad) => r,
         why = stop => Err(ExitError::Interrupted(format!(
-            "stopped by {why}; the items written so far stay (put and add are idempotent: \
-             run the same input again)"
+            "stopped by {why}; {}",
+            match (opts.mode, opts.hold_until_whole) {
+                (Mode::Put, _) => "the items written so far stay (put is idempotent: run the \
+                                   same whole input again)",
+                (Mode::Add, true) => "nothing was added (an add waits for its input to end \
+                                      whole)",
+                (Mode::Add, false) => "the items added so far stay, recorded under their \
+                                       iteration: rerun only with the same whole input",
+            }
         )).into()),
     }
 }
@@ -189,11 +200,7 @@ async fn load_all(
     let lines = match (written, read) {
         (Ok(()), Ok(lines)) => lines,
         (Err(e), _) | (Ok(()), Err(e)) => {
-            return Err(anyhow!(
-                "{e:#}; {} had been written — put and add are idempotent, so running the \
-                 same input again is safe",
-                crate::words::count(summary.items_written, "item")
-            ))
+            return Err(anyhow!("{e:#}; {}", after_failure(opts, &summary)))
         }
     };
     summary.lines = lines;
@@ -219,6 +226,25 @@ impl Rows {
 
     fn ended_whole(&self) -> bool {
         self.whole.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// What a load that failed leaves, and what a rerun does about it.
+fn after_failure(opts: &LoadOptions, s: &LoadSummary) -> String {
+    let items = crate::words::count(s.items_written, "item");
+    let nothing_yet = s.items_written == 0 && s.already_applied == 0;
+    match (opts.mode, opts.hold_until_whole && nothing_yet) {
+        (Mode::Put, _) => format!(
+            "{items} had been written; put is idempotent, so running the same whole input again \
+             makes the table what it would have been"
+        ),
+        (Mode::Add, true) => "nothing was added (an add waits for its input to end whole); a \
+                              rerun of the iteration adds it once"
+            .to_string(),
+        (Mode::Add, false) => format!(
+            "{items} had been added, each recorded under its iteration, so a rerun skips them: \
+             rerun only with the same whole input (a sum from an input cut short stays)"
+        ),
     }
 }
 
@@ -463,6 +489,8 @@ async fn add_rows(
     // input), where it is summed; later, it would be added under the same tag.
     let mut seen: HashSet<u64> = HashSet::new();
     let mut current: Option<Row> = None;
+    // With `hold_until_whole`: every summed row, until the input has ended whole.
+    let mut held: Vec<Row> = Vec::new();
     let flush = |row: Row, tasks: &mut tokio::task::JoinSet<Result<(Option<bool>, u64)>>| {
         let mut key = Item::new();
         let mut adds = Item::new();
@@ -504,6 +532,8 @@ async fn add_rows(
     loop {
         let next = rows.next().await;
         if next.is_none() && !rows.ended_whole() {
+            // Cut short: what is held was never applied, and a rerun applies it whole.
+            held.clear();
             break;
         }
         match (&mut current, next) {
@@ -526,10 +556,15 @@ async fn add_rows(
             }
             (_, next) => {
                 if let Some(done) = current.take() {
-                    if let Some(p) = pace.as_mut() {
-                        p.take(1).await;
+                    match opts.hold_until_whole {
+                        true => held.push(done),
+                        false => {
+                            if let Some(p) = pace.as_mut() {
+                                p.take(1).await;
+                            }
+                            flush(done, &mut tasks);
+                        }
                     }
-                    flush(done, &mut tasks);
                 }
                 let Some(row) = next else { break };
                 if !seen.insert(hash(&row.key)) {
@@ -542,6 +577,16 @@ async fn add_rows(
                 current = Some(row);
             }
         }
+        while let Some(r) = tasks.try_join_next() {
+            count_add(r??, summary);
+        }
+    }
+    // The input ended whole: what was held goes now.
+    for row in held {
+        if let Some(p) = pace.as_mut() {
+            p.take(1).await;
+        }
+        flush(row, &mut tasks);
         while let Some(r) = tasks.try_join_next() {
             count_add(r??, summary);
         }
@@ -627,6 +672,7 @@ mod tests {
             rate: None,
             tag: None,
             max_attempts: 10,
+            hold_until_whole: false,
             progress: Default::default(),
         };
         let bad = BadLines::new(crate::sink::lines::BadLinePolicy::Fail).unwrap();
@@ -667,6 +713,7 @@ mod tests {
             rate: None,
             tag: Some("A#1".into()),
             max_attempts: 10,
+            hold_until_whole: false,
             progress: Default::default(),
         }
     }

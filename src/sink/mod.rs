@@ -57,6 +57,9 @@ pub struct TableOutput {
     pub rate: Option<WriteRate>,
     /// `add` mode: what each changed item records (`<logical name>#<iteration>`).
     pub tag: Option<String>,
+    /// `add` mode under an exec-mode reader: nothing is applied until the
+    /// input has ended whole (see `dynamodb::LoadOptions`).
+    pub hold_until_whole: bool,
 }
 
 /// `--write-rate` or `--write-capacity-percent`; the percentage becomes a rate
@@ -226,6 +229,7 @@ async fn to_table(
         tag: out.tag.clone(),
         max_attempts: 10,
         progress: lines.progress,
+        hold_until_whole: out.hold_until_whole,
     };
     let input = std::io::BufReader::with_capacity(256 * 1024, lines.input);
     let (s, mut bad) = dynamodb::load(items, input, &opts, lines.bad, lines.stop).await?;

@@ -134,6 +134,15 @@ async fn a_closed_stdout_or_stdin_is_refused_before_anything_counts() {
         stderr(&o)
     );
     assert!(status(&stream, &t, "c").as_array().unwrap().is_empty());
+    // In exec mode the command gets the closed stdout it was given: its
+    // output has nowhere to go, so `cat` fails, and so does the iteration.
+    let o = shell(&format!("kinesis-reader {a} -- cat >&-"), &[]);
+    assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(status(&stream, &t, "c")
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["state"] != "succeeded"));
     // A full disk fails the iteration.
     let o = shell(&format!("kinesis-reader {a} >/dev/full"), &[]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
@@ -307,7 +316,8 @@ async fn hand_edits_of_the_checkpoint_table_are_refused_by_name() {
     create_stream(&k, &stream, 2).await;
     let t = table();
     let names = [
-        "gone", "nolast", "start", "back", "records", "next", "header",
+        "gone", "nolast", "start", "back", "records", "next", "header", "nostart", "nonext",
+        "strcount", "state",
     ];
     put_many(&k, &stream, 0, 80).await;
     for l in names {
@@ -412,7 +422,7 @@ async fn hand_edits_of_the_checkpoint_table_are_refused_by_name() {
     let o = reader(&args(&stream, &t, "records", "1"));
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
-        stderr(&o).contains("but its item records 5 records"),
+        stderr(&o).contains("past the 5 records its item records"),
         "{}",
         stderr(&o)
     );
@@ -423,6 +433,36 @@ async fn hand_edits_of_the_checkpoint_table_are_refused_by_name() {
     set("next", 1, "next", Some(AV::S(rewound))).await.unwrap();
     refused("next", "1", &["next after:", "just after its last_seq"]);
     refused("next", "next", &["next after:", "just after its last_seq"]);
+
+    // Attributes this version cannot read: named, with what they hold.
+    set("nostart", 1, "start", None).await.unwrap();
+    refused("nostart", "1", &[&item_key("nostart", 1), "has no start"]);
+    set("nonext", 1, "next", None).await.unwrap();
+    refused("nonext", "1", &["has no next"]);
+    refused("nonext", "next", &["has no next"]);
+    set("strcount", 1, "records", Some(AV::S("16".into())))
+        .await
+        .unwrap();
+    refused(
+        "strcount",
+        "1",
+        &["has records = S(\"16\")", "a whole number"],
+    );
+    d.update_item()
+        .table_name(&t)
+        .key("HashKey", AV::S(format!("{stream}/state")))
+        .key("RangeKey", AV::S("0000000001".into()))
+        .update_expression("SET #s = :v")
+        .expression_attribute_names("#s", "state")
+        .expression_attribute_values(":v", AV::S("bogus".into()))
+        .send()
+        .await
+        .unwrap();
+    refused(
+        "state",
+        "1",
+        &["has state = S(\"bogus\")", "open, succeeded or failed"],
+    );
 
     // A deleted header, its items left.
     d.delete_item()
@@ -435,7 +475,8 @@ async fn hand_edits_of_the_checkpoint_table_are_refused_by_name() {
     refused("header", "1", &["no header", &item_key("header", 1)]);
 
     // Nothing was recorded by the refusals: the unedited iteration replays as before.
-    for l in names {
+    // (`status` itself refuses the items this version cannot read.)
+    for l in ["nolast", "start", "back", "records", "next"] {
         assert_eq!(status(&stream, &t, l)[0]["state"], "succeeded", "{l}");
     }
     assert!(!ok(reader(&args(&stream, &t, "gone", "0"))).is_empty());
@@ -493,4 +534,70 @@ async fn a_missing_stream_or_table_is_named_with_what_to_do() {
             && e.contains("AttributeName=k,KeyType=HASH"),
         "{e}"
     );
+}
+
+/// Add mode records each iteration in the items it adds, so that a rerun
+/// skips them: an add applied from an input cut short would stay short for
+/// good. Under an exec-mode reader that is killed, nothing is added, and
+/// the rerun adds the whole iteration once.
+#[tokio::test(flavor = "multi_thread")]
+async fn add_mode_under_a_killed_reader_adds_nothing_and_the_rerun_adds_it_whole() {
+    let k = kinesis().await;
+    let stream = unique("addk");
+    create_stream(&k, &stream, 2).await;
+    put_many(&k, &stream, 0, 300).await;
+    let t = table();
+    let d = dynamo().await;
+    let items = crate::writer::table(&d, false).await;
+    let dir = std::env::temp_dir().join(unique("addk"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mark = dir.join("first-line");
+    let sink = format!(
+        "cut -f 1 | sort | sed 's/$/\\t1/' | kinesis-writer dynamodb://{items} --columns \
+         error:S,count:N --mode add"
+    );
+    let a = [
+        "--stream",
+        &stream,
+        "--checkpoint-table",
+        &t,
+        "--logical-name",
+        "add",
+        "--iteration",
+        "next",
+        "--lease-duration",
+        "3s",
+    ];
+    let mut child = reader_feeding(&a, &mark, &sink);
+    wait_until("the command got its first line", 60, || mark.exists());
+    child.kill().unwrap();
+    let o = child.wait_with_output().unwrap();
+    let e = stderr(&o);
+    assert!(
+        e.contains("is gone") && e.contains("nothing was added"),
+        "{e}"
+    );
+    let scan = d.scan().table_name(&items).send().await.unwrap();
+    assert_eq!(scan.count(), 0, "a killed reader's input was added");
+    // The rerun (once the dead run's lease has expired) adds it whole, once.
+    let bins = std::path::Path::new(READER)
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let path = format!("{bins}:{}", std::env::var("PATH").unwrap());
+    let mut again = a.to_vec();
+    again.extend(["--", "sh", "-c", &sink]);
+    for _ in 0..2 {
+        let o = reader_env(&again, &[("PATH", &path)]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let scan = d.scan().table_name(&items).send().await.unwrap();
+    let total: u64 = scan
+        .items()
+        .iter()
+        .map(|i| i["count"].as_n().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total, 300, "each record counted once");
+    std::fs::remove_dir_all(dir).ok();
 }

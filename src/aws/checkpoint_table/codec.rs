@@ -19,6 +19,7 @@
 //! planning the iteration again.
 
 use crate::config::TableSettings;
+use crate::error::ExitError;
 use crate::ports::checkpoint::{
     Holder, IterationHeader, IterationState, LogicalKey, ShardCheckpoint, ShardEnd, StoreError,
     Takeover,
@@ -221,25 +222,7 @@ impl Codec<'_> {
     }
 
     pub fn parse_header(&self, item: &Item) -> Result<IterationHeader, StoreError> {
-        // The one attribute that cannot be read, named with its value.
-        let bad = |attribute: &str| {
-            let has = match item.get(attribute) {
-                None => format!("no {attribute}"),
-                Some(v) => format!("{attribute} = {v:?}"),
-            };
-            StoreError::Other(anyhow!(
-                "checkpoint table {:?}: the iteration header {}/{} has {has}, which this version \
-                 cannot read{}: restore it, or rewind the logical name (README: The checkpoint \
-                 table)",
-                self.t.table,
-                get_s(item, &self.t.hash_key).unwrap_or("?"),
-                get_s(item, &self.t.range_key).unwrap_or("?"),
-                match attribute {
-                    "state" => " (it is open, succeeded or failed)",
-                    _ => "",
-                }
-            ))
-        };
+        let bad = |attribute: &str| self.unreadable(item, attribute, "iteration header");
         let range_key = self.t.range_key.as_str();
         let number = get_s(item, range_key)
             .and_then(|v| v.parse().ok())
@@ -337,39 +320,53 @@ impl Codec<'_> {
     }
 
     pub fn parse_shard(&self, item: &Item) -> Result<ShardCheckpoint, StoreError> {
-        let bad = |what: &str| {
-            StoreError::Other(anyhow!(
-                "checkpoint table {:?}: a shard item has a bad or missing {what}",
-                self.t.table
-            ))
-        };
+        let bad = |attribute: &str| self.unreadable(item, attribute, "shard item");
         let pos = |k: &str| -> Result<Option<Position>, StoreError> {
             get_s(item, k)
-                .map(|v| Position::parse(v).map_err(|e| StoreError::Other(anyhow!(e))))
+                .map(|v| Position::parse(v).map_err(|_| bad(k)))
                 .transpose()
         };
+        // A count that is there must be a whole number (not a string, not negative).
+        let count = |k: &str| -> Result<u64, StoreError> {
+            match (item.contains_key(k), get_n::<u64>(item, k)) {
+                (true, None) => Err(bad(k)),
+                (_, n) => Ok(n.unwrap_or(0)),
+            }
+        };
         let read_from = pos("read_from")?;
-        let end = pos("next")?.map(|next| ShardEnd {
-            last_sequence: get_s(item, "last_seq").map(str::to_string),
-            next,
-            closed: item
-                .get("closed")
-                .and_then(|v| v.as_bool().ok())
-                .copied()
-                .unwrap_or(false),
-            records: get_n(item, "records").unwrap_or(0),
-            bytes: get_n(item, "bytes").unwrap_or(0),
-            fixed_ms: get_n(item, "fixed_at").unwrap_or(0),
-            fixed_by: get_s(item, "fixed_by").unwrap_or_default().to_string(),
-            known_until_ms: get_n(item, "known_until"),
-            read_from,
-            expired_skip: get_s(item, "expired_skip").map(str::to_string),
-            first_sequence: get_s(item, "first_seq").map(str::to_string),
-            first_arrival_ms: get_n(item, "first_arrival"),
-        });
+        let next = pos("next")?;
+        // A fixed range without its `next` would be read as unfixed, and read again.
+        if next.is_none()
+            && ["fixed_at", "last_seq", "records"]
+                .iter()
+                .any(|k| item.contains_key(*k))
+        {
+            return Err(bad("next"));
+        }
+        let end = match next {
+            None => None,
+            Some(next) => Some(ShardEnd {
+                last_sequence: get_s(item, "last_seq").map(str::to_string),
+                next,
+                closed: item
+                    .get("closed")
+                    .and_then(|v| v.as_bool().ok())
+                    .copied()
+                    .unwrap_or(false),
+                records: count("records")?,
+                bytes: count("bytes")?,
+                fixed_ms: get_n(item, "fixed_at").unwrap_or(0),
+                fixed_by: get_s(item, "fixed_by").unwrap_or_default().to_string(),
+                known_until_ms: get_n(item, "known_until"),
+                read_from,
+                expired_skip: get_s(item, "expired_skip").map(str::to_string),
+                first_sequence: get_s(item, "first_seq").map(str::to_string),
+                first_arrival_ms: get_n(item, "first_arrival"),
+            }),
+        };
         Ok(ShardCheckpoint {
             shard_id: get_s(item, &self.t.range_key)
-                .ok_or_else(|| bad("shard id"))?
+                .ok_or_else(|| bad(&self.t.range_key))?
                 .to_string(),
             parents: get_s(item, "parents")
                 .map(|p| p.split(',').map(str::to_string).collect())
@@ -379,6 +376,28 @@ impl Codec<'_> {
             end,
             joined: get_n(item, "joined"),
         })
+    }
+
+    /// An item this version cannot read, naming it and the one attribute
+    /// (with its value): a usage error, since a person edited it.
+    fn unreadable(&self, item: &Item, attribute: &str, what: &str) -> StoreError {
+        let has = match item.get(attribute) {
+            None => format!("no {attribute}"),
+            Some(v) => format!("{attribute} = {v:?}"),
+        };
+        let hint = match attribute {
+            "state" => " (it is open, succeeded or failed)",
+            "start" | "next" | "read_from" => " (a position: at:SEQ, after:SEQ or ts:MILLIS)",
+            "records" | "bytes" => " (a whole number)",
+            _ => "",
+        };
+        StoreError::Other(anyhow::Error::new(ExitError::Usage(format!(
+            "checkpoint table {:?}: the {what} {}/{} has {has}, which this version cannot \
+             read{hint}: restore it, or rewind the logical name (README: The checkpoint table)",
+            self.t.table,
+            get_s(item, &self.t.hash_key).unwrap_or("?"),
+            get_s(item, &self.t.range_key).unwrap_or("?"),
+        ))))
     }
 }
 
@@ -618,7 +637,7 @@ mod tests {
         // An earlier version reads every item under the one key as a shard:
         // this one is none, and it says so instead of seeing no shards.
         let e = c.parse_shard(&marker).unwrap_err().to_string();
-        assert!(e.contains("missing start"), "{e}");
+        assert!(e.contains("has no start"), "{e}");
     }
 
     #[test]
