@@ -101,6 +101,22 @@ pub fn items(
         .filter_map(|s| s.joined.map(|j| (j, s.shard_id.as_str())))
         .collect();
     joined.sort();
+    if let Some(recorded) = header
+        .joined_children
+        .filter(|c| *c as usize != joined.len())
+    {
+        return Err(refuse(format!(
+            "iteration {n} of logical name {:?}: its header records {recorded} joined \
+             {} (joined_children), but the table holds {} joined shard {} under {}: an item \
+             was deleted or added by hand; {}",
+            key.logical_name,
+            plural(recorded as usize, "child", "children"),
+            joined.len(),
+            plural(joined.len(), "item", "items"),
+            shard_items_key(key, n),
+            rewind(key, n)
+        )));
+    }
     for (i, (j, id)) in joined.iter().enumerate() {
         if *j as usize != i + 1 {
             return Err(refuse(format!(
@@ -285,6 +301,7 @@ mod tests {
             lease_expires_ms: 0,
             finished_ms: None,
             taken_over: None,
+            joined_children: None,
         }
     }
 
@@ -364,7 +381,19 @@ mod tests {
             &["joined = 2", "s-2"],
         );
         j.joined = Some(1);
-        assert!(items(&key(), &header(1, 2), &[two[0].clone(), two[1].clone(), j]).is_ok());
+        assert!(items(
+            &key(),
+            &header(1, 2),
+            &[two[0].clone(), two[1].clone(), j.clone()]
+        )
+        .is_ok());
+        // The header counts them: the highest one's item deleted is noticed.
+        let mut counted = header(1, 2);
+        counted.joined_children = Some(2);
+        refused(
+            items(&key(), &counted, &[two[0].clone(), two[1].clone(), j]),
+            &["2 joined children", "1 joined shard item"],
+        );
     }
 
     #[test]

@@ -496,6 +496,7 @@ impl Opening<'_> {
             lease_expires_ms: t + lease.duration.as_millis() as i64,
             finished_ms: None,
             taken_over: None,
+            joined_children: None,
         };
         match store.create(key, &header, &shards).await {
             Ok(()) => Ok(Some(Opened {

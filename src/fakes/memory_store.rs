@@ -186,6 +186,9 @@ impl CheckpointStore for MemoryStore {
                     .entry(sh.shard_id.clone())
                     .or_insert_with(|| sh.clone());
             }
+            if let Some(j) = shards.iter().filter_map(|s| s.joined).max() {
+                it.header.joined_children = Some(j);
+            }
             Ok(())
         })
     }

@@ -70,6 +70,10 @@ pub struct IterationHeader {
     pub finished_ms: Option<i64>,
     /// The last time a run took the lease over from another live run.
     pub taken_over: Option<Takeover>,
+    /// How many children joined the run that read it (raised in the
+    /// transaction that records each), so that a deleted joined child's
+    /// item is noticed; `None` in headers written before it was kept.
+    pub joined_children: Option<u32>,
 }
 
 /// A lease taken from another run while it was live (`--rerun-without-wait`).

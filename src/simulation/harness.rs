@@ -662,7 +662,7 @@ async fn hand_edit(v: &View, rng: &mut Rng) -> (Option<String>, Vec<String>) {
     let mut candidates = Vec::new();
     for h in headers.iter().filter(|h| succeeded(h)) {
         for s in shards(v, h.number).await {
-            if s.joined.is_none() && s.end.as_ref().is_some_and(|e| e.records > 0) {
+            if s.end.as_ref().is_some_and(|e| e.records > 0) {
                 candidates.push((h.number, s));
             }
         }

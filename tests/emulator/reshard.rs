@@ -268,6 +268,11 @@ async fn a_split_and_a_merge_during_a_run_join_that_run() {
     // Raised when the first child joined: a binary that knows only layout
     // 3 refuses the iteration rather than replay it in another order.
     assert_eq!(header_number(&table, &stream, "J", 0, "layout").await, 4);
+    // And it counts the joined children, so that one's item deleted is seen.
+    assert_eq!(
+        header_number(&table, &stream, "J", 0, "joined_children").await,
+        want.iter().filter(|(_, j)| j.is_some()).count() as i64
+    );
 
     let replay = ok(reader_kl(&args(&stream, &table, "J", "0")));
     assert_eq!(replay, first, "replay of iteration 0");

@@ -34,7 +34,7 @@ pub const MAX_ITERATION: u64 = 9_999_999_999;
 pub type Item = HashMap<String, AV>;
 
 /// Attribute names of the checkpoint items (besides the two keys).
-pub const RESERVED: [&str; 34] = [
+pub const RESERVED: [&str; 35] = [
     "kind",
     "layout",
     "shard_partitions",
@@ -65,6 +65,7 @@ pub const RESERVED: [&str; 34] = [
     "expired_skip",
     "first_seq",
     "first_arrival",
+    "joined_children",
     RELEASED_BY,
     TAKEN_OVER_FROM,
     TAKEN_OVER_BY,
@@ -246,6 +247,7 @@ impl Codec<'_> {
             owner: get_s(item, "owner").map(str::to_string),
             lease_expires_ms: get_n(item, "lease_expires").unwrap_or(0),
             finished_ms: get_n(item, "finished_at"),
+            joined_children: get_n(item, "joined_children"),
             taken_over: match (get_s(item, TAKEN_OVER_FROM), get_s(item, TAKEN_OVER_BY)) {
                 (Some(from), Some(by)) => Some(Takeover {
                     from: from.to_string(),
@@ -473,6 +475,7 @@ mod tests {
             lease_expires_ms: 32_000,
             finished_ms: None,
             taken_over: None,
+            joined_children: None,
         }
     }
 

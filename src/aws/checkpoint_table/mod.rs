@@ -647,9 +647,10 @@ impl CheckpointStore for DynamoStore {
                 // A joined child raises the header's layout in the same
                 // transaction: an older version then refuses the iteration
                 // rather than replay it in another order.
-                let mut items = vec![match joining {
-                    true => self.lease_check_raising_layout(k, i, holder),
-                    false => self.lease_check(k, i, holder),
+                let joined = chunk.iter().filter_map(|s| s.joined).max();
+                let mut items = vec![match joined {
+                    Some(j) => self.lease_check_raising_layout(k, i, holder, j),
+                    None => self.lease_check(k, i, holder),
                 }];
                 items.extend(
                     chunk
@@ -956,21 +957,26 @@ impl DynamoStore {
 
     /// [`Self::lease_check`] of a whole iteration's lease (its header) that
     /// also sets the header's layout to [`LAYOUT`].
+    /// The lease check of a transaction that records joined children, up to
+    /// the `joined`-th: it raises the header's layout and its count of them.
     fn lease_check_raising_layout(
         &self,
         k: &LogicalKey,
         i: u64,
         holder: &Holder,
+        joined: u32,
     ) -> TransactWriteItem {
         let update = Update::builder()
             .table_name(&self.t.table)
             .set_key(Some(self.codec().lease_key(k, i, holder)))
-            .update_expression("SET #l = :l")
+            .update_expression("SET #l = :l, #j = :j")
             .condition_expression("#o = :me")
             .expression_attribute_names("#o", "owner")
             .expression_attribute_names("#l", "layout")
+            .expression_attribute_names("#j", "joined_children")
             .expression_attribute_values(":me", s(&holder.owner))
             .expression_attribute_values(":l", n(LAYOUT))
+            .expression_attribute_values(":j", n(joined))
             .build()
             .expect("complete");
         TransactWriteItem::builder().update(update).build()
