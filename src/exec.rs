@@ -8,9 +8,16 @@ use crate::descriptors;
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 
-/// Where a run is, as its command is told: the stream, and with checkpoints
-/// the logical name, iteration number and opening time (epoch ms).
-pub type RunContext = (String, Option<(String, u64, i64)>);
+/// Where a run is, as its command is told.
+#[derive(Clone, Debug)]
+pub struct RunContext {
+    pub stream: String,
+    /// With checkpoints: the logical name, iteration number and opening
+    /// time (epoch ms).
+    pub iteration: Option<(String, u64, i64)>,
+    /// A map task's name (its share of the iteration), in map mode.
+    pub task: Option<String>,
+}
 
 /// The command, started: the write end of its stdin, and a thread that
 /// waits for it to exit.
@@ -77,7 +84,7 @@ pub fn spawn(
     ctx: &RunContext,
     feed: Option<&str>,
 ) -> std::io::Result<Running> {
-    let (stream, it) = ctx;
+    let (stream, it) = (&ctx.stream, &ctx.iteration);
     let (read_end, stdin) = std::io::pipe()?;
     let pipe = Arc::new(Pipe(Mutex::new(Some(read_end.try_clone()?))));
     let mut cmd = Command::new(program);
@@ -91,6 +98,10 @@ pub fn spawn(
             .env(mangle(names::ITERATION), n.to_string())
             .env(exported::ITERATION_START, fmt_ms(*opened_ms));
     }
+    match &ctx.task {
+        Some(t) => cmd.env(exported::TASK, t),
+        None => cmd.env_remove(exported::TASK),
+    };
     // A stdout or stderr closed when we started (`>&-`) is closed for the
     // command too, as the person asked; the runtime's stand-in /dev/null
     // would swallow the command's output without a word.

@@ -273,6 +273,8 @@ pub mod exported {
     pub const ITERATION: &str = "KINESIS_ITERATION";
     pub const STREAM: &str = "KINESIS_STREAM";
     pub const ITERATION_START: &str = "KINESIS_ITERATION_START";
+    /// A map task's name: which share of the iteration its command gets.
+    pub const TASK: &str = "KINESIS_TASK";
 }
 
 /// `8MiB`, `5MB`, `16777216`.

@@ -145,6 +145,19 @@ fn check_partitions_differ(
     )))
 }
 
+/// Which share of an iteration an add comes from, for its tag: the tag
+/// makes a rerun of the same share a no-op, so two shares that add into
+/// the same keys (map tasks of one plan; partitions) need tags of their
+/// own, or the second would be skipped as "already applied". The one writer
+/// of an iteration keeps the tag `<logical name>#<iteration>`.
+fn share(ctx: &IterationContext) -> String {
+    match (&ctx.task, ctx.partition, ctx.partitions) {
+        (Some(task), _, _) => format!("@{task}"),
+        (None, p, n) if p != 0 || n.is_some_and(|n| n > 1) => format!("@part-{p:05}"),
+        _ => String::new(),
+    }
+}
+
 fn table_output(
     cli: &WriterCli,
     ctx: &IterationContext,
@@ -157,7 +170,7 @@ fn table_output(
         parse_columns(columns).map_err(|e| ExitError::Usage(format!("--columns: {e}")))?;
     let mode = cli.mode.unwrap_or(Mode::Put);
     let tag = match (mode, &ctx.logical_name, ctx.iteration) {
-        (Mode::Add, Some(l), Some(n)) => Some(format!("{l}#{n}")),
+        (Mode::Add, Some(l), Some(n)) => Some(format!("{l}#{n}{}", share(ctx))),
         (Mode::Add, _, _) => {
             return Err(ExitError::Usage(
                 "--mode add records each iteration in the items it changes, so it needs \
@@ -268,6 +281,8 @@ pub struct IterationContext {
     pub opened_ms: Option<i64>,
     /// The input comes from an exec-mode reader that says when it is whole.
     pub fed_by_reader: bool,
+    /// A map task's name, from the reader that runs this writer's command.
+    pub task: Option<String>,
 }
 
 /// The default object name under a prefix: one object per iteration and
@@ -420,6 +435,7 @@ fn iteration_context(
         partitions,
         opened_ms,
         fed_by_reader: env(crate::feed::VARIABLE).is_some_and(|v| !v.is_empty()),
+        task: env(exported::TASK).filter(|t| !t.is_empty()),
     })
 }
 
@@ -608,6 +624,41 @@ mod tests {
     }
 
     #[test]
+    fn each_share_of_an_iteration_adds_under_a_tag_of_its_own() {
+        let tag = |env: &[(&str, &str)]| {
+            let a = [
+                "dynamodb://totals",
+                "--columns",
+                "k:S,n:N",
+                "--mode",
+                "add",
+                "--logical-name",
+                "L",
+                "--iteration",
+                "7",
+            ];
+            match resolve(&a, env).unwrap().destination {
+                Destination::DynamoDb(t) => t.tag.unwrap(),
+                d => panic!("{d:?}"),
+            }
+        };
+        // The one writer: as before.
+        assert_eq!(tag(&[]), "L#7");
+        assert_eq!(tag(&[("mapreduce_task_partition", "0")]), "L#7");
+        // Map tasks of one plan, and partitions, add the same keys apart.
+        assert_eq!(
+            tag(&[("KINESIS_TASK", "shardId-000000000001")]),
+            "L#7@shardId-000000000001"
+        );
+        assert_eq!(tag(&[("mapreduce_task_partition", "1")]), "L#7@part-00001");
+        let two = [
+            ("mapreduce_task_partition", "0"),
+            ("mapreduce_job_reduces", "2"),
+        ];
+        assert_eq!(tag(&two), "L#7@part-00000");
+    }
+
+    #[test]
     fn keys_are_deterministic_per_iteration_and_partition() {
         let ctx = IterationContext {
             logical_name: Some("top".into()),
@@ -617,6 +668,7 @@ mod tests {
             partitions: None,
             opened_ms: Some(1_764_165_900_000), // 2025-11-26T14:05:00Z
             fed_by_reader: false,
+            task: None,
         };
         assert_eq!(
             expand_key(DEFAULT_KEY_TEMPLATE, &ctx).unwrap(),

@@ -117,17 +117,22 @@ impl Prepared {
         }
     }
 
-    /// The stream's name, and the logical name, iteration number and opening
-    /// time (epoch ms) when checkpointing.
+    /// What the command is told: the stream, and when checkpointing the
+    /// logical name, iteration number and opening time (epoch ms), and a map
+    /// task's name.
     pub fn context(&self) -> crate::exec::RunContext {
-        let it = self.iteration.as_ref().map(|c| {
-            (
-                c.key.logical_name.clone(),
-                c.opened.header.number,
-                c.opened.header.opened_ms,
-            )
-        });
-        (self.info.name.clone(), it)
+        let it = self.iteration.as_ref();
+        crate::exec::RunContext {
+            stream: self.info.name.clone(),
+            iteration: it.map(|c| {
+                (
+                    c.key.logical_name.clone(),
+                    c.opened.header.number,
+                    c.opened.header.opened_ms,
+                )
+            }),
+            task: it.and_then(|c| c.lease.task.clone()),
+        }
     }
 }
 

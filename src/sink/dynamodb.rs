@@ -157,8 +157,9 @@ pub async fn load(
             match (opts.mode, opts.hold_until_whole) {
                 (Mode::Put, _) => "the items written so far stay (put is idempotent: run the \
                                    same whole input again)",
-                (Mode::Add, true) => "nothing was added (an add waits for its input to end \
-                                      whole)",
+                (Mode::Add, true) => "nothing is added before the input has ended whole, and \
+                                      what was added after that stays, each recorded under its \
+                                      iteration: a rerun adds the rest once",
                 (Mode::Add, false) => "the items added so far stay, recorded under their \
                                        iteration: rerun only with the same whole input",
             }

@@ -601,3 +601,94 @@ async fn add_mode_under_a_killed_reader_adds_nothing_and_the_rerun_adds_it_whole
     assert_eq!(total, 300, "each record counted once");
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// Map tasks of one plan that add into the same keys each count: a task's
+/// adds are recorded under its own share of the iteration, so the second
+/// is not skipped as "already applied"; a retried task still adds once.
+#[tokio::test(flavor = "multi_thread")]
+async fn map_tasks_adding_into_the_same_keys_each_count_once() {
+    let k = kinesis().await;
+    let stream = unique("addmap");
+    create_stream(&k, &stream, 2).await;
+    put_many(&k, &stream, 0, 200).await;
+    let t = table();
+    let d = dynamo().await;
+    let items = crate::writer::table(&d, false).await;
+    let manifest = String::from_utf8(ok(run_plan(&stream, &t, "am", "next"))).unwrap();
+    let lines: Vec<&str> = manifest.lines().collect();
+    assert_eq!(lines.len(), 2, "{manifest}");
+    let bins = std::path::Path::new(READER)
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let path = format!("{bins}:{}", std::env::var("PATH").unwrap());
+    let sink = format!(
+        "cut -f 1 | sort | sed 's/$/\\t1/' | kinesis-writer dynamodb://{items} --columns \
+         error:S,count:N --mode add"
+    );
+    // Each line once, and the first again (a retried attempt).
+    for line in [lines[0], lines[1], lines[0]] {
+        let o = reader_input(
+            &[
+                "--shards-from-stdin",
+                "--checkpoint-table",
+                &t,
+                "--",
+                "sh",
+                "-c",
+                &sink,
+            ],
+            line.as_bytes(),
+            &[("PATH", &path)],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let scan = d.scan().table_name(&items).send().await.unwrap();
+    let total: u64 = scan
+        .items()
+        .iter()
+        .map(|i| i["count"].as_n().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total, 200, "every record counted once");
+}
+
+/// SIGTERM to an exec-mode reader reaches its command's whole pipeline, not
+/// only the shell: nothing of it goes on after the reader said the
+/// iteration failed.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_reaches_every_process_of_the_command() {
+    let k = kinesis().await;
+    let stream = unique("term");
+    create_stream(&k, &stream, 1).await;
+    put_many(&k, &stream, 0, 5).await;
+    let t = table();
+    let mut a = args(&stream, &t, "g", "next");
+    // A duration no other process uses, to find this pipeline's sleep by.
+    let marker = format!(
+        "{}.{}",
+        60 + std::process::id() % 30,
+        std::process::id() % 997
+    );
+    let script = format!("sleep {marker} | cat");
+    a.extend(["--", "sh", "-c", &script]);
+    let child = spawn_reader(&a);
+    let running = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", &format!("^sleep {marker}$")])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    wait_until("the command's pipeline runs", 60, running);
+    // SAFETY: our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(143), "{}", stderr(&o));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!running(), "the pipeline's sleep outlived the reader");
+    assert_eq!(state(&stream, &t, "g", 0), "failed");
+}
