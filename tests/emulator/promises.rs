@@ -7,6 +7,16 @@
 use crate::harness::*;
 use std::process::Stdio;
 
+/// PATH with the binaries first, for a command that runs `kinesis-writer`.
+fn path_with_binaries() -> String {
+    let bins = std::path::Path::new(READER)
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    format!("{bins}:{}", std::env::var("PATH").unwrap())
+}
+
 /// An iteration's state, as `status --json` shows it.
 fn state(stream: &str, table: &str, logical: &str, n: usize) -> String {
     status(stream, table, logical)[n]["state"]
@@ -173,10 +183,6 @@ async fn a_closed_stdout_or_stdin_is_refused_before_anything_counts() {
 /// Starts an exec-mode reader whose command signals (a file appears) once
 /// the first line has reached it, then goes on slowly into `sink`.
 fn reader_feeding(a: &[&str], mark: &std::path::Path, sink: &str) -> std::process::Child {
-    let bins = std::path::PathBuf::from(READER)
-        .parent()
-        .unwrap()
-        .to_path_buf();
     let script = format!(
         "{{ IFS= read -r first; printf '%s\\n' \"$first\"; touch {}; sleep 2; cat; }} | {sink}",
         mark.display()
@@ -184,10 +190,7 @@ fn reader_feeding(a: &[&str], mark: &std::path::Path, sink: &str) -> std::proces
     let mut all: Vec<&str> = a.to_vec();
     all.extend(["--", "sh", "-c", &script]);
     command(READER, &all, &[])
-        .env(
-            "PATH",
-            format!("{}:{}", bins.display(), std::env::var("PATH").unwrap()),
-        )
+        .env("PATH", path_with_binaries())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -254,15 +257,8 @@ async fn a_writer_fed_by_a_reader_killed_with_9_completes_nothing() {
     let whole = |logical: &str, sink: &str| {
         let mut a = args(&stream, &t, logical, "next");
         a.extend(["--", "sh", "-c", sink]);
-        let env = [(
-            "PATH",
-            format!(
-                "{}:{}",
-                std::path::Path::new(READER).parent().unwrap().display(),
-                std::env::var("PATH").unwrap()
-            ),
-        )];
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let path = path_with_binaries();
+        let env = [("PATH", path.as_str())];
         reader_env(&a, &env)
     };
     let o = whole("k9-whole", &format!("kinesis-writer s3://{b}/k9/"));
@@ -285,12 +281,7 @@ async fn a_writer_whose_input_ends_before_its_readers_output_stores_nothing() {
     let t = table();
     let s3c = s3().await;
     let b = bucket(&s3c).await;
-    let bins = std::path::Path::new(READER)
-        .parent()
-        .unwrap()
-        .display()
-        .to_string();
-    let path = format!("{bins}:{}", std::env::var("PATH").unwrap());
+    let path = path_with_binaries();
     let mut a = args(&stream, &t, "h", "next");
     let sink = format!("head -n 5 | kinesis-writer s3://{b}/h/");
     a.extend(["--", "sh", "-c", &sink]);
@@ -580,12 +571,7 @@ async fn add_mode_under_a_killed_reader_adds_nothing_and_the_rerun_adds_it_whole
     let scan = d.scan().table_name(&items).send().await.unwrap();
     assert_eq!(scan.count(), 0, "a killed reader's input was added");
     // The rerun (once the dead run's lease has expired) adds it whole, once.
-    let bins = std::path::Path::new(READER)
-        .parent()
-        .unwrap()
-        .display()
-        .to_string();
-    let path = format!("{bins}:{}", std::env::var("PATH").unwrap());
+    let path = path_with_binaries();
     let mut again = a.to_vec();
     again.extend(["--", "sh", "-c", &sink]);
     for _ in 0..2 {
@@ -617,12 +603,7 @@ async fn map_tasks_adding_into_the_same_keys_each_count_once() {
     let manifest = String::from_utf8(ok(run_plan(&stream, &t, "am", "next"))).unwrap();
     let lines: Vec<&str> = manifest.lines().collect();
     assert_eq!(lines.len(), 2, "{manifest}");
-    let bins = std::path::Path::new(READER)
-        .parent()
-        .unwrap()
-        .display()
-        .to_string();
-    let path = format!("{bins}:{}", std::env::var("PATH").unwrap());
+    let path = path_with_binaries();
     let sink = format!(
         "cut -f 1 | sort | sed 's/$/\\t1/' | kinesis-writer dynamodb://{items} --columns \
          error:S,count:N --mode add"
