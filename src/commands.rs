@@ -309,18 +309,18 @@ fn start_command(
     args: &[String],
     prepared: &run::Prepared,
 ) -> std::io::Result<Started> {
-    // The feed needs the pipe, and the command needs the feed's name:
-    // the socket is bound first, and learns of the pipe once it exists.
-    let pipe: Arc<std::sync::OnceLock<Arc<exec::Pipe>>> = Arc::default();
-    let seen = pipe.clone();
-    let feed = Feed::serve(move || seen.get().and_then(|p| p.unread()));
+    // The feed counts what the command's stdin holds, and the command is
+    // told the feed's name: the pipe comes first, then the feed, then the command.
+    let stdin = exec::Stdin::new()?;
+    let pipe = stdin.pipe.clone();
+    let feed = Feed::serve(move || pipe.unread());
     let c = exec::spawn(
         program,
         args,
         &prepared.context(),
         feed.as_ref().map(Feed::name),
+        stdin,
     )?;
-    let _ = pipe.set(c.pipe.clone());
     Ok((c, feed))
 }
 

@@ -19,13 +19,32 @@ pub struct RunContext {
     pub task: Option<String>,
 }
 
+/// The command's stdin, made before the command is started, so that what
+/// it holds can be counted by whoever needs to know ([`Stdin::pipe`]).
+pub struct Stdin {
+    read_end: std::io::PipeReader,
+    write_end: std::io::PipeWriter,
+    /// The reader's own copy of the pipe's read end (see [`Exited::unread`]).
+    pub pipe: Arc<Pipe>,
+}
+
+impl Stdin {
+    pub fn new() -> std::io::Result<Stdin> {
+        let (read_end, write_end) = std::io::pipe()?;
+        let pipe = Arc::new(Pipe(Mutex::new(Some(read_end.try_clone()?))));
+        Ok(Stdin {
+            read_end,
+            write_end,
+            pipe,
+        })
+    }
+}
+
 /// The command, started: the write end of its stdin, and a thread that
 /// waits for it to exit.
 pub struct Running {
     pub stdin: Option<std::io::PipeWriter>,
     pub pid: i32,
-    /// The reader's own copy of the pipe's read end (see [`Exited::unread`]).
-    pub pipe: Arc<Pipe>,
     exited: std::thread::JoinHandle<std::io::Result<Exited>>,
 }
 
@@ -54,12 +73,8 @@ impl Pipe {
 
     /// Counts what is left, then lets go of the read end.
     fn close(&self) -> usize {
-        let mut held = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let left = held
-            .as_ref()
-            .and_then(|r| descriptors::unread(r).ok())
-            .unwrap_or(0);
-        *held = None;
+        let left = self.unread().unwrap_or(0);
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
         left
     }
 }
@@ -83,10 +98,14 @@ pub fn spawn(
     args: &[String],
     ctx: &RunContext,
     feed: Option<&str>,
+    stdin: Stdin,
 ) -> std::io::Result<Running> {
     let (stream, it) = (&ctx.stream, &ctx.iteration);
-    let (read_end, stdin) = std::io::pipe()?;
-    let pipe = Arc::new(Pipe(Mutex::new(Some(read_end.try_clone()?))));
+    let Stdin {
+        read_end,
+        write_end,
+        pipe,
+    } = stdin;
     let mut cmd = Command::new(program);
     cmd.args(args).stdin(read_end);
     cmd.env(exported::STREAM, stream)
@@ -131,18 +150,16 @@ pub fn spawn(
     // The command's copy of the read end goes with `cmd`.
     drop(cmd);
     let pid = child.id() as i32;
-    let watched = pipe.clone();
     let exited = std::thread::spawn(move || {
         let status = wait(&mut child)?;
         Ok(Exited {
             status,
-            unread: watched.close(),
+            unread: pipe.close(),
         })
     });
     Ok(Running {
-        stdin: Some(stdin),
+        stdin: Some(write_end),
         pid,
-        pipe,
         exited,
     })
 }
