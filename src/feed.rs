@@ -154,15 +154,13 @@ impl<W> Drop for Output<W> {
     }
 }
 
-/// The writer's side: at the end of its input, asks the reader named in the
-/// environment whether that input is whole. `Ok` without a reader to ask.
-pub fn check(env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
-    match env(VARIABLE).filter(|n| !n.is_empty()) {
-        Some(name) => ask(&name),
-        None => Ok(()),
-    }
+/// The socket of the exec-mode reader feeding this process, if one is.
+pub fn socket(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    env(VARIABLE).filter(|n| !n.is_empty())
 }
 
+/// The writer's side: asks the reader listening on `name` whether the input
+/// it fed is whole.
 fn ask(name: &str) -> Result<(), String> {
     let gone = |e: std::io::Error| {
         format!(
@@ -200,7 +198,7 @@ impl<R: Read> Checked<R> {
     pub fn new(inner: R, env: &dyn Fn(&str) -> Option<String>) -> Self {
         Checked {
             inner,
-            feed: env(VARIABLE).filter(|n| !n.is_empty()),
+            feed: socket(env),
             verdict: None,
         }
     }
@@ -227,6 +225,11 @@ impl<R: Read> Read for Checked<R> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// As a writer asks at the end of its input: `Ok` without a reader.
+    fn check(env: &dyn Fn(&str) -> Option<String>) -> Result<(), String> {
+        socket(env).map_or(Ok(()), |name| ask(&name))
+    }
 
     fn env_for(feed: &Feed) -> impl Fn(&str) -> Option<String> + Send + 'static {
         let name = feed.name().to_string();

@@ -434,7 +434,7 @@ fn iteration_context(
         partition,
         partitions,
         opened_ms,
-        fed_by_reader: env(crate::feed::VARIABLE).is_some_and(|v| !v.is_empty()),
+        fed_by_reader: crate::feed::socket(env).is_some(),
         task: env(exported::TASK).filter(|t| !t.is_empty()),
     })
 }
